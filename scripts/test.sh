@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every check and test, as CI does: formatting, clippy, the release build
+# and the whole test suite. Run as root from anywhere in a clone; root-only
+# integration tests (tests/) skip themselves for other users.
+# BERTH_TEST_RUNTIME=/usr/sbin/runc runs the integration tests against another
+# runc-compatible runtime instead of the freshly built berth-runtime.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+
+step "install dependencies"
+bash scripts/install-deps.sh
+
+step "shell syntax"
+for f in scripts/*.sh bench/*.sh .ci/run; do
+    [ -f "$f" ] && bash -n "$f"
+done
+
+step "cargo fmt"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --release"
+cargo build --release
+
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+export BERTH_RUNTIME="${BERTH_TEST_RUNTIME:-$target/release/berth-runtime}"
+export BERTH_ROOTFS_SCRIPT="$PWD/scripts/mkrootfs.sh"
+step "cargo test --workspace (runtime under test: $BERTH_RUNTIME)"
+cargo test --workspace
+
+step "all checks passed in $((SECONDS - started)) s"
