@@ -13,8 +13,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 runtime=${1:-}
 [ $# -gt 0 ] && shift
 if [ -z "$runtime" ]; then
-    if [ -x "$here/../target/release/berth-runtime" ]; then
-        runtime=$here/../target/release/berth-runtime
+    built=${CARGO_TARGET_DIR:-$here/../target}/release/berth-runtime
+    if [ -x "$built" ]; then
+        runtime=$built
     elif command -v berth-runtime >/dev/null; then
         runtime=berth-runtime
     else

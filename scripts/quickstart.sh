@@ -9,7 +9,7 @@ export PATH="$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 
 bash scripts/install-deps.sh
 cargo build --release
-runtime=${BERTH_QUICKSTART_RUNTIME:-$PWD/target/release/berth-runtime}
+runtime=${BERTH_QUICKSTART_RUNTIME:-${CARGO_TARGET_DIR:-$PWD/target}/release/berth-runtime}
 
 work=$(mktemp -d /tmp/berth-quickstart.XXXXXX)
 root=$work/state
