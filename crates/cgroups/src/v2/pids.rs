@@ -1,0 +1,17 @@
+//! v2 `pids`: pids.max; stats.
+
+use std::path::Path;
+
+use oci_spec::runtime::LinuxResources;
+
+use crate::error::Error;
+use crate::fs::Plan;
+use crate::stats::Stats;
+
+pub(crate) fn plan(dir: &Path, r: &LinuxResources) -> Result<Plan, Error> {
+    crate::v1::pids::plan(Some(dir), r)
+}
+
+pub(crate) fn stats(dir: &Path, s: &mut Stats) -> Result<(), Error> {
+    crate::v1::pids::stats(dir, s)
+}
