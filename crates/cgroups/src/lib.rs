@@ -342,3 +342,6 @@ impl Manager {
         }
     }
 }
+
+#[cfg(test)]
+mod fake_tree_tests;

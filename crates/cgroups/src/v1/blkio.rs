@@ -106,7 +106,6 @@ pub(crate) fn plan(dir: Option<&Path>, r: &LinuxResources) -> Result<Plan, Error
     let dir = dir.ok_or_else(|| Error::missing("blkio", "blockIO limits"))?;
     let Some(b) = r.block_io() else { return Ok(p) };
     // proportional weight: cfq's blkio.weight, else bfq's blkio.bfq.weight
-    let bfq = !fs::exists(dir, "blkio.weight") && fs::exists(dir, "blkio.bfq.weight");
     let weight_file = |cfq: &'static str, bfq_name: &'static str, what: String| {
         if fs::exists(dir, cfq) {
             Ok(cfq)
@@ -145,7 +144,6 @@ pub(crate) fn plan(dir: Option<&Path>, r: &LinuxResources) -> Result<Plan, Error
                 "blkio.bfq.weight_device",
                 format!("blockIO.weightDevice {dev}"),
             )?;
-            let _ = bfq;
             let prev = current_device_value(dir, f, &dev).unwrap_or_else(|| "0".into());
             p.push_undo(
                 dir,

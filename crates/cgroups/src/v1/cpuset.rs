@@ -94,6 +94,11 @@ pub(crate) fn inherit(mount: &Path, leaf: &Path) -> Result<(), Error> {
 }
 
 pub(crate) fn stats(dir: &Path, s: &mut Stats) -> Result<(), Error> {
+    stats_from(dir, s, ["cpuset.effective_cpus", "cpuset.effective_mems"])
+}
+
+/// Effective cpus/mems from the given files, else the configured ones.
+pub(crate) fn stats_from(dir: &Path, s: &mut Stats, effective: [&str; 2]) -> Result<(), Error> {
     let pick = |a: &str, b: &str| -> Result<Vec<u16>, Error> {
         let v = match fs::read_opt(dir, a)? {
             Some(v) => Some(v),
@@ -101,7 +106,7 @@ pub(crate) fn stats(dir: &Path, s: &mut Stats) -> Result<(), Error> {
         };
         Ok(v.map(|v| parse_cpu_list(&v)).unwrap_or_default())
     };
-    s.cpuset.cpus = pick("cpuset.effective_cpus", "cpuset.cpus")?;
-    s.cpuset.mems = pick("cpuset.effective_mems", "cpuset.mems")?;
+    s.cpuset.cpus = pick(effective[0], "cpuset.cpus")?;
+    s.cpuset.mems = pick(effective[1], "cpuset.mems")?;
     Ok(())
 }

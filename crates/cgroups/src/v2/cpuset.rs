@@ -13,5 +13,5 @@ pub(crate) fn plan(dir: &Path, r: &LinuxResources) -> Result<Plan, Error> {
 }
 
 pub(crate) fn stats(dir: &Path, s: &mut Stats) -> Result<(), Error> {
-    crate::v1::cpuset::stats(dir, s)
+    crate::v1::cpuset::stats_from(dir, s, ["cpuset.cpus.effective", "cpuset.mems.effective"])
 }
