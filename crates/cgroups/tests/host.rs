@@ -374,3 +374,87 @@ fn relative_path_and_join_existing() {
     joined.destroy().unwrap();
     assert!(g.m.hierarchies().iter().all(|h| h.path.exists()), "{own}");
 }
+
+/// The v2 device filter, loaded into the real kernel and attached to a cgroup
+/// on this host's cgroup2 hierarchy (`unified` on hybrid hosts).
+#[test]
+fn bpf_device_filter_on_cgroup2() {
+    if skip("bpf_device_filter_on_cgroup2") {
+        return;
+    }
+    let base = if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        PathBuf::from("/sys/fs/cgroup/unified")
+    } else if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        println!("SKIP bpf_device_filter_on_cgroup2: no cgroup2 hierarchy");
+        return;
+    };
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let dir = base.join(format!("berth-test-{}-{n}", std::process::id()));
+    struct DirGuard(PathBuf);
+    impl Drop for DirGuard {
+        fn drop(&mut self) {
+            if let Ok(p) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
+                for pid in p.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            for _ in 0..50 {
+                if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    std::fs::create_dir(&dir).unwrap();
+    let _guard = DirGuard(dir.clone());
+    let rule = |allow: bool, t: LinuxDeviceType, ma: Option<i64>, mi: Option<i64>| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .access("rwm")
+            .typ(t);
+        if let Some(m) = ma {
+            b = b.major(m);
+        }
+        if let Some(m) = mi {
+            b = b.minor(m);
+        }
+        b.build().unwrap()
+    };
+    let run = |script: &str| -> String {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("read _; {script}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        use std::io::Write;
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let probe = "head -c1 /dev/null && echo null=ok; head -c1 /dev/zero >/dev/null 2>&1 && echo zero=ok || echo zero=denied";
+
+    let mut rules = vec![rule(false, LinuxDeviceType::A, None, None)];
+    rules.extend(berth_cgroups::default_allowed_devices());
+    rules.push(rule(false, LinuxDeviceType::C, Some(1), Some(5)));
+    berth_cgroups::v2::devices::apply_rules(&dir, &rules).expect("load and attach");
+    let out = run(probe);
+    assert!(
+        out.contains("null=ok") && out.contains("zero=denied"),
+        "{out}"
+    );
+
+    // replacing the filter detaches the old one: /dev/zero works again
+    berth_cgroups::v2::devices::apply_rules(&dir, &[rule(true, LinuxDeviceType::A, None, None)])
+        .expect("replace");
+    let out = run(probe);
+    assert!(out.contains("null=ok") && out.contains("zero=ok"), "{out}");
+    println!("device filter enforced and replaced on {}", dir.display());
+}

@@ -288,6 +288,16 @@ fn attached(cg: &File, path: &Path) -> Result<Vec<u32>, Error> {
     Ok(ids)
 }
 
+/// Compile OCI device rules and make the program the only device filter of the
+/// cgroup2 directory `path` (also usable on the cgroup2 side of a hybrid host).
+pub fn apply_rules(
+    path: &Path,
+    rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+) -> Result<(), Error> {
+    let emu = Emulator::from_rules(&crate::devices::rules_from_oci(rules)?);
+    apply(path, &emu)
+}
+
 /// Load the program for `emu` and make it the only device filter of `path`.
 pub(crate) fn apply(path: &Path, emu: &Emulator) -> Result<(), Error> {
     let prog = program(emu);
