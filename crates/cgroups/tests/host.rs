@@ -458,3 +458,67 @@ fn bpf_device_filter_on_cgroup2() {
     assert!(out.contains("null=ok") && out.contains("zero=ok"), "{out}");
     println!("device filter enforced and replaced on {}", dir.display());
 }
+
+/// Hugetlb limits: the v1 hierarchy when mounted, else (hybrid hosts such as
+/// this one) the cgroup2 side when it offers the controller.
+#[test]
+fn hugetlb_limit_lands_somewhere_real() {
+    if skip("hugetlb_limit_lands_somewhere_real") {
+        return;
+    }
+    if !Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists() {
+        println!("SKIP hugetlb_limit_lands_somewhere_real: no 2MB huge pages");
+        return;
+    }
+    // on hybrid hosts the limit needs +hugetlb in the cgroup2 root; put the
+    // root back as it was afterwards, leaving the host as found
+    let root_ctl = Path::new("/sys/fs/cgroup/unified/cgroup.subtree_control");
+    let had = std::fs::read_to_string(root_ctl)
+        .map(|s| s.split_whitespace().any(|c| c == "hugetlb"))
+        .unwrap_or(true);
+    struct Restore(bool, &'static Path);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if !self.0 {
+                let _ = std::fs::write(self.1, "-hugetlb");
+            }
+        }
+    }
+    let _restore = Restore(
+        had,
+        Path::new("/sys/fs/cgroup/unified/cgroup.subtree_control"),
+    );
+    let g = new_cgroup();
+    let r = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![oci_spec::runtime::LinuxHugepageLimitBuilder::default(
+        )
+        .page_size("2MB")
+        .limit(4 * 1024 * 1024i64)
+        .build()
+        .unwrap()])
+        .build()
+        .unwrap();
+    match g.m.apply(&r) {
+        Ok(()) => {
+            let h =
+                g.m.hierarchies()
+                    .into_iter()
+                    .find(|h| h.controllers.iter().any(|c| c == "hugetlb") || h.cgroup2)
+                    .unwrap();
+            let f = if h.cgroup2 {
+                "hugetlb.2MB.max"
+            } else {
+                "hugetlb.2MB.limit_in_bytes"
+            };
+            assert_eq!(read(&h.path.join(f)), "4194304");
+            let st = g.m.stats().unwrap();
+            assert!(st.hugetlb.contains_key("2MB"), "{:?}", st.hugetlb);
+            println!("hugetlb limit written to {}", h.path.join(f).display());
+        }
+        Err(e) => {
+            // a host without any hugetlb controller must say so clearly
+            assert!(e.to_string().contains("hugetlb"), "{e}");
+            println!("no hugetlb controller: {e}");
+        }
+    }
+}

@@ -180,21 +180,21 @@ impl Manager {
         if r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty()) {
             if let Some(d) = self.path("hugetlb") {
                 plan.append(hugetlb::plan(d, r)?);
-            } else if let Some(u) = self.unified_path().filter(|u| {
-                fs::read_opt(u, "cgroup.controllers")
-                    .ok()
-                    .flatten()
-                    .is_some_and(|c| c.split_whitespace().any(|x| x == "hugetlb"))
+            } else if let Some(h) = self.hierarchies.iter().find(|h| {
+                // the root's cgroup.controllers lists what the hierarchy offers
+                h.cgroup2
+                    && fs::read_opt(&h.mount_point, "cgroup.controllers")
+                        .ok()
+                        .flatten()
+                        .is_some_and(|c| c.split_whitespace().any(|x| x == "hugetlb"))
             }) {
                 // hybrid host whose hugetlb controller lives on cgroup2
-                let mount = self
-                    .hierarchies
-                    .iter()
-                    .find(|h| h.cgroup2)
-                    .map(|h| h.mount_point.clone())
-                    .unwrap_or_default();
-                plan.append(crate::v2::enable_controller_plan(&mount, u, "hugetlb")?);
-                plan.append(crate::v2::hugetlb::plan_lazy(u, r)?);
+                plan.append(crate::v2::enable_controller_plan(
+                    &h.mount_point,
+                    &h.path,
+                    "hugetlb",
+                )?);
+                plan.append(crate::v2::hugetlb::plan_lazy(&h.path, r)?);
             } else {
                 return Err(Error::missing("hugetlb", "hugepageLimits"));
             }
