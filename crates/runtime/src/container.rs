@@ -1,0 +1,1034 @@
+//! Container operations as the runtime (parent) side sees them: create, start,
+//! run, exec, kill, delete, state, pause, resume, update, stats.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_cgroups::{CgroupConfig, FreezerState, Manager};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{self, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
+use rustix::fs::{Mode, OFlags};
+use tracing::{debug, info_span, warn};
+
+use crate::channel::{self, Msg};
+use crate::error::{Error, Result};
+use crate::init;
+use crate::seccomp;
+use crate::spec;
+use crate::state::{self, OciState, Record, StateDir, Status, CONFIG_FILE, EXEC_FIFO};
+use crate::sys::{self, Forked};
+
+/// The runtime: where state lives and which cgroup driver to use.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// State root (`--root`), e.g. `/run/berth-runtime`.
+    pub root: PathBuf,
+    /// `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
+}
+
+/// Options of `create` and `run`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    /// Container ID.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--console-socket`.
+    pub console_socket: Option<PathBuf>,
+    /// `--no-pivot`.
+    pub no_pivot: bool,
+    /// `--no-new-keyring`.
+    pub no_new_keyring: bool,
+    /// `--preserve-fds`.
+    pub preserve_fds: u32,
+}
+
+/// Options of `exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOpts {
+    /// `--console-socket`.
+    pub console_socket: Option<PathBuf>,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--detach`.
+    pub detach: bool,
+    /// `--preserve-fds`.
+    pub preserve_fds: u32,
+}
+
+/// A container that `create` made.
+#[derive(Debug)]
+pub struct Created {
+    /// Host PID of init.
+    pub pid: Pid,
+    /// The pty master, when the parent must relay the terminal.
+    pub pty: Option<OwnedFd>,
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+/// Order in which namespaces are joined: user first (it grants the rights to join
+/// the others), mount last (it changes our root).
+fn join_rank(f: CloneFlags) -> u8 {
+    match f {
+        CloneFlags::CLONE_NEWUSER => 0,
+        CloneFlags::CLONE_NEWNS => 9,
+        _ => 5,
+    }
+}
+
+fn open_ns(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Error::io("open namespace", path, e.into()))
+}
+
+/// Restores a namespace of ours on drop (after a setns for a child's sake).
+struct NsRestore(Option<(OwnedFd, CloneFlags)>);
+impl Drop for NsRestore {
+    fn drop(&mut self) {
+        if let Some((fd, f)) = self.0.take() {
+            if let Err(e) = nix::sched::setns(fd.as_fd(), f) {
+                warn!("restoring our own namespace: {e}");
+            }
+        }
+    }
+}
+
+fn enter_for_children(target: &OwnedFd, flag: CloneFlags, own: &str) -> Result<NsRestore> {
+    let saved = open_ns(Path::new(own))?;
+    nix::sched::setns(target.as_fd(), flag).map_err(|e| Error::sys(format!("setns {own}"), e))?;
+    Ok(NsRestore(Some((saved, flag))))
+}
+
+/// What a failed create must undo.
+#[derive(Default)]
+struct Undo {
+    pid: Option<Pid>,
+    cgroup: Option<Manager>,
+}
+
+impl Undo {
+    fn run(self) {
+        if let Some(pid) = self.pid {
+            let _ = signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup {
+            if let Err(e) = cg.kill_all(Signal::SIGKILL) {
+                debug!("undo: kill cgroup: {e}");
+            }
+            if let Err(e) = cg.destroy() {
+                warn!("undo: remove cgroup: {e}");
+            }
+        }
+    }
+}
+
+fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
+    state::write_atomic(path, pid.as_raw().to_string().as_bytes())
+}
+
+fn listen_fds() -> (u32, Vec<String>) {
+    match std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        Some(n) if n > 0 => (n, vec![format!("LISTEN_FDS={n}"), "LISTEN_PID=1".into()]),
+        _ => (0, vec![]),
+    }
+}
+
+impl Runtime {
+    fn oci_state(&self, rec: &Record, status: Status) -> OciState {
+        OciState {
+            oci_version: spec::OCI_VERSION.into(),
+            id: rec.id.clone(),
+            status,
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                rec.pid
+            },
+            bundle: rec.bundle.clone(),
+            rootfs: rec.rootfs.clone(),
+            created: rec.created.clone(),
+            owner: rec.owner.clone(),
+            annotations: rec.annotations.clone(),
+        }
+    }
+
+    fn status_of(&self, sd: &StateDir, rec: &Record) -> Status {
+        if !state::init_alive(rec) {
+            return Status::Stopped;
+        }
+        if let Ok(cg) = Manager::from_state(&rec.cgroup) {
+            if matches!(cg.freezer_state(), Ok(FreezerState::Frozen)) {
+                return Status::Paused;
+            }
+        }
+        if sd.file(EXEC_FIFO).exists() {
+            Status::Created
+        } else {
+            Status::Running
+        }
+    }
+
+    fn load(&self, id: &str) -> Result<(StateDir, Record)> {
+        let sd = StateDir::open(&self.root, id)?;
+        match sd.load()? {
+            Some(r) => Ok((sd, r)),
+            None => Err(Error::WrongState {
+                id: id.into(),
+                status: "creating".into(),
+                msg: "its create has not finished (delete --force removes it)".into(),
+            }),
+        }
+    }
+
+    fn saved_spec(&self, sd: &StateDir) -> Result<Spec> {
+        spec::load(&sd.file(CONFIG_FILE))
+    }
+
+    /// Create a container: init is left blocked until `start`.
+    pub fn create(&self, o: &CreateOpts) -> Result<Created> {
+        let _span = info_span!("create", id = %o.id).entered();
+        let sd = StateDir::create(&self.root, &o.id)?;
+        let mut undo = Undo::default();
+        match self.create_in(&sd, o, false, &mut undo) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                undo.run();
+                let _ = sd.remove();
+                Err(e)
+            }
+        }
+    }
+
+    fn create_in(
+        &self,
+        sd: &StateDir,
+        o: &CreateOpts,
+        relay_pty: bool,
+        undo: &mut Undo,
+    ) -> Result<Created> {
+        let bundle =
+            fs::canonicalize(&o.bundle).map_err(|e| Error::io("open bundle", &o.bundle, e))?;
+        let cfg_path = bundle.join("config.json");
+        let spec = spec::load(&cfg_path)?;
+        let rootfs = spec::validate(&spec, &bundle, &cfg_path)?;
+        let rootfs = fs::canonicalize(&rootfs).map_err(|e| Error::io("open rootfs", &rootfs, e))?;
+        fs::copy(&cfg_path, sd.file(CONFIG_FILE))
+            .map_err(|e| Error::io("save config", sd.file(CONFIG_FILE), e))?;
+        let process = spec.process().as_ref().expect("validated");
+        let linux = spec.linux().as_ref().expect("validated");
+
+        // Namespaces: new ones come from clone; joined ones are opened now so a bad
+        // path fails before anything runs.
+        let mut clone_flags = CloneFlags::empty();
+        let mut join: Vec<(CloneFlags, OwnedFd)> = Vec::new();
+        let (mut pid_join, mut time_join, mut new_time, mut new_cgroupns) =
+            (None, None, false, false);
+        let mut ns_names = Vec::new();
+        for ns in linux.namespaces().iter().flatten() {
+            ns_names.push(ns.typ().to_string());
+            match (ns.typ(), ns.path()) {
+                (LinuxNamespaceType::Pid, Some(p)) => pid_join = Some(open_ns(p)?),
+                (LinuxNamespaceType::Time, Some(p)) => time_join = Some(open_ns(p)?),
+                (LinuxNamespaceType::Time, None) => new_time = true,
+                (LinuxNamespaceType::Cgroup, None) => new_cgroupns = true,
+                (t, Some(p)) => join.push((ns_flag(t), open_ns(p)?)),
+                (t, None) => clone_flags |= ns_flag(t),
+            }
+        }
+        join.sort_by_key(|(f, _)| join_rank(*f));
+        if join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER) && !clone_flags.is_empty() {
+            return Err(Error::Unsupported(
+                "joining a user namespace by path while creating new namespaces".into(),
+            ));
+        }
+        let new_userns = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
+
+        // Everything that can be refused is checked before the cgroup and the child exist.
+        let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+        if let Some(c) = process.capabilities() {
+            crate::capabilities::validate(c)?;
+        }
+        let terminal = process.terminal().unwrap_or(false);
+        let console = match (&o.console_socket, terminal) {
+            (Some(p), true) => Some(crate::console::connect(p)?),
+            (None, true) if !relay_pty => {
+                return Err(Error::InvalidArgument(
+                    "process.terminal is true: --console-socket is required when the runtime does not stay attached".into(),
+                ))
+            }
+            _ => None,
+        };
+
+        let cg = Manager::new(&CgroupConfig {
+            path: linux.cgroups_path().clone(),
+            id: o.id.clone(),
+            systemd: self.systemd_cgroup,
+        })?;
+        cg.create()?;
+        let cg_state = cg.to_state();
+        let cg_mounts = cg.mounts();
+        undo.cgroup = Some(cg);
+        let resources = device_rules(linux);
+        undo.cgroup.as_ref().expect("set above").apply(&resources)?;
+
+        let fifo_path = sd.file(EXEC_FIFO);
+        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| Error::sys(format!("mkfifo {}", fifo_path.display()), e))?;
+        let fifo = rustix::fs::open(&fifo_path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::io("open exec fifo", &fifo_path, e.into()))?;
+
+        let (preserve, extra_env) = {
+            let (n, env) = listen_fds();
+            (o.preserve_fds + n, env)
+        };
+        let (parent_ch, child_ch) = channel::pair()?;
+
+        let (forked, guards) = {
+            let _pid_restore = match &pid_join {
+                Some(fd) => Some(enter_for_children(
+                    fd,
+                    CloneFlags::CLONE_NEWPID,
+                    "/proc/self/ns/pid",
+                )?),
+                None => None,
+            };
+            let time_flag = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+            let _time_restore = match (&time_join, new_time) {
+                (Some(fd), _) => Some(enter_for_children(fd, time_flag, "/proc/self/ns/time")?),
+                (None, true) => {
+                    let saved = open_ns(Path::new("/proc/self/ns/time"))?;
+                    nix::sched::unshare(time_flag)
+                        .map_err(|e| Error::sys("unshare time namespace", e))?;
+                    let guard = NsRestore(Some((saved, time_flag)));
+                    write_time_offsets(linux.time_offsets().as_ref())?;
+                    Some(guard)
+                }
+                _ => None,
+            };
+            debug!(flags = ?clone_flags, "clone");
+            let forked = sys::clone_fork(clone_flags.bits()).map_err(|e| Error::sys("clone", e))?;
+            (forked, (_pid_restore, _time_restore))
+        };
+        let pid = match forked {
+            Forked::Child => {
+                // The namespaces we entered are the child's for good.
+                std::mem::forget(guards);
+                drop(parent_ch);
+                // The flock belongs to the open file, which we share with the
+                // parent: keep only the parent's reference.
+                let _ = nix::unistd::close(sd.lock_fd());
+                init::container_init(
+                    init::InitArgs {
+                        spec: &spec,
+                        id: &o.id,
+                        rootfs: &rootfs,
+                        bundle: &bundle,
+                        join,
+                        new_cgroupns,
+                        new_userns,
+                        new_netns: clone_flags.contains(CloneFlags::CLONE_NEWNET),
+                        new_utsns: clone_flags.contains(CloneFlags::CLONE_NEWUTS),
+                        fifo: Some(fifo),
+                        console_socket: console,
+                        pty_to_parent: relay_pty && terminal && o.console_socket.is_none(),
+                        seccomp: seccomp.as_ref(),
+                        no_pivot: o.no_pivot,
+                        no_new_keyring: o.no_new_keyring,
+                        preserve_fds: preserve,
+                        extra_env,
+                        cgroup_mounts: cg_mounts,
+                    },
+                    child_ch,
+                )
+            }
+            Forked::Parent(pid) => {
+                drop(guards);
+                pid
+            }
+        };
+        drop(child_ch);
+        drop(fifo);
+        drop(console);
+        undo.pid = Some(pid);
+        debug!(pid = pid.as_raw(), "container init cloned");
+
+        undo.cgroup
+            .as_ref()
+            .expect("set above")
+            .add_process(pid.as_raw())?;
+        if new_userns {
+            write_id_maps(pid, linux)?;
+        }
+        parent_ch.send(&Msg::Proceed)?;
+
+        let mut rec = Record {
+            schema: state::STATE_SCHEMA,
+            id: o.id.clone(),
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            pid: pid.as_raw(),
+            pid_start: state::pid_start_time(pid.as_raw()).unwrap_or(0),
+            created: state::now_rfc3339(),
+            owner: nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_default(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            cgroup: cg_state,
+            namespaces: ns_names,
+        };
+        let mut pty = None;
+        loop {
+            let (msg, fd) = match parent_ch.recv_with_fd()? {
+                Some(x) => x,
+                None => return Err(Error::Init("container init exited during setup".into())),
+            };
+            match msg {
+                Msg::CreateHooks => {
+                    let creating = self.oci_state(&rec, Status::Creating);
+                    let creating = serde_json::to_string(&creating).unwrap_or_default();
+                    if let Some(h) = spec.hooks() {
+                        #[allow(deprecated)]
+                        crate::hooks::run_all(
+                            "prestart",
+                            h.prestart().as_ref(),
+                            creating.as_bytes(),
+                        )?;
+                        crate::hooks::run_all(
+                            "createRuntime",
+                            h.create_runtime().as_ref(),
+                            creating.as_bytes(),
+                        )?;
+                    }
+                    let created = serde_json::to_string(&self.oci_state(&rec, Status::Created))
+                        .unwrap_or_default();
+                    parent_ch.send(&Msg::HooksDone(creating, created))?;
+                }
+                Msg::SeccompFd => {
+                    let fd = fd.ok_or_else(|| Error::Sync("SeccompFd without an fd".into()))?;
+                    let s = seccomp
+                        .as_ref()
+                        .and_then(|s| s.listener_path().map(Path::to_path_buf));
+                    if let Some(path) = s {
+                        let st = self.process_state(&rec, Status::Creating, linux);
+                        seccomp::send_to_listener(&path, fd.as_fd(), &st)?;
+                    }
+                    parent_ch.send(&Msg::Ack)?;
+                }
+                Msg::PtyMaster => {
+                    pty = fd;
+                    parent_ch.send(&Msg::Ack)?;
+                }
+                Msg::Ready => break,
+                Msg::Error(e) => return Err(Error::Init(e)),
+                other => return Err(Error::Sync(format!("expected Ready, received {other:?}"))),
+            }
+        }
+        rec.pid_start = state::pid_start_time(pid.as_raw()).unwrap_or(rec.pid_start);
+        sd.save(&rec)?;
+        if let Some(p) = &o.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        // Success: the cgroup and the process now belong to the container.
+        undo.pid = None;
+        undo.cgroup = None;
+        Ok(Created { pid, pty })
+    }
+
+    fn process_state(
+        &self,
+        rec: &Record,
+        status: Status,
+        linux: &oci_spec::runtime::Linux,
+    ) -> Vec<u8> {
+        let st = self.oci_state(rec, status);
+        let meta = linux
+            .seccomp()
+            .as_ref()
+            .and_then(|s| s.listener_metadata().clone())
+            .unwrap_or_default();
+        serde_json::to_vec(&serde_json::json!({
+            "ociVersion": spec::OCI_VERSION,
+            "fds": ["seccompFd"],
+            "pid": rec.pid,
+            "metadata": meta,
+            "state": st,
+        }))
+        .unwrap_or_default()
+    }
+
+    /// Let a created container's init run the user process.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let _span = info_span!("start", id).entered();
+        let (sd, rec) = self.load(id)?;
+        self.start_locked(&sd, &rec)
+    }
+
+    fn start_locked(&self, sd: &StateDir, rec: &Record) -> Result<()> {
+        let status = self.status_of(sd, rec);
+        if status != Status::Created {
+            return Err(Error::WrongState {
+                id: rec.id.clone(),
+                status: status.to_string(),
+                msg: "only a created container can be started".into(),
+            });
+        }
+        let fifo_path = sd.file(EXEC_FIFO);
+        let fifo = rustix::fs::open(
+            &fifo_path,
+            OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::NXIO => Error::WrongState {
+                id: rec.id.clone(),
+                status: "stopped".into(),
+                msg: "its init process has exited".into(),
+            },
+            e => Error::io("open exec fifo", &fifo_path, e.into()),
+        })?;
+        rustix::io::write(&fifo, b"0")
+            .map_err(|e| Error::io("write exec fifo", &fifo_path, e.into()))?;
+        drop(fifo);
+        let _ = fs::remove_file(&fifo_path);
+        let spec = self.saved_spec(sd)?;
+        if let Some(h) = spec.hooks() {
+            let st =
+                serde_json::to_string(&self.oci_state(rec, Status::Running)).unwrap_or_default();
+            if let Err(e) =
+                crate::hooks::run_all("poststart", h.poststart().as_ref(), st.as_bytes())
+            {
+                warn!("{e}");
+                eprintln!("warning: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Create and start a container. With `detach` false, stay attached: relay the
+    /// terminal, forward signals, wait, delete, and return the exit code.
+    pub fn run(&self, o: &CreateOpts, detach: bool) -> Result<i32> {
+        let _span = info_span!("run", id = %o.id).entered();
+        let sd = StateDir::create(&self.root, &o.id)?;
+        let mut undo = Undo::default();
+        let created = match self.create_in(&sd, o, !detach, &mut undo) {
+            Ok(c) => c,
+            Err(e) => {
+                undo.run();
+                let _ = sd.remove();
+                return Err(e);
+            }
+        };
+        let rec = sd.load()?.ok_or_else(|| Error::State {
+            id: o.id.clone(),
+            msg: "record vanished".into(),
+        })?;
+        // Block the signals we forward before init can exit, so none is lost.
+        let mask = forwarded_signals();
+        if !detach {
+            let _ = mask.thread_block();
+        }
+        if let Err(e) = self.start_locked(&sd, &rec) {
+            let _ = signal::kill(created.pid, Signal::SIGKILL);
+            let _ = waitpid(created.pid, None);
+            drop(sd);
+            let _ = self.delete(&o.id, true);
+            return Err(e);
+        }
+        if detach {
+            return Ok(0);
+        }
+        drop(sd);
+        if let Some(pty) = created.pty {
+            std::thread::spawn(move || crate::console::relay(pty));
+        }
+        let code = wait_forwarding(created.pid, &mask);
+        if let Err(e) = self.delete(&o.id, true) {
+            warn!("delete after run: {e}");
+        }
+        Ok(code)
+    }
+
+    /// The runtime-spec state of a container.
+    pub fn state(&self, id: &str) -> Result<OciState> {
+        let (sd, rec) = self.load(id)?;
+        let st = self.status_of(&sd, &rec);
+        Ok(self.oci_state(&rec, st))
+    }
+
+    /// All containers under the root.
+    pub fn list(&self) -> Result<Vec<OciState>> {
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io("read runtime root", &self.root, e)),
+        };
+        for ent in rd.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if state::validate_id(&name).is_err() || !ent.path().is_dir() {
+                continue;
+            }
+            match self.state(&name) {
+                Ok(s) => out.push(s),
+                Err(e) => debug!("list: skip {name}: {e}"),
+            }
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created));
+        Ok(out)
+    }
+
+    /// Send `sig` to init, or with `all` to every process of the container.
+    pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {
+        let _span = info_span!("kill", id).entered();
+        let (sd, rec) = self.load(id)?;
+        let status = self.status_of(&sd, &rec);
+        if all {
+            let cg = Manager::from_state(&rec.cgroup)?;
+            return Ok(cg.kill_all(sig)?);
+        }
+        if status == Status::Stopped {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: status.to_string(),
+                msg: "container not running".into(),
+            });
+        }
+        signal::kill(Pid::from_raw(rec.pid), sig)
+            .map_err(|e| Error::sys(format!("kill {} {sig}", rec.pid), e))
+    }
+
+    /// Delete a container. Without `force`, only a stopped or created one.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let _span = info_span!("delete", id).entered();
+        let sd = match StateDir::open(&self.root, id) {
+            Ok(sd) => sd,
+            Err(Error::NotFound(_)) if force => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(rec) = sd.load()? else {
+            // A create that died half-way: we hold the lock, so nobody is making it.
+            return sd.remove();
+        };
+        let status = self.status_of(&sd, &rec);
+        let cg = Manager::from_state(&rec.cgroup)?;
+        match status {
+            Status::Stopped => {}
+            Status::Created => self.kill_and_wait(&rec, &cg)?,
+            _ if force => self.kill_and_wait(&rec, &cg)?,
+            _ => {
+                return Err(Error::WrongState {
+                    id: id.into(),
+                    status: status.to_string(),
+                    msg: "cannot delete a container that is not stopped (use --force)".into(),
+                })
+            }
+        }
+        // Processes that outlived init (with a shared pid namespace) go too.
+        if !cg.pids().unwrap_or_default().is_empty() {
+            let _ = cg.kill_all(Signal::SIGKILL);
+        }
+        cg.destroy()?;
+        if let Ok(spec) = self.saved_spec(&sd) {
+            if let Some(h) = spec.hooks() {
+                let st = serde_json::to_string(&self.oci_state(&rec, Status::Stopped))
+                    .unwrap_or_default();
+                if let Err(e) =
+                    crate::hooks::run_all("poststop", h.poststop().as_ref(), st.as_bytes())
+                {
+                    warn!("{e}");
+                    eprintln!("warning: {e}");
+                }
+            }
+        }
+        sd.remove()
+    }
+
+    fn kill_and_wait(&self, rec: &Record, cg: &Manager) -> Result<()> {
+        if let Err(e) = cg.kill_all(Signal::SIGKILL) {
+            debug!("kill_all: {e}");
+        }
+        let pid = Pid::from_raw(rec.pid);
+        if state::init_alive(rec) {
+            let _ = signal::kill(pid, Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state::init_alive(rec) {
+            // Reap it if it is our own child (run, or a create in this process).
+            let _ = waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            if Instant::now() > deadline {
+                return Err(Error::WrongState {
+                    id: rec.id.clone(),
+                    status: "running".into(),
+                    msg: format!("init {} did not die after SIGKILL", rec.pid),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// Freeze all processes of the container.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let (sd, rec) = self.load(id)?;
+        let status = self.status_of(&sd, &rec);
+        if status != Status::Running && status != Status::Created {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: status.to_string(),
+                msg: "only a running container can be paused".into(),
+            });
+        }
+        Ok(Manager::from_state(&rec.cgroup)?.freeze()?)
+    }
+
+    /// Thaw a paused container.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let (sd, rec) = self.load(id)?;
+        let status = self.status_of(&sd, &rec);
+        if status != Status::Paused {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: status.to_string(),
+                msg: "only a paused container can be resumed".into(),
+            });
+        }
+        Ok(Manager::from_state(&rec.cgroup)?.thaw()?)
+    }
+
+    /// PIDs (host view) of every process in the container.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let (_sd, rec) = self.load(id)?;
+        Ok(Manager::from_state(&rec.cgroup)?.pids()?)
+    }
+
+    /// Change the resource limits of a running container.
+    pub fn update(&self, id: &str, r: &LinuxResources) -> Result<()> {
+        let (sd, rec) = self.load(id)?;
+        let status = self.status_of(&sd, &rec);
+        if status == Status::Stopped {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: status.to_string(),
+                msg: "cannot update a stopped container".into(),
+            });
+        }
+        Ok(Manager::from_state(&rec.cgroup)?.update(r)?)
+    }
+
+    /// Resource usage.
+    pub fn stats(&self, id: &str) -> Result<berth_cgroups::Stats> {
+        let (_sd, rec) = self.load(id)?;
+        Ok(Manager::from_state(&rec.cgroup)?.stats()?)
+    }
+
+    /// OOM kills seen in the container's cgroup so far.
+    pub fn oom_kills(&self, id: &str) -> Result<u64> {
+        let (_sd, rec) = self.load(id)?;
+        Ok(Manager::from_state(&rec.cgroup)?.oom_kill_count()?)
+    }
+
+    /// The saved config of a container (for exec defaults).
+    pub fn config(&self, id: &str) -> Result<Spec> {
+        let (sd, _rec) = self.load(id)?;
+        self.saved_spec(&sd)
+    }
+
+    /// Run a new process in a running container. Returns the exit code, or 0 with `detach`.
+    pub fn exec(&self, id: &str, process: &Process, o: &ExecOpts) -> Result<i32> {
+        let _span = info_span!("exec", id).entered();
+        spec::validate_process(process).map_err(Error::InvalidArgument)?;
+        let (sd, rec) = self.load(id)?;
+        let status = self.status_of(&sd, &rec);
+        if status != Status::Running && status != Status::Created {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: status.to_string(),
+                msg: format!("cannot exec in a {status} container"),
+            });
+        }
+        let spec = self.saved_spec(&sd)?;
+        let seccomp = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(seccomp::compile)
+            .transpose()?;
+        if let Some(c) = process.capabilities() {
+            crate::capabilities::validate(c)?;
+        }
+        let terminal = process.terminal().unwrap_or(false);
+        let console = match (&o.console_socket, terminal) {
+            (Some(p), true) => Some(crate::console::connect(p)?),
+            (None, true) if o.detach => {
+                return Err(Error::InvalidArgument(
+                    "--tty with --detach needs --console-socket".into(),
+                ))
+            }
+            _ => None,
+        };
+        // Join every namespace in which the container differs from us.
+        let mut join = Vec::new();
+        let (mut pid_ns, mut time_ns) = (None, None);
+        for name in ["user", "ipc", "uts", "net", "cgroup", "pid", "time", "mnt"] {
+            let theirs = PathBuf::from(format!("/proc/{}/ns/{name}", rec.pid));
+            let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
+            let (Ok(a), Ok(b)) = (fs::metadata(&theirs), fs::metadata(&ours)) else {
+                continue;
+            };
+            if a.ino() == b.ino() && a.dev() == b.dev() {
+                continue;
+            }
+            let fd = open_ns(&theirs)?;
+            match name {
+                "pid" => pid_ns = Some(fd),
+                "time" => time_ns = Some(fd),
+                _ => {
+                    let t = LinuxNamespaceType::try_from(name)
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                    join.push((ns_flag(t), fd));
+                }
+            }
+        }
+        join.sort_by_key(|(f, _)| join_rank(*f));
+        // Do not hold the lock while the process runs (and do not hand it down).
+        drop(sd);
+        let (parent_ch, child_ch) = channel::pair()?;
+        let (lp, extra_env) = listen_fds();
+        let (forked, guards) = {
+            let _p = match &pid_ns {
+                Some(fd) => Some(enter_for_children(
+                    fd,
+                    CloneFlags::CLONE_NEWPID,
+                    "/proc/self/ns/pid",
+                )?),
+                None => None,
+            };
+            let _t = match &time_ns {
+                Some(fd) => Some(enter_for_children(
+                    fd,
+                    CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+                    "/proc/self/ns/time",
+                )?),
+                None => None,
+            };
+            let forked = sys::clone_fork(0).map_err(|e| Error::sys("fork", e))?;
+            (forked, (_p, _t))
+        };
+        let pid = match forked {
+            Forked::Child => {
+                std::mem::forget(guards);
+                drop(parent_ch);
+                init::exec_child(
+                    init::ExecArgs {
+                        process,
+                        join,
+                        console_socket: console,
+                        pty_to_parent: terminal && o.console_socket.is_none(),
+                        seccomp: seccomp.as_ref(),
+                        preserve_fds: o.preserve_fds + lp,
+                        extra_env,
+                        _marker: (),
+                    },
+                    child_ch,
+                )
+            }
+            Forked::Parent(pid) => {
+                drop(guards);
+                pid
+            }
+        };
+        drop(child_ch);
+        drop(console);
+        let fail = |e: Error| {
+            let _ = signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            e
+        };
+        let cg = Manager::from_state(&rec.cgroup).map_err(|e| fail(e.into()))?;
+        cg.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
+        parent_ch.send(&Msg::Proceed).map_err(fail)?;
+        let mut pty = None;
+        loop {
+            // EOF: the sync socket closed on a successful execve.
+            let Some((msg, fd)) = parent_ch.recv_with_fd().map_err(fail)? else {
+                break;
+            };
+            match msg {
+                Msg::SeccompFd => {
+                    if let (Some(fd), Some(path)) =
+                        (fd, seccomp.as_ref().and_then(|s| s.listener_path()))
+                    {
+                        let linux = spec.linux().as_ref().expect("validated at create");
+                        let st = self.process_state(&rec, Status::Running, linux);
+                        seccomp::send_to_listener(path, fd.as_fd(), &st)
+                            .map_err(|e| fail(e.into()))?;
+                    }
+                    parent_ch.send(&Msg::Ack).map_err(fail)?;
+                }
+                Msg::PtyMaster => {
+                    pty = fd;
+                    parent_ch.send(&Msg::Ack).map_err(fail)?;
+                }
+                Msg::Error(e) => {
+                    let _ = waitpid(pid, None);
+                    return Err(Error::Init(e));
+                }
+                other => {
+                    return Err(fail(Error::Sync(format!(
+                        "unexpected {other:?} from exec child"
+                    ))))
+                }
+            }
+        }
+        if let Some(p) = &o.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        if o.detach {
+            return Ok(0);
+        }
+        let mask = forwarded_signals();
+        let _ = mask.thread_block();
+        if let Some(pty) = pty {
+            std::thread::spawn(move || crate::console::relay(pty));
+        }
+        Ok(wait_forwarding(pid, &mask))
+    }
+}
+
+/// The resources to apply: the config's, with device rules completed as runc
+/// does: the config's own rules, then an allow rule for each device the config
+/// creates, then the devices every container needs.
+fn device_rules(linux: &oci_spec::runtime::Linux) -> LinuxResources {
+    let mut r = linux.resources().clone().unwrap_or_default();
+    let mut rules = r.devices().clone().unwrap_or_default();
+    for d in linux.devices().iter().flatten() {
+        let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
+        rule.set_allow(true);
+        rule.set_typ(Some(d.typ()));
+        rule.set_major(Some(d.major()));
+        rule.set_minor(Some(d.minor()));
+        rule.set_access(Some("rwm".into()));
+        rules.push(rule);
+    }
+    rules.extend(berth_cgroups::default_allowed_devices());
+    r.set_devices(Some(rules));
+    r
+}
+
+fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<()> {
+    let fmt = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    for (file, maps) in [
+        ("uid_map", fmt(linux.uid_mappings())),
+        ("gid_map", fmt(linux.gid_mappings())),
+    ] {
+        let p = format!("/proc/{}/{file}", pid.as_raw());
+        fs::write(&p, &maps).map_err(|e| Error::io("write id map", &p, e))?;
+    }
+    Ok(())
+}
+
+fn write_time_offsets(
+    offsets: Option<&HashMap<String, oci_spec::runtime::LinuxTimeOffset>>,
+) -> Result<()> {
+    let mut s = String::new();
+    for (clock, off) in offsets.into_iter().flatten() {
+        let id = match clock.as_str() {
+            "monotonic" => "monotonic",
+            "boottime" => "boottime",
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.timeOffsets: unknown clock {other:?} (monotonic or boottime)"
+                )))
+            }
+        };
+        s.push_str(&format!(
+            "{id} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    if !s.is_empty() {
+        fs::write("/proc/self/timens_offsets", &s)
+            .map_err(|e| Error::io("write time offsets", "/proc/self/timens_offsets", e))?;
+    }
+    Ok(())
+}
+
+fn forwarded_signals() -> signal::SigSet {
+    let mut set = signal::SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Wait for `pid` while forwarding signals to it; return its exit code as a shell would.
+fn wait_forwarding(pid: Pid, mask: &signal::SigSet) -> i32 {
+    let sfd =
+        nix::sys::signalfd::SignalFd::with_flags(mask, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
+            .ok();
+    loop {
+        match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => return c,
+            Ok(WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
+            Ok(_) => {}
+            Err(nix::errno::Errno::ECHILD) => return 255,
+            Err(_) => {}
+        }
+        match &sfd {
+            Some(sfd) => {
+                if let Ok(Some(info)) = sfd.read_signal() {
+                    let signo = info.ssi_signo as i32;
+                    if signo != libc::SIGCHLD {
+                        if let Ok(s) = Signal::try_from(signo) {
+                            let _ = signal::kill(pid, s);
+                        }
+                    }
+                }
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Loading and validating a bundle's `config.json`.
+//!
+//! Everything that can be checked before `clone` is checked here, so that a bad
+//! config fails `create` with a message naming the field, before any state,
+//! cgroup or process exists.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::error::{Error, Result};
+
+/// The runtime-spec versions this runtime implements.
+pub const OCI_VERSION: &str = "1.2.0";
+/// Lowest accepted `ociVersion`.
+pub const OCI_VERSION_MIN: &str = "1.0.0";
+/// Highest accepted `ociVersion` (any 1.3 patch release).
+pub const OCI_VERSION_MAX: &str = "1.3.0";
+
+/// Read and parse `path` (a config.json).
+pub fn load(path: &Path) -> Result<Spec> {
+    let file = File::open(path).map_err(|e| Error::io("open config", path, e))?;
+    let spec: Spec =
+        serde_json::from_reader(BufReader::new(file)).map_err(|e| Error::InvalidConfig {
+            path: path.to_owned(),
+            msg: e.to_string(),
+        })?;
+    Ok(spec)
+}
+
+/// Parse a config from bytes, for `exec --process` and tests.
+pub fn parse_process(path: &Path) -> Result<oci_spec::runtime::Process> {
+    let file = File::open(path).map_err(|e| Error::io("open process file", path, e))?;
+    serde_json::from_reader(BufReader::new(file)).map_err(|e| Error::InvalidConfig {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    })
+}
+
+/// Check that `version` is a 1.x runtime-spec version we implement.
+pub fn check_version(version: &str) -> std::result::Result<(), String> {
+    let core = version.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    let nums: Option<Vec<u32>> = parts.iter().map(|p| p.parse().ok()).collect();
+    match nums.as_deref() {
+        Some([1, minor, _patch]) if *minor <= 3 => Ok(()),
+        _ => Err(format!(
+            "unsupported ociVersion {version:?}: berth-runtime supports {OCI_VERSION_MIN} to {OCI_VERSION_MAX}.x"
+        )),
+    }
+}
+
+/// Validate a loaded spec against the bundle it came from. Returns the rootfs path.
+pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBuf> {
+    let bad = |msg: String| Error::InvalidConfig {
+        path: config_path.to_owned(),
+        msg,
+    };
+    check_version(spec.version()).map_err(bad)?;
+
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| bad("root: missing (root.path is required)".into()))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    match std::fs::metadata(&rootfs) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(bad(format!(
+                "root.path {}: not a directory",
+                rootfs.display()
+            )))
+        }
+        Err(e) => return Err(bad(format!("root.path {}: {e}", rootfs.display()))),
+    }
+
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| bad("process: missing".into()))?;
+    validate_process(process).map_err(bad)?;
+
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| bad("linux: missing (only Linux containers are supported)".into()))?;
+
+    let mut seen = HashSet::new();
+    let mut new_ns = HashSet::new();
+    for ns in linux.namespaces().iter().flatten() {
+        if !seen.insert(ns.typ()) {
+            return Err(bad(format!(
+                "linux.namespaces: namespace {:?} listed twice",
+                ns.typ().to_string()
+            )));
+        }
+        match ns.path() {
+            Some(p) => {
+                if !p.is_absolute() {
+                    return Err(bad(format!(
+                        "linux.namespaces: path {} of the {} namespace is not absolute",
+                        p.display(),
+                        ns.typ()
+                    )));
+                }
+                if let Err(e) = std::fs::metadata(p) {
+                    return Err(bad(format!(
+                        "linux.namespaces: path {} of the {} namespace: {e}",
+                        p.display(),
+                        ns.typ()
+                    )));
+                }
+            }
+            None => {
+                new_ns.insert(ns.typ());
+            }
+        }
+    }
+    let has_userns = seen.contains(&LinuxNamespaceType::User);
+    let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+    if new_ns.contains(&LinuxNamespaceType::User) {
+        if linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
+            return Err(bad(
+                "linux.uidMappings: a new user namespace needs uid mappings".into(),
+            ));
+        }
+        if linux.gid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
+            return Err(bad(
+                "linux.gidMappings: a new user namespace needs gid mappings".into(),
+            ));
+        }
+    } else if maps && !has_userns {
+        return Err(bad(
+            "linux.uidMappings/gidMappings are set but there is no user namespace".into(),
+        ));
+    }
+    if !seen.contains(&LinuxNamespaceType::Mount) {
+        return Err(bad("linux.namespaces: a mount namespace is required".into()));
+    }
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
+        && !new_ns.contains(&LinuxNamespaceType::Uts)
+    {
+        return Err(bad(
+            "hostname: cannot set the hostname without a new uts namespace".into(),
+        ));
+    }
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty())
+        && !new_ns.contains(&LinuxNamespaceType::Uts)
+    {
+        return Err(bad(
+            "domainname: cannot set the domainname without a new uts namespace".into(),
+        ));
+    }
+    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty())
+        && !new_ns.contains(&LinuxNamespaceType::Time)
+    {
+        return Err(bad(
+            "linux.timeOffsets: offsets need a new time namespace".into()
+        ));
+    }
+    for (key, _) in linux.sysctl().iter().flatten() {
+        check_sysctl(key, &new_ns, seen.contains(&LinuxNamespaceType::Network)).map_err(bad)?;
+    }
+    if let Some(prop) = linux.rootfs_propagation() {
+        if crate::mount::propagation_flag(prop).is_none() {
+            return Err(bad(format!(
+                "linux.rootfsPropagation: unknown value {prop:?}"
+            )));
+        }
+    }
+    for m in spec.mounts().iter().flatten() {
+        if !m.destination().is_absolute() {
+            return Err(bad(format!(
+                "mounts: destination {} is not absolute",
+                m.destination().display()
+            )));
+        }
+        crate::mount::MountOptions::parse(m.options().as_deref().unwrap_or_default())
+            .map_err(|e| bad(format!("mounts: {}: {e}", m.destination().display())))?;
+    }
+    for p in linux.masked_paths().iter().flatten() {
+        if !p.starts_with('/') {
+            return Err(bad(format!("linux.maskedPaths: {p:?} is not absolute")));
+        }
+    }
+    for p in linux.readonly_paths().iter().flatten() {
+        if !p.starts_with('/') {
+            return Err(bad(format!("linux.readonlyPaths: {p:?} is not absolute")));
+        }
+    }
+    for d in linux.devices().iter().flatten() {
+        if !d.path().starts_with("/dev/") {
+            return Err(bad(format!(
+                "linux.devices: {} is not under /dev",
+                d.path().display()
+            )));
+        }
+    }
+    Ok(rootfs)
+}
+
+/// Checks on a process, shared by `create` and `exec`.
+pub fn validate_process(p: &oci_spec::runtime::Process) -> std::result::Result<(), String> {
+    if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err("process.args: must not be empty".into());
+    }
+    if !p.cwd().is_absolute() {
+        return Err(format!(
+            "process.cwd: {:?} is not an absolute path",
+            p.cwd().display()
+        ));
+    }
+    for e in p.env().iter().flatten() {
+        if !e.contains('=') {
+            return Err(format!("process.env: {e:?} is not KEY=VALUE"));
+        }
+    }
+    for r in p.rlimits().iter().flatten() {
+        if r.soft() > r.hard() {
+            return Err(format!(
+                "process.rlimits: {:?} soft limit {} is above hard limit {}",
+                r.typ(),
+                r.soft(),
+                r.hard()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_sysctl(
+    key: &str,
+    new_ns: &HashSet<LinuxNamespaceType>,
+    has_netns: bool,
+) -> std::result::Result<(), String> {
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if key.contains("..") || key.contains('/') && key.contains('.') {
+        return Err(format!("linux.sysctl: malformed key {key:?}"));
+    }
+    if ipc.contains(&key) || key.starts_with("fs.mqueue.") {
+        if new_ns.contains(&LinuxNamespaceType::Ipc) {
+            return Ok(());
+        }
+        return Err(format!("linux.sysctl: {key} needs a new ipc namespace"));
+    }
+    if key.starts_with("net.") {
+        if has_netns {
+            return Ok(());
+        }
+        return Err(format!("linux.sysctl: {key} needs a network namespace"));
+    }
+    if key == "kernel.hostname" || key == "kernel.domainname" {
+        if new_ns.contains(&LinuxNamespaceType::Uts) {
+            return Ok(());
+        }
+        return Err(format!("linux.sysctl: {key} needs a new uts namespace"));
+    }
+    Err(format!(
+        "linux.sysctl: {key} is not namespaced, so a container may not set it"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(check_version("1.0.0").is_ok());
+        assert!(check_version("1.0.2-dev").is_ok());
+        assert!(check_version("1.2.0").is_ok());
+        assert!(check_version("1.3.1").is_ok());
+        let e = check_version("2.0.0").unwrap_err();
+        assert!(e.contains("unsupported ociVersion \"2.0.0\""), "{e}");
+        assert!(check_version("0.9.0").is_err());
+        assert!(check_version("1.4.0").is_err());
+        assert!(check_version("").is_err());
+    }
+
+    #[test]
+    fn sysctls() {
+        let mut ns = HashSet::new();
+        assert!(check_sysctl("net.ipv4.ip_forward", &ns, false).is_err());
+        assert!(check_sysctl("net.ipv4.ip_forward", &ns, true).is_ok());
+        assert!(check_sysctl("kernel.shmmax", &ns, true).is_err());
+        ns.insert(LinuxNamespaceType::Ipc);
+        assert!(check_sysctl("kernel.shmmax", &ns, true).is_ok());
+        assert!(check_sysctl("fs.mqueue.msg_max", &ns, true).is_ok());
+        let e = check_sysctl("vm.swappiness", &ns, true).unwrap_err();
+        assert!(e.contains("vm.swappiness"));
+    }
+
+    fn write_bundle(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        dir
+    }
+
+    fn minimal(extra_linux: &str, extra_top: &str) -> String {
+        format!(
+            r#"{{"ociVersion":"1.2.0","root":{{"path":"rootfs"}},
+            "process":{{"args":["/bin/true"],"cwd":"/","user":{{"uid":0,"gid":0}}}},
+            {extra_top}
+            "linux":{{"namespaces":[{{"type":"mount"}},{{"type":"pid"}}]{extra_linux}}}}}"#
+        )
+    }
+
+    fn check(config: &str) -> Result<PathBuf> {
+        let dir = write_bundle(config);
+        let cfg = dir.path().join("config.json");
+        let spec = load(&cfg)?;
+        validate(&spec, dir.path(), &cfg)
+    }
+
+    #[test]
+    fn minimal_is_valid() {
+        let root = check(&minimal("", "")).unwrap();
+        assert!(root.ends_with("rootfs"));
+    }
+
+    #[test]
+    fn malformed_json_names_position() {
+        let e = check("{\"ociVersion\": ").unwrap_err().to_string();
+        assert!(e.contains("config.json"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn unknown_namespace_type() {
+        let c = minimal("", "").replace(r#"{"type":"pid"}"#, r#"{"type":"bogus"}"#);
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn unknown_capability() {
+        let c = minimal("", "").replace(
+            r#""cwd":"/","#,
+            r#""cwd":"/","capabilities":{"bounding":["CAP_NOPE"]},"#,
+        );
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("CAP_NOPE"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_namespace() {
+        let c = minimal("", "").replace(r#"{"type":"pid"}"#, r#"{"type":"mount"}"#);
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn bad_version_and_missing_rootfs() {
+        let c = minimal("", "").replace("1.2.0", "3.0.0");
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("unsupported ociVersion"), "{e}");
+        let c = minimal("", "").replace(r#""path":"rootfs""#, r#""path":"nope""#);
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("root.path") && e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn userns_needs_mappings() {
+        let c = minimal("", "").replace(r#"{"type":"pid"}"#, r#"{"type":"user"}"#);
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("uid mappings"), "{e}");
+    }
+
+    #[test]
+    fn hostname_needs_uts() {
+        let e = check(&minimal("", r#""hostname":"x","#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uts"), "{e}");
+    }
+
+    #[test]
+    fn empty_args_and_relative_cwd() {
+        let c = minimal("", "").replace(r#"["/bin/true"]"#, "[]");
+        assert!(check(&c).unwrap_err().to_string().contains("process.args"));
+        let c = minimal("", "").replace(r#""cwd":"/""#, r#""cwd":"tmp""#);
+        assert!(check(&c).unwrap_err().to_string().contains("process.cwd"));
+    }
+
+    #[test]
+    fn bad_mount_option_and_relative_destination() {
+        let c = minimal(
+            "",
+            r#""mounts":[{"destination":"/x","type":"none","source":"/tmp","options":["rbind","idmap"]}],"#,
+        );
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("/x") && e.contains("idmap"), "{e}");
+        let c = minimal(
+            "",
+            r#""mounts":[{"destination":"x","type":"tmpfs","source":"tmpfs"}],"#,
+        );
+        assert!(check(&c).unwrap_err().to_string().contains("not absolute"));
+    }
+}

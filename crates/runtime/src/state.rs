@@ -1,0 +1,292 @@
+//! Per-container state under the runtime root: `<root>/<id>/state.json`, a copy of
+//! the config, the exec FIFO, and an advisory lock that serialises commands on one ID.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Version of the on-disk state format.
+pub const STATE_SCHEMA: u32 = 1;
+/// Name of the FIFO that holds a created container's init until `start`.
+pub const EXEC_FIFO: &str = "exec.fifo";
+/// Name of the state file.
+pub const STATE_FILE: &str = "state.json";
+/// Name of the saved config.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// The lifecycle status of a container, as in the runtime-spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Being created.
+    Creating,
+    /// Created; init waits for `start`.
+    Created,
+    /// The user process runs.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Init has exited.
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// What the runtime remembers about a container between invocations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// Schema version of this file.
+    pub schema: u32,
+    /// Container ID.
+    pub id: String,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// Absolute rootfs path.
+    pub rootfs: PathBuf,
+    /// Host PID of the init process.
+    pub pid: i32,
+    /// Start time of init (field 22 of /proc/PID/stat), to detect PID reuse.
+    pub pid_start: u64,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// The user that created the container.
+    pub owner: String,
+    /// Annotations from the config.
+    pub annotations: HashMap<String, String>,
+    /// Where the cgroup lives.
+    pub cgroup: berth_cgroups::CgroupState,
+    /// Namespace types the container has (new or joined), for `exec`.
+    pub namespaces: Vec<String>,
+}
+
+/// The state JSON of `runtime state` and of hooks' stdin (runtime-spec).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState {
+    /// Spec version.
+    pub oci_version: String,
+    /// Container ID.
+    pub id: String,
+    /// Lifecycle status.
+    pub status: Status,
+    /// Init PID (0 once stopped).
+    pub pid: i32,
+    /// Bundle path.
+    pub bundle: PathBuf,
+    /// Rootfs path (runc's extension).
+    pub rootfs: PathBuf,
+    /// Creation time (runc's extension).
+    pub created: String,
+    /// Owner (runc's extension).
+    pub owner: String,
+    /// Annotations.
+    #[serde(skip_serializing_if = "HashMap::is_empty", default)]
+    pub annotations: HashMap<String, String>,
+}
+
+/// Check that `id` can name a container (runc's rule).
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id.len() <= 1024
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.to_string()))
+    }
+}
+
+/// A container's state directory, locked for the lifetime of this value.
+#[derive(Debug)]
+pub struct StateDir {
+    /// `<root>/<id>`.
+    pub path: PathBuf,
+    /// Container ID.
+    pub id: String,
+    _lock: File,
+}
+
+impl StateDir {
+    /// Create a fresh state dir; fails if the ID is taken.
+    pub fn create(root: &Path, id: &str) -> Result<StateDir> {
+        validate_id(id)?;
+        fs::create_dir_all(root).map_err(|e| Error::io("create runtime root", root, e))?;
+        let path = root.join(id);
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists(id.into()))
+            }
+            Err(e) => return Err(Error::io("create state dir", &path, e)),
+        }
+        Self::lock(path, id)
+    }
+
+    /// Open and lock an existing state dir.
+    pub fn open(root: &Path, id: &str) -> Result<StateDir> {
+        validate_id(id)?;
+        let path = root.join(id);
+        if !path.is_dir() {
+            return Err(Error::NotFound(id.into()));
+        }
+        Self::lock(path, id)
+    }
+
+    fn lock(path: PathBuf, id: &str) -> Result<StateDir> {
+        let f = File::open(&path).map_err(|e| Error::io("open state dir", &path, e))?;
+        rustix::fs::flock(f.as_fd(), rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io("lock state dir", &path, e.into()))?;
+        // The dir may have been removed while we waited for the lock.
+        if !path.is_dir() {
+            return Err(Error::NotFound(id.into()));
+        }
+        Ok(StateDir {
+            path,
+            id: id.into(),
+            _lock: f,
+        })
+    }
+
+    /// The lock's fd: a forked child must close it, or it would keep the lock.
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self._lock.as_raw_fd()
+    }
+
+    /// Path of a file in the state dir.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Read the record; a missing file means the create never finished.
+    pub fn load(&self) -> Result<Option<Record>> {
+        let p = self.file(STATE_FILE);
+        match fs::read(&p) {
+            Ok(b) => {
+                let r: Record = serde_json::from_slice(&b).map_err(|e| Error::State {
+                    id: self.id.clone(),
+                    msg: format!("{}: {e}", p.display()),
+                })?;
+                if r.schema != STATE_SCHEMA {
+                    return Err(Error::State {
+                        id: self.id.clone(),
+                        msg: format!(
+                            "{} has schema {} but this runtime reads {STATE_SCHEMA}",
+                            p.display(),
+                            r.schema
+                        ),
+                    });
+                }
+                Ok(Some(r))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read state", p, e)),
+        }
+    }
+
+    /// Write the record atomically.
+    pub fn save(&self, r: &Record) -> Result<()> {
+        let data = serde_json::to_vec(r).map_err(|e| Error::State {
+            id: self.id.clone(),
+            msg: e.to_string(),
+        })?;
+        write_atomic(&self.file(STATE_FILE), &data)
+    }
+
+    /// Remove the whole directory.
+    pub fn remove(self) -> Result<()> {
+        fs::remove_dir_all(&self.path).map_err(|e| Error::io("remove state dir", &self.path, e))
+    }
+}
+
+/// Write `data` to `path` through a temp file and a rename, so readers never see half of it.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+}
+
+/// The start time of `pid` in clock ticks since boot, or None if it is gone or a zombie.
+pub fn pid_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether the process recorded in `r` is still the same live process.
+pub fn init_alive(r: &Record) -> bool {
+    r.pid > 0 && pid_start_time(r.pid) == Some(r.pid_start)
+}
+
+/// Current time as RFC 3339 with nanoseconds, as runc writes it.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "abc-DEF_1.2+3", &"x".repeat(64)] {
+            validate_id(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ä", "../x"] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_twice_and_open_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::create(d.path(), "c1").unwrap();
+        drop(s);
+        let e = StateDir::create(d.path(), "c1").unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        let e = StateDir::open(d.path(), "nope").unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn own_start_time() {
+        let me = std::process::id() as i32;
+        assert!(pid_start_time(me).is_some());
+        assert!(pid_start_time(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn status_json() {
+        assert_eq!(
+            serde_json::to_string(&Status::Paused).unwrap(),
+            "\"paused\""
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! The few raw system calls that neither nix nor rustix wraps for us. All of the
+//! runtime's `unsafe` code for syscalls lives here.
+
+use std::ffi::CStr;
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// Result of [`clone_fork`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// We are the parent; this is the child's PID.
+    Parent(Pid),
+    /// We are the child.
+    Child,
+}
+
+/// `clone(2)` with `flags | SIGCHLD` and no new stack: fork semantics, plus new namespaces.
+///
+/// The caller must be single-threaded, as with `fork`, so that the child's copy of
+/// the address space holds no locks owned by other threads.
+pub fn clone_fork(flags: libc::c_int) -> nix::Result<Forked> {
+    // SAFETY: with a NULL stack the kernel gives the child a copy of the caller's
+    // stack, exactly like fork(2); the arguments are plain integers and NULL
+    // pointers, which the x86_64/aarch64 clone ABI accepts (parent_tid/child_tid/tls
+    // are only read when the matching CLONE_* flags are set, and they are not).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match Errno::result(ret)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Mark every fd from `first` upward close-on-exec.
+pub fn cloexec_from(first: u32) -> nix::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes flags on descriptors of this process; it
+    // takes no pointers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// `setdomainname(2)`.
+pub fn set_domainname(name: &str) -> nix::Result<()> {
+    // SAFETY: the pointer and length describe the bytes of `name`, valid for the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, 0, prio)` for the calling process.
+pub fn ioprio_set(class: u32, level: u32) -> nix::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    let prio = (class << 13) | level;
+    // SAFETY: integer arguments only.
+    let ret = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, prio) };
+    Errno::result(ret).map(drop)
+}
+
+/// The kernel's `struct sched_attr` (first version, 56 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SchedAttr {
+    /// Size of this struct.
+    pub size: u32,
+    /// Policy (SCHED_*).
+    pub sched_policy: u32,
+    /// SCHED_FLAG_*.
+    pub sched_flags: u64,
+    /// Nice value for SCHED_OTHER/BATCH.
+    pub sched_nice: i32,
+    /// Priority for SCHED_FIFO/RR.
+    pub sched_priority: u32,
+    /// SCHED_DEADLINE runtime (ns).
+    pub sched_runtime: u64,
+    /// SCHED_DEADLINE deadline (ns).
+    pub sched_deadline: u64,
+    /// SCHED_DEADLINE period (ns).
+    pub sched_period: u64,
+}
+
+/// `sched_setattr(0, attr, 0)` for the calling thread.
+pub fn sched_setattr(attr: &SchedAttr) -> nix::Result<()> {
+    let mut a = *attr;
+    a.size = std::mem::size_of::<SchedAttr>() as u32;
+    // SAFETY: `a` is a properly sized, initialised sched_attr that lives across the call.
+    let ret = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &a as *const SchedAttr, 0) };
+    Errno::result(ret).map(drop)
+}
+
+/// Join a new anonymous session keyring named `name`.
+pub fn join_session_keyring(name: &CStr) -> nix::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_int = 1;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    Errno::result(ret).map(drop)
+}
+
+/// `personality(2)`.
+pub fn personality(persona: libc::c_ulong) -> nix::Result<()> {
+    // SAFETY: integer argument only.
+    let ret = unsafe { libc::personality(persona) };
+    Errno::result(ret).map(drop)
+}
+
+/// `_exit(2)`: leave the child without running the parent's atexit handlers or
+/// flushing buffers that belong to the parent's copy of stdio.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
