@@ -967,3 +967,28 @@ fn v2_freezer_and_kill_files() {
     f.m.kill_all(nix::sys::signal::Signal::SIGKILL).unwrap();
     assert_eq!(get(&d, "cgroup.kill"), "1");
 }
+
+#[test]
+fn join_plan_lists_tasks_files_and_the_cgroup2_dir() {
+    let f = v1_fake();
+    let plan = f.m.join_plan();
+    assert!(plan.v2_dir.is_none());
+    let mem = plan
+        .v1_tasks
+        .iter()
+        .find(|(p, _)| p.starts_with(f.root.join("memory")))
+        .expect("memory hierarchy");
+    assert!(mem.0.ends_with("tasks"));
+    assert!(!mem.1, "a controller hierarchy is not best effort");
+    let named = plan
+        .v1_tasks
+        .iter()
+        .find(|(p, _)| p.starts_with(f.root.join("systemd")));
+    if let Some((_, best_effort)) = named {
+        assert!(*best_effort, "name=systemd membership is best effort");
+    }
+    let v2 = v2_fake(Some("/ctr"), "/");
+    let plan = v2.m.join_plan();
+    assert!(plan.v1_tasks.is_empty());
+    assert_eq!(plan.v2_dir, Some(v2.root.join("ctr")));
+}

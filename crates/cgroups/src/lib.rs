@@ -74,6 +74,16 @@ pub struct Hierarchy {
     pub cgroup2: bool,
 }
 
+/// See [`Manager::join_plan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinPlan {
+    /// v1 `tasks` files the new process writes "0" to, each with whether a
+    /// failure may be ignored (membership-only hierarchies such as name=systemd).
+    pub v1_tasks: Vec<(PathBuf, bool)>,
+    /// The cgroup2 directory to be born into (pure v2, or hybrid's unified side).
+    pub v2_dir: Option<PathBuf>,
+}
+
 /// What the runtime needs to mount one hierarchy inside the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupMount {
@@ -285,6 +295,27 @@ impl Manager {
             Manager::V1(m) => m.hierarchies().to_vec(),
             Manager::V2(m) => vec![m.hierarchy()],
         }
+    }
+
+    /// How a process that is being born enters the container's cgroup cheaply.
+    ///
+    /// Writing a PID to `cgroup.procs` takes the kernel's global threadgroup
+    /// lock, whose write side waits for an RCU grace period: about 10 ms per
+    /// container start. A single-threaded process moving *itself* by writing
+    /// "0" to a v1 `tasks` file skips that lock, and a cgroup2 directory can be
+    /// entered at birth with `clone3(CLONE_INTO_CGROUP)`. [`Manager::add_process`]
+    /// stays the general way for any PID.
+    pub fn join_plan(&self) -> JoinPlan {
+        let mut plan = JoinPlan::default();
+        for h in self.hierarchies() {
+            if h.cgroup2 {
+                plan.v2_dir = Some(h.path.clone());
+            } else {
+                let best_effort = h.controllers.iter().all(|c| c.starts_with("name="));
+                plan.v1_tasks.push((h.path.join("tasks"), best_effort));
+            }
+        }
+        plan
     }
 
     /// A record to reopen this manager later.
