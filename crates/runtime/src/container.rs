@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -119,6 +119,62 @@ fn enter_for_children(target: &OwnedFd, flag: CloneFlags, own: &str) -> Result<N
     let saved = open_ns(Path::new(own))?;
     nix::sched::setns(target.as_fd(), flag).map_err(|e| Error::sys(format!("setns {own}"), e))?;
     Ok(NsRestore(Some((saved, flag))))
+}
+
+/// The cgroup, opened for a child to enter at birth (see `Manager::join_plan`).
+struct CgroupJoin {
+    /// v1 `tasks` files, each with its path and whether failure is tolerable.
+    tasks: Vec<(OwnedFd, PathBuf, bool)>,
+    /// The cgroup2 directory for `CLONE_INTO_CGROUP`.
+    v2: Option<OwnedFd>,
+}
+
+impl CgroupJoin {
+    fn open(cg: &Manager) -> Result<CgroupJoin> {
+        let plan = cg.join_plan();
+        let mut tasks = Vec::new();
+        for (path, best_effort) in plan.v1_tasks {
+            match rustix::fs::open(&path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(fd) => tasks.push((fd, path, best_effort)),
+                Err(e) if best_effort => debug!("skip {}: {e}", path.display()),
+                Err(e) => return Err(Error::io("open cgroup tasks file", path, e.into())),
+            }
+        }
+        let v2 = match plan.v2_dir {
+            Some(dir) => Some(
+                rustix::fs::open(
+                    &dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| Error::io("open cgroup", dir, e.into()))?,
+            ),
+            None => None,
+        };
+        Ok(CgroupJoin { tasks, v2 })
+    }
+
+    /// Fork with `flags`, born into the cgroup2 side when there is one. Falls back
+    /// to plain clone where clone3 or CLONE_INTO_CGROUP is unavailable; the bool
+    /// then says that the parent must move the child.
+    fn fork(&self, flags: CloneFlags) -> Result<(Forked, bool)> {
+        match sys::clone3_fork(
+            flags.bits() as u32 as u64,
+            self.v2.as_ref().map(|f| f.as_raw_fd()),
+        ) {
+            Ok(f) => Ok((f, false)),
+            Err(
+                e @ (nix::errno::Errno::ENOSYS
+                | nix::errno::Errno::E2BIG
+                | nix::errno::Errno::EINVAL),
+            ) => {
+                debug!("clone3 unavailable ({e}); using clone");
+                let f = sys::clone_fork(flags.bits()).map_err(|e| Error::sys("clone", e))?;
+                Ok((f, self.v2.is_some()))
+            }
+            Err(e) => Err(Error::sys("clone3", e)),
+        }
+    }
 }
 
 /// What a failed create must undo.
@@ -308,6 +364,7 @@ impl Runtime {
             (o.preserve_fds + n, env)
         };
         let (parent_ch, child_ch) = channel::pair()?;
+        let join_cg = CgroupJoin::open(undo.cgroup.as_ref().expect("set above"))?;
 
         let (forked, guards) = {
             let _pid_restore = match &pid_join {
@@ -332,9 +389,10 @@ impl Runtime {
                 _ => None,
             };
             debug!(flags = ?clone_flags, "clone");
-            let forked = sys::clone_fork(clone_flags.bits()).map_err(|e| Error::sys("clone", e))?;
+            let forked = join_cg.fork(clone_flags)?;
             (forked, (_pid_restore, _time_restore))
         };
+        let (forked, parent_moves) = forked;
         let pid = match forked {
             Forked::Child => {
                 // The namespaces we entered are the child's for good.
@@ -363,6 +421,7 @@ impl Runtime {
                         preserve_fds: preserve,
                         extra_env,
                         cgroup_mounts: cg_mounts,
+                        cgroup_tasks: join_cg.tasks,
                     },
                     child_ch,
                 )
@@ -378,10 +437,15 @@ impl Runtime {
         undo.pid = Some(pid);
         debug!(pid = pid.as_raw(), "container init cloned");
 
-        undo.cgroup
-            .as_ref()
-            .expect("set above")
-            .add_process(pid.as_raw())?;
+        // The child enters the v1 hierarchies itself; the parent moves it only
+        // when clone3 could not place it on the cgroup2 side.
+        drop(join_cg);
+        if parent_moves {
+            undo.cgroup
+                .as_ref()
+                .expect("set above")
+                .add_process(pid.as_raw())?;
+        }
         if new_userns {
             write_id_maps(pid, linux)?;
         }
@@ -822,6 +886,8 @@ impl Runtime {
         drop(sd);
         let (parent_ch, child_ch) = channel::pair()?;
         let (lp, extra_env) = listen_fds();
+        let cg = Manager::from_state(&rec.cgroup)?;
+        let join_cg = CgroupJoin::open(&cg)?;
         let (forked, guards) = {
             let _p = match &pid_ns {
                 Some(fd) => Some(enter_for_children(
@@ -839,9 +905,10 @@ impl Runtime {
                 )?),
                 None => None,
             };
-            let forked = sys::clone_fork(0).map_err(|e| Error::sys("fork", e))?;
+            let forked = join_cg.fork(CloneFlags::empty())?;
             (forked, (_p, _t))
         };
+        let (forked, parent_moves) = forked;
         let pid = match forked {
             Forked::Child => {
                 std::mem::forget(guards);
@@ -855,7 +922,7 @@ impl Runtime {
                         seccomp: seccomp.as_ref(),
                         preserve_fds: o.preserve_fds + lp,
                         extra_env,
-                        _marker: (),
+                        cgroup_tasks: join_cg.tasks,
                     },
                     child_ch,
                 )
@@ -872,8 +939,10 @@ impl Runtime {
             let _ = waitpid(pid, None);
             e
         };
-        let cg = Manager::from_state(&rec.cgroup).map_err(|e| fail(e.into()))?;
-        cg.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
+        drop(join_cg);
+        if parent_moves {
+            cg.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
+        }
         parent_ch.send(&Msg::Proceed).map_err(fail)?;
         let mut pty = None;
         loop {

@@ -62,6 +62,8 @@ pub struct InitArgs<'a> {
     pub extra_env: Vec<String>,
     /// Cgroup hierarchies, for `cgroup` mounts.
     pub cgroup_mounts: Vec<berth_cgroups::CgroupMount>,
+    /// v1 `tasks` files to join by writing "0" (see `Manager::join_plan`).
+    pub cgroup_tasks: Vec<(OwnedFd, PathBuf, bool)>,
 }
 
 /// Arguments of an `exec` child.
@@ -81,11 +83,24 @@ pub struct ExecArgs<'a> {
     pub preserve_fds: u32,
     /// Extra environment.
     pub extra_env: Vec<String>,
-    /// AppArmor profile / SELinux label come from `process`.
-    pub _marker: (),
+    /// v1 `tasks` files to join by writing "0".
+    pub cgroup_tasks: Vec<(OwnedFd, PathBuf, bool)>,
 }
 
 type R<T> = Result<T, String>;
+
+/// Enter the container's v1 cgroups: a single-threaded process writing "0" to
+/// `tasks` moves itself without the kernel's global attach lock.
+fn join_cgroups(tasks: Vec<(OwnedFd, PathBuf, bool)>) -> R<()> {
+    for (fd, path, best_effort) in tasks {
+        if let Err(e) = rustix::io::write(&fd, b"0") {
+            if !best_effort {
+                return Err(format!("join cgroup {}: {e}", path.display()));
+            }
+        }
+    }
+    Ok(())
+}
 
 fn errno(op: impl std::fmt::Display) -> impl FnOnce(nix::Error) -> String {
     move |e| format!("{op}: {}", e.desc())
@@ -124,13 +139,14 @@ pub fn exec_child(args: ExecArgs<'_>, chan: Channel) -> ! {
     sys::exit_now(1)
 }
 
-fn init_inner(a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
+fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
     let spec = a.spec;
     let process = spec.process().as_ref().ok_or("process: missing")?;
     let linux = spec.linux().as_ref().ok_or("linux: missing")?;
     // Until execve this process runs our binary inside the container: keep
     // container processes from opening it through /proc/PID/exe (CVE-2019-5736).
     nix::sys::prctl::set_dumpable(false).map_err(errno("PR_SET_DUMPABLE"))?;
+    join_cgroups(std::mem::take(&mut a.cgroup_tasks))?;
     set_affinity(process, true)?;
 
     match chan.expect(&Msg::Proceed) {
@@ -328,6 +344,7 @@ fn init_inner(a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
 fn exec_inner(a: ExecArgs<'_>, chan: &Channel) -> R<Infallible> {
     let process = a.process;
     nix::sys::prctl::set_dumpable(false).map_err(errno("PR_SET_DUMPABLE"))?;
+    join_cgroups(a.cgroup_tasks)?;
     set_affinity(process, true)?;
     chan.expect(&Msg::Proceed).map_err(|e| e.to_string())?;
     join_namespaces(&a.join)?;
