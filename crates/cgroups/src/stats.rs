@@ -240,12 +240,14 @@ pub struct Memory {
     /// Not in runc's JSON.
     #[serde(skip)]
     pub working_set: u64,
-    /// times the cgroup hit its limit (v2 memory.events oom; v1 under_oom is not a count, so 0).
-    /// Not in runc's JSON.
-    #[serde(skip)]
+    /// times the cgroup hit its limit and the OOM killer was invoked (v2
+    /// memory.events oom; v1 under_oom is not a count, so 0). Not in runc's
+    /// JSON: serialised as `oomEvents`, so `events --stats` shows OOMs.
+    #[serde(default)]
     pub oom_events: u64,
-    /// processes killed by the OOM killer. Not in runc's JSON.
-    #[serde(skip)]
+    /// processes killed by the OOM killer (v2 memory.events oom_kill, v1
+    /// memory.oom_control oom_kill). Not in runc's JSON: serialised as `oomKill`.
+    #[serde(default)]
     pub oom_kill: u64,
 }
 
@@ -336,12 +338,18 @@ mod tests {
         s.pids.current = 1;
         s.hugetlb.insert("2MB".into(), Hugetlb::default());
         s.memory.working_set = 3;
+        s.memory.oom_kill = 2;
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["cpu"]["usage"]["total"], 5);
         assert_eq!(v["cpu"]["usage"]["kernel"], 0);
         assert_eq!(v["memory"]["usage"]["limit"], 10);
         assert_eq!(v["memory"]["kernelTCP"]["failcnt"], 0);
         assert!(v["memory"].get("working_set").is_none());
+        // OOM counters are berth's addition, always present so a consumer can tell 0 from absent.
+        assert_eq!(v["memory"]["oomKill"], 2);
+        assert_eq!(v["memory"]["oomEvents"], 0);
+        let back: Stats = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back.memory.oom_kill, 2);
         assert_eq!(v["pids"]["current"], 1);
         assert_eq!(v["hugetlb"]["2MB"]["failcnt"], 0);
         assert!(v["network_interfaces"].is_null());
