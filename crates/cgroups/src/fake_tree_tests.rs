@@ -992,3 +992,29 @@ fn join_plan_lists_tasks_files_and_the_cgroup2_dir() {
     assert!(plan.v1_tasks.is_empty());
     assert_eq!(plan.v2_dir, Some(v2.root.join("ctr")));
 }
+
+#[test]
+fn destroy_leaves_other_containers_under_a_shared_parent() {
+    // This container made the shared parent; a sibling appeared under it since.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cgroup");
+    fs::create_dir_all(&root).unwrap();
+    let mi = format!("30 23 0:26 / {} rw - cgroup2 cgroup2 rw\n", root.display());
+    put(&root, "cgroup.controllers", "cpu memory pids\n");
+    put(&root, "cgroup.subtree_control", "");
+    let cfg = CgroupConfig {
+        path: Some("/shared/a".into()),
+        id: "a".into(),
+        systemd: false,
+    };
+    let m = Manager::with_root(&cfg, &root, &mi, "0::/\n").unwrap();
+    m.create().unwrap();
+    fs::create_dir(root.join("shared/b")).unwrap();
+    m.destroy().unwrap();
+    assert!(!root.join("shared/a").exists());
+    assert!(
+        root.join("shared/b").is_dir(),
+        "a sibling's cgroup was removed"
+    );
+    assert!(root.join("shared").is_dir());
+}

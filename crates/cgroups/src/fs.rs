@@ -175,6 +175,15 @@ pub(crate) fn mkdir_p(path: &Path) -> Result<Vec<PathBuf>, Error> {
 
 /// Remove a cgroup directory: its child cgroups first, retrying on EBUSY
 /// while the last processes exit. A directory that is already gone is fine.
+/// Remove a parent cgroup that `create` made, only if it is empty now: other
+/// containers may have their cgroups below it, and those are not ours to remove.
+pub(crate) fn remove_parent_cgroup(path: &Path) {
+    debug!(path = %path.display(), "rmdir parent cgroup if empty");
+    if let Err(e) = fs::remove_dir(path) {
+        debug!(error = %e, path = %path.display(), "leaving a parent cgroup that is still in use");
+    }
+}
+
 pub(crate) fn remove_cgroup(path: &Path) -> Result<(), Error> {
     if let Ok(rd) = fs::read_dir(path) {
         for ent in rd.flatten() {

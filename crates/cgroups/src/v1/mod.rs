@@ -261,15 +261,13 @@ impl Manager {
         sorted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         let leaves: Vec<&Path> = self.hierarchies.iter().map(|h| h.path.as_path()).collect();
         for d in &sorted {
-            match fs::remove_cgroup(d) {
-                Ok(()) => {}
-                Err(e) if !leaves.contains(&d.as_path()) => {
-                    debug!(error = %e, "leaving a parent cgroup that is still in use");
-                }
-                Err(e) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                    }
+            if !leaves.contains(&d.as_path()) {
+                fs::remove_parent_cgroup(d);
+                continue;
+            }
+            if let Err(e) = fs::remove_cgroup(d) {
+                if first_err.is_none() {
+                    first_err = Some(e);
                 }
             }
         }

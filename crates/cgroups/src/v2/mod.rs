@@ -262,12 +262,12 @@ impl Manager {
         sorted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         let mut first_err = None;
         for d in &sorted {
-            match fs::remove_cgroup(d) {
-                Ok(()) => {}
-                Err(e) if d != &self.path => {
-                    debug!(error = %e, "leaving a parent cgroup that is still in use");
-                }
-                Err(e) => first_err = first_err.or(Some(e)),
+            if d != &self.path {
+                fs::remove_parent_cgroup(d);
+                continue;
+            }
+            if let Err(e) = fs::remove_cgroup(d) {
+                first_err = first_err.or(Some(e));
             }
         }
         if let Ok(mut c) = self.created.lock() {
