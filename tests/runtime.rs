@@ -1053,3 +1053,159 @@ fn version_features_and_spec() {
     assert!(err.contains("systemd"), "{err}");
     assert_no_leftovers(&rt, &id, b.path());
 }
+
+#[test]
+fn joins_user_namespace_by_path_and_creates_the_others_inside_it() {
+    root_only!("joins_user_namespace_by_path_and_creates_the_others_inside_it");
+    let rt = Rt::new();
+    let holder = unique("userns-holder");
+    let mut a = Bundle::new(&holder, &["sleep", "1000"]);
+    a.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
+    });
+    rt.create_ok(&holder, &a);
+    let hpid = rt.state(&holder)["pid"].as_i64().unwrap();
+    let userns = format!("/proc/{hpid}/ns/user");
+    let want = fs::read_link(&userns).unwrap();
+
+    let id = unique("userns-join");
+    let mut b = Bundle::new(
+        &id,
+        &sh("readlink /proc/self/ns/user; cat /proc/self/uid_map; echo pid=$$; id -u"),
+    );
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user", "path": userns}));
+    });
+    let (code, out, err) = rt.run(&id, &b);
+    assert_eq!(code, 0, "{err}");
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], want.to_str().unwrap());
+    let m: Vec<&str> = l[1].split_whitespace().collect();
+    assert_eq!(m, ["0", "300000", "65536"]);
+    assert_eq!(
+        l[2], "pid=1",
+        "a new pid namespace inside the joined user namespace"
+    );
+    assert_eq!(l[3], "0");
+    assert_no_leftovers(&rt, &id, b.path());
+    rt.ok(&["delete", "--force", &holder]);
+    assert_no_leftovers(&rt, &holder, a.path());
+}
+
+#[test]
+fn foreground_terminal_is_relayed() {
+    root_only!("foreground_terminal_is_relayed");
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipping: script(1) is not installed");
+        return;
+    }
+    let rt = Rt::new();
+    let id = unique("fg-tty");
+    let mut b = Bundle::new(&id, &sh("tty; read line; echo got:$line"));
+    b.edit(|c| c["process"]["terminal"] = json!(true));
+    // script(1) gives the runtime a real pty as its stdio, as a person's shell would.
+    let cmdline = format!(
+        "{} --root {} run --bundle {} {id}",
+        runtime_bin().display(),
+        rt.root.path().display(),
+        b.path().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.as_mut().unwrap().write_all(b"hello\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("got:hello"), "{out}");
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
+#[test]
+fn listen_fds_are_passed_on() {
+    root_only!("listen_fds_are_passed_on");
+    let rt = Rt::new();
+    let id = unique("listen");
+    let b = Bundle::new(
+        &id,
+        &sh("echo $LISTEN_FDS $LISTEN_PID; echo via-listen-fd >&3"),
+    );
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let pass = fs::OpenOptions::new()
+        .append(true)
+        .open(out_file.path())
+        .unwrap();
+    let pass_fd = pass.as_raw_fd();
+    let mut c = rt.cmd();
+    c.args(["run", "--bundle", b.path().to_str().unwrap(), &id])
+        .stdin(Stdio::null())
+        .env("LISTEN_FDS", "1");
+    // SAFETY: dup2 in the pre-exec child only touches the child's fd table.
+    unsafe {
+        c.pre_exec(move || {
+            nix::unistd::dup2(pass_fd, 3)?;
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1 1\n");
+    assert_eq!(
+        fs::read_to_string(out_file.path()).unwrap(),
+        "via-listen-fd\n"
+    );
+}
+
+#[test]
+fn kill_all_and_list_formats() {
+    root_only!("kill_all_and_list_formats");
+    let rt = Rt::new();
+    let id = unique("killall");
+    // A shared pid namespace (none of its own) keeps extra processes alive after init.
+    let mut b = Bundle::new(&id, &sh("sleep 1000 & sleep 1000 & wait"));
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+    });
+    rt.create_ok(&id, &b);
+    rt.ok(&["start", &id]);
+    wait_until("three processes", || {
+        serde_json::from_str::<Vec<i32>>(&rt.ok(&["ps", "--format", "json", &id]))
+            .map(|p| p.len() >= 3)
+            .unwrap_or(false)
+    });
+    let table = rt.ok(&["list"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&id) && table.contains("running"));
+    assert_eq!(rt.ok(&["list", "-q"]).trim(), id);
+    rt.ok(&["kill", "--all", &id, "KILL"]);
+    wait_until("all processes gone", || {
+        serde_json::from_str::<Vec<i32>>(&rt.ok(&["ps", "--format", "json", &id]))
+            .map(|p| p.is_empty())
+            .unwrap_or(false)
+    });
+    rt.ok(&["delete", &id]);
+    assert_no_leftovers(&rt, &id, b.path());
+}

@@ -33,6 +33,30 @@ pub fn connect(path: &Path) -> Result<OwnedFd> {
     Ok(OwnedFd::from(s))
 }
 
+/// A relay running on its own thread.
+#[derive(Debug)]
+pub struct Relay {
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+/// Start relaying `master` on a thread.
+pub fn spawn_relay(master: OwnedFd) -> Relay {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        relay(master);
+        let _ = tx.send(());
+    });
+    Relay { done: rx }
+}
+
+impl Relay {
+    /// After the container process exited: let the relay copy what is still in
+    /// the pty, until the pty closes (bounded, in case a leftover process holds it).
+    pub fn drain(self) {
+        let _ = self.done.recv_timeout(std::time::Duration::from_secs(2));
+    }
+}
+
 /// Copy between our stdin/stdout and `master` until the pty closes. Puts our own
 /// terminal (if stdin is one) in raw mode meanwhile and forwards its size.
 pub fn relay(master: OwnedFd) {

@@ -318,11 +318,19 @@ impl Runtime {
             }
         }
         join.sort_by_key(|(f, _)| join_rank(*f));
-        if join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER) && !clone_flags.is_empty() {
-            return Err(Error::Unsupported(
-                "joining a user namespace by path while creating new namespaces".into(),
-            ));
-        }
+        // Namespaces created after joining a user namespace by path must belong to
+        // it: the child joins it first, then unshares them (and forks once more
+        // for a new pid namespace).
+        let user_join = match join.first() {
+            Some((f, _)) if *f == CloneFlags::CLONE_NEWUSER => Some(join.remove(0).1),
+            _ => None,
+        };
+        let deferred = if user_join.is_some() {
+            std::mem::replace(&mut clone_flags, CloneFlags::empty())
+        } else {
+            CloneFlags::empty()
+        };
+        let new_flags = clone_flags | deferred;
         let new_userns = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
 
         // Everything that can be refused is checked before the cgroup and the child exist.
@@ -410,8 +418,10 @@ impl Runtime {
                         join,
                         new_cgroupns,
                         new_userns,
-                        new_netns: clone_flags.contains(CloneFlags::CLONE_NEWNET),
-                        new_utsns: clone_flags.contains(CloneFlags::CLONE_NEWUTS),
+                        user_join,
+                        deferred,
+                        new_netns: new_flags.contains(CloneFlags::CLONE_NEWNET),
+                        new_utsns: new_flags.contains(CloneFlags::CLONE_NEWUTS),
                         fifo: Some(fifo),
                         console_socket: console,
                         pty_to_parent: relay_pty && terminal && o.console_socket.is_none(),
@@ -469,6 +479,7 @@ impl Runtime {
             namespaces: ns_names,
         };
         let mut pty = None;
+        let mut pid = pid;
         loop {
             let (msg, fd) = match parent_ch.recv_with_fd()? {
                 Some(x) => x,
@@ -509,6 +520,14 @@ impl Runtime {
                 Msg::PtyMaster => {
                     pty = fd;
                     parent_ch.send(&Msg::Ack)?;
+                }
+                Msg::Pid(p) => {
+                    // The intermediate forked the real init (born our child through
+                    // CLONE_PARENT) and exits; reap it and follow init.
+                    let _ = waitpid(pid, None);
+                    pid = Pid::from_raw(p);
+                    undo.pid = Some(pid);
+                    rec.pid = p;
                 }
                 Msg::Ready => break,
                 Msg::Error(e) => return Err(Error::Init(e)),
@@ -630,10 +649,11 @@ impl Runtime {
             return Ok(0);
         }
         drop(sd);
-        if let Some(pty) = created.pty {
-            std::thread::spawn(move || crate::console::relay(pty));
-        }
+        let relay = created.pty.map(crate::console::spawn_relay);
         let code = wait_forwarding(created.pid, &mask);
+        if let Some(r) = relay {
+            r.drain();
+        }
         if let Err(e) = self.delete(&o.id, true) {
             warn!("delete after run: {e}");
         }
@@ -985,10 +1005,12 @@ impl Runtime {
         }
         let mask = forwarded_signals();
         let _ = mask.thread_block();
-        if let Some(pty) = pty {
-            std::thread::spawn(move || crate::console::relay(pty));
+        let relay = pty.map(crate::console::spawn_relay);
+        let code = wait_forwarding(pid, &mask);
+        if let Some(r) = relay {
+            r.drain();
         }
-        Ok(wait_forwarding(pid, &mask))
+        Ok(code)
     }
 }
 

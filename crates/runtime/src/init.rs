@@ -40,6 +40,10 @@ pub struct InitArgs<'a> {
     pub new_cgroupns: bool,
     /// The container has a new user namespace (its ID maps are written by the parent).
     pub new_userns: bool,
+    /// A user namespace to join by path before `deferred` namespaces are made.
+    pub user_join: Option<OwnedFd>,
+    /// Namespaces to unshare after joining `user_join` (with a fork for pid).
+    pub deferred: CloneFlags,
     /// The container has a new network namespace.
     pub new_netns: bool,
     /// The container has a new uts namespace.
@@ -154,11 +158,11 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
         Err(e) => return Err(e.to_string()),
     }
     if a.new_userns {
-        // Become root of the new user namespace (the maps are written now).
-        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-            .map_err(errno("setresgid(0) in the user namespace"))?;
-        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-            .map_err(errno("setresuid(0) in the user namespace"))?;
+        // The maps are written now.
+        become_ns_root()?;
+    }
+    if let Some(userns) = a.user_join.take() {
+        enter_joined_userns(userns, a.deferred, chan)?;
     }
     join_namespaces(&a.join)?;
     if a.new_cgroupns {
@@ -378,6 +382,43 @@ fn exec_inner(a: ExecArgs<'_>, chan: &Channel) -> R<Infallible> {
     )?;
     keep_fds(a.preserve_fds)?;
     exec_program(process, prog, env, late_seccomp, chan)
+}
+
+/// Join a user namespace by path, then make the container's new namespaces so
+/// that they belong to it. A new pid namespace takes one more fork: the child
+/// (born the runtime's child through CLONE_PARENT) goes on as init, and this
+/// intermediate reports its PID and exits.
+fn enter_joined_userns(userns: OwnedFd, deferred: CloneFlags, chan: &Channel) -> R<()> {
+    nix::sched::setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER).map_err(errno("setns user"))?;
+    drop(userns);
+    become_ns_root()?;
+    let now = deferred & !CloneFlags::CLONE_NEWPID;
+    if !now.is_empty() {
+        nix::sched::unshare(now)
+            .map_err(errno("unshare namespaces in the joined user namespace"))?;
+    }
+    if deferred.contains(CloneFlags::CLONE_NEWPID) {
+        nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(errno("unshare pid namespace"))?;
+        match sys::clone_fork(libc::CLONE_PARENT)
+            .map_err(errno("fork init into the new pid namespace"))?
+        {
+            sys::Forked::Child => {}
+            sys::Forked::Parent(pid) => {
+                let _ = chan.send(&Msg::Pid(pid.as_raw()));
+                sys::exit_now(0);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Become root of the user namespace we are in, so files we create are owned
+/// by a mapped ID.
+fn become_ns_root() -> R<()> {
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(errno("setresgid(0) in the user namespace (is 0 mapped?)"))?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(errno("setresuid(0) in the user namespace (is 0 mapped?)"))
 }
 
 fn join_namespaces(join: &[(CloneFlags, OwnedFd)]) -> R<()> {

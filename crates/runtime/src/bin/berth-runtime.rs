@@ -259,11 +259,28 @@ fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = error_line(&e);
             log_error(&cli, &msg);
             ExitCode::from(1)
         }
     }
+}
+
+/// One line for an error and its causes, skipping a cause whose text the line
+/// already holds (library errors name their source in their own message).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn init_logging(cli: &Cli) {
@@ -779,6 +796,19 @@ fn default_spec() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_line_skips_repeated_causes() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let e = anyhow::Error::new(berth_runtime::Error::InvalidArgument(format!(
+            "open x: {io}"
+        )))
+        .context("create c1");
+        assert_eq!(
+            error_line(&e),
+            "create c1: open x: No such file or directory (os error 2)"
+        );
+    }
 
     #[test]
     fn signals() {
