@@ -8,16 +8,34 @@ source "$(dirname "$0")/lib.sh"
 
 runs=${BENCH_RUNS:-100}
 warmup=${BENCH_WARMUP:-10}
+# BENCH_WRAP=once (default): hyperfine itself runs inside one wrapper, so every
+# runtime shares one private mount namespace and only the runtime is timed.
+# BENCH_WRAP=each: every single invocation is wrapped (adds the wrapper's own
+# unshare+sh+mount cost, the same for all runtimes, to each sample).
+wrap_mode=${BENCH_WRAP:-once}
 
-# Each iteration runs in a fresh `sh -c`, so `$$` gives every container a unique ID.
 args=()
 for n in "${names[@]}"; do
-    args+=(--command-name "$n" "$(run_cmd "$n" "bench-$n-\$\$")")
+    if [ "$wrap_mode" = each ]; then
+        # A fresh `sh -c` per iteration: `$$` gives every container a unique ID.
+        args+=(--command-name "$n" "$(run_cmd "$n" "bench-$n-\$\$")")
+    else
+        # `run` deletes the container when it exits, so one ID per runtime serves
+        # every sequential iteration; -N spares each sample a shell.
+        args+=(--command-name "$n" "$(run_cmd "$n" "bench-$n" | sed "s|^$work/wrap ||")")
+    fi
 done
-hyperfine --warmup "$warmup" --runs "$runs" --style basic \
-    --export-json "$results/runtime.json" \
-    --export-markdown "$results/runtime.md" \
-    "${args[@]}"
+if [ "$wrap_mode" = each ]; then
+    hyperfine --warmup "$warmup" --runs "$runs" --style basic \
+        --export-json "$results/runtime.json" \
+        --export-markdown "$results/runtime.md" \
+        "${args[@]}"
+else
+    "$work/wrap" hyperfine -N --warmup "$warmup" --runs "$runs" --style basic \
+        --export-json "$results/runtime.json" \
+        --export-markdown "$results/runtime.md" \
+        "${args[@]}"
+fi
 
 declare -A median
 for n in "${names[@]}"; do
@@ -27,7 +45,7 @@ done
 {
     echo "### \`RUNTIME run\` of a busybox \`true\` bundle"
     echo
-    echo "$(host_line); hyperfine, $runs runs after $warmup warmups, one run for all runtimes; each wrapped alike (private mount namespace)."
+    echo "$(host_line); hyperfine, $runs runs after $warmup warmups, one run for all runtimes; wrapper mode \`$wrap_mode\` (private mount namespace, cgroup2 controllers hidden: see bench/lib.sh)."
     echo
     echo "| runtime | version | median | mean ± σ | min | max |"
     echo "|---|---|---|---|---|---|"

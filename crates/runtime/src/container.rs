@@ -73,6 +73,10 @@ pub struct Created {
     pub pid: Pid,
     /// The pty master, when the parent must relay the terminal.
     pub pty: Option<OwnedFd>,
+    /// What was recorded in state.json.
+    pub record: Record,
+    /// The container's config.
+    pub spec: Spec,
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
@@ -199,6 +203,19 @@ impl Undo {
             }
         }
     }
+}
+
+/// The user running the runtime, by name (root needs no lookup).
+fn owner_name() -> String {
+    let uid = nix::unistd::getuid();
+    if uid.is_root() {
+        return "root".into();
+    }
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
 }
 
 fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
@@ -469,11 +486,7 @@ impl Runtime {
             pid: pid.as_raw(),
             pid_start: state::pid_start_time(pid.as_raw()).unwrap_or(0),
             created: state::now_rfc3339(),
-            owner: nix::unistd::User::from_uid(nix::unistd::getuid())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-                .unwrap_or_default(),
+            owner: owner_name(),
             annotations: spec.annotations().clone().unwrap_or_default(),
             cgroup: cg_state,
             namespaces: ns_names,
@@ -542,7 +555,12 @@ impl Runtime {
         // Success: the cgroup and the process now belong to the container.
         undo.pid = None;
         undo.cgroup = None;
-        Ok(Created { pid, pty })
+        Ok(Created {
+            pid,
+            pty,
+            record: rec,
+            spec,
+        })
     }
 
     fn process_state(
@@ -583,6 +601,12 @@ impl Runtime {
                 msg: "only a created container can be started".into(),
             });
         }
+        let spec = self.saved_spec(sd)?;
+        self.start_created(sd, rec, &spec)
+    }
+
+    /// Release init through the FIFO and run poststart hooks.
+    fn start_created(&self, sd: &StateDir, rec: &Record, spec: &Spec) -> Result<()> {
         let fifo_path = sd.file(EXEC_FIFO);
         let fifo = rustix::fs::open(
             &fifo_path,
@@ -601,7 +625,6 @@ impl Runtime {
             .map_err(|e| Error::io("write exec fifo", &fifo_path, e.into()))?;
         drop(fifo);
         let _ = fs::remove_file(&fifo_path);
-        let spec = self.saved_spec(sd)?;
         if let Some(h) = spec.hooks() {
             let st =
                 serde_json::to_string(&self.oci_state(rec, Status::Running)).unwrap_or_default();
@@ -629,16 +652,12 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let rec = sd.load()?.ok_or_else(|| Error::State {
-            id: o.id.clone(),
-            msg: "record vanished".into(),
-        })?;
         // Block the signals we forward before init can exit, so none is lost.
         let mask = forwarded_signals();
         if !detach {
             let _ = mask.thread_block();
         }
-        if let Err(e) = self.start_locked(&sd, &rec) {
+        if let Err(e) = self.start_created(&sd, &created.record, &created.spec) {
             let _ = signal::kill(created.pid, Signal::SIGKILL);
             let _ = waitpid(created.pid, None);
             drop(sd);
@@ -654,8 +673,14 @@ impl Runtime {
         if let Some(r) = relay {
             r.drain();
         }
-        if let Err(e) = self.delete(&o.id, true) {
-            warn!("delete after run: {e}");
+        // We reaped init ourselves: delete with what we already know.
+        let removed = StateDir::open(&self.root, &o.id).and_then(|sd| {
+            let cg = Manager::from_state(&created.record.cgroup)?;
+            self.remove_stopped(sd, &created.record, &cg, Some(&created.spec))
+        });
+        match removed {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => warn!("delete after run: {e}"),
         }
         Ok(code)
     }
@@ -735,21 +760,31 @@ impl Runtime {
                 })
             }
         }
+        let spec = self.saved_spec(&sd).ok();
+        self.remove_stopped(sd, &rec, &cg, spec.as_ref())
+    }
+
+    /// The end of every delete: whatever outlived init goes, then the cgroup,
+    /// the poststop hooks and the state dir.
+    fn remove_stopped(
+        &self,
+        sd: StateDir,
+        rec: &Record,
+        cg: &Manager,
+        spec: Option<&Spec>,
+    ) -> Result<()> {
         // Processes that outlived init (with a shared pid namespace) go too.
         if !cg.pids().unwrap_or_default().is_empty() {
             let _ = cg.kill_all(Signal::SIGKILL);
         }
         cg.destroy()?;
-        if let Ok(spec) = self.saved_spec(&sd) {
-            if let Some(h) = spec.hooks() {
-                let st = serde_json::to_string(&self.oci_state(&rec, Status::Stopped))
-                    .unwrap_or_default();
-                if let Err(e) =
-                    crate::hooks::run_all("poststop", h.poststop().as_ref(), st.as_bytes())
-                {
-                    warn!("{e}");
-                    eprintln!("warning: {e}");
-                }
+        if let Some(h) = spec.and_then(|s| s.hooks().as_ref()) {
+            let st =
+                serde_json::to_string(&self.oci_state(rec, Status::Stopped)).unwrap_or_default();
+            if let Err(e) = crate::hooks::run_all("poststop", h.poststop().as_ref(), st.as_bytes())
+            {
+                warn!("{e}");
+                eprintln!("warning: {e}");
             }
         }
         sd.remove()

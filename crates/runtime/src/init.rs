@@ -706,11 +706,7 @@ fn create_devices(root: BorrowedFd<'_>, extra: &[LinuxDevice], userns: bool) -> 
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| format!("open {}: {e}", parent.display()))?;
-        // Replace whatever the image has there.
-        let _ = rustix::fs::unlinkat(&pfd, name, rustix::fs::AtFlags::empty());
-        let made = if userns {
-            Err(nix::errno::Errno::EPERM)
-        } else {
+        let mknod = || {
             nix::sys::stat::mknodat(
                 Some(pfd.as_raw_fd()),
                 name,
@@ -718,6 +714,19 @@ fn create_devices(root: BorrowedFd<'_>, extra: &[LinuxDevice], userns: bool) -> 
                 Mode::from_bits_truncate(mode),
                 nix::sys::stat::makedev(major, minor),
             )
+        };
+        let made = if userns {
+            let _ = rustix::fs::unlinkat(&pfd, name, rustix::fs::AtFlags::empty());
+            Err(nix::errno::Errno::EPERM)
+        } else {
+            match mknod() {
+                // Replace whatever the image has there.
+                Err(nix::errno::Errno::EEXIST) => {
+                    let _ = rustix::fs::unlinkat(&pfd, name, rustix::fs::AtFlags::empty());
+                    mknod()
+                }
+                r => r,
+            }
         };
         match made {
             Ok(()) => {
