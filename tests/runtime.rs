@@ -1209,3 +1209,114 @@ fn kill_all_and_list_formats() {
     rt.ok(&["delete", &id]);
     assert_no_leftovers(&rt, &id, b.path());
 }
+
+#[test]
+fn io_priority_and_ignored_lsm_labels() {
+    root_only!("io_priority_and_ignored_lsm_labels");
+    let rt = Rt::new();
+    let id = unique("ioprio");
+    let mut b = Bundle::new(&id, &sh("ionice -p $$"));
+    b.edit(|c| {
+        c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+        // AppArmor and SELinux are not enabled here: like runc, ignore the labels.
+        c["process"]["apparmorProfile"] = json!("berth-test-profile");
+        c["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0");
+    });
+    let (code, out, err) = rt.run(&id, &b);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "idle");
+}
+
+#[test]
+fn seccomp_argument_conditions() {
+    root_only!("seccomp_argument_conditions");
+    let rt = Rt::new();
+    let id = unique("seccomp-args");
+    let mut b = Bundle::new(
+        &id,
+        &sh("touch /tmp/f; chmod 755 /tmp/f && echo 755-ok; chmod 777 /tmp/f 2>/dev/null && echo 777-ALLOWED || echo 777-denied"),
+    );
+    b.edit(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 511, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 2, "value": 511, "op": "SCMP_CMP_EQ"}]}
+            ]
+        });
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    let (code, out, err) = rt.run(&id, &b);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "755-ok\n777-denied\n");
+}
+
+#[test]
+fn json_log_carries_errors_for_clients() {
+    root_only!("json_log_carries_errors_for_clients");
+    let rt = Rt::new();
+    let id = unique("jsonlog");
+    let mut b = Bundle::new(&id, &["true"]);
+    b.edit(|c| c["process"]["args"] = json!(["/no/such/program"]));
+    let log = b.path().join("runtime.log");
+    let o = rt.create(&id, &b, &[]);
+    assert!(!o.status.success());
+    let mut c = rt.cmd();
+    c.args([
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    assert!(!c.status().unwrap().success());
+    let text = fs::read_to_string(&log).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "error");
+    assert!(
+        last["msg"].as_str().unwrap().contains("/no/such/program"),
+        "{last}"
+    );
+    assert!(last["time"].is_string());
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
+#[test]
+fn events_stream_and_update_from_file() {
+    root_only!("events_stream_and_update_from_file");
+    let rt = Rt::new();
+    let id = unique("events");
+    let b = Bundle::new(&id, &["sleep", "1000"]);
+    rt.create_ok(&id, &b);
+    rt.ok(&["start", &id]);
+    let mut ev = rt
+        .cmd()
+        .args(["events", "--interval", "100ms", &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(ev.stdout.take().unwrap()));
+    for _ in 0..2 {
+        let l: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(l["type"], "stats");
+        assert_eq!(l["id"], id.as_str());
+    }
+    let res = b.path().join("resources.json");
+    fs::write(&res, r#"{"pids": {"limit": 33}}"#).unwrap();
+    rt.ok(&["update", "--resources", res.to_str().unwrap(), &id]);
+    let s: Value =
+        serde_json::from_str(rt.ok(&["events", "--stats", &id]).lines().next().unwrap()).unwrap();
+    assert_eq!(s["data"]["pids"]["limit"], 33, "{s}");
+    // events exits by itself once the container stops.
+    rt.ok(&["kill", &id, "KILL"]);
+    wait_until("events to exit", || matches!(ev.try_wait(), Ok(Some(_))));
+    rt.ok(&["delete", &id]);
+    assert_no_leftovers(&rt, &id, b.path());
+}
