@@ -306,19 +306,8 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
         }
     }
 
-    let env = prepare_process(process, a.extra_env)?;
-    let prog = resolve_program(process, &env)?;
-
-    if let Some(s) = a.seccomp.filter(|s| s.listener_path().is_some()) {
-        load_seccomp(s, chan)?;
-    }
-    let late_seccomp = finish_credentials(
-        process,
-        a.seccomp.filter(|s| s.listener_path().is_none()),
-        chan,
-    )?;
-
-    keep_fds(a.preserve_fds)?;
+    let (prog, env, late_seccomp) =
+        finish_process(process, a.extra_env, a.seccomp, a.preserve_fds, chan)?;
     chan.send(&Msg::Ready).map_err(|e| e.to_string())?;
     DETACHED.store(true, std::sync::atomic::Ordering::Relaxed);
 
@@ -370,18 +359,34 @@ fn exec_inner(a: ExecArgs<'_>, chan: &Channel) -> R<Infallible> {
             chan,
         )?;
     }
-    let env = prepare_process(process, a.extra_env)?;
+    let (prog, env, late_seccomp) =
+        finish_process(process, a.extra_env, a.seccomp, a.preserve_fds, chan)?;
+    exec_program(process, prog, env, late_seccomp, chan)
+}
+
+/// The last steps before a process may be exec'd, shared by init and exec:
+/// process attributes, the executable, a listener's seccomp filter, credentials,
+/// and the fds it keeps. Returns the program, its env, and the seccomp filter
+/// still to load right before execve.
+fn finish_process<'s>(
+    process: &Process,
+    extra_env: Vec<String>,
+    seccomp: Option<&'s SeccompProgram>,
+    preserve_fds: u32,
+    chan: &Channel,
+) -> R<(PathBuf, Vec<String>, Option<&'s SeccompProgram>)> {
+    let env = prepare_process(process, extra_env)?;
     let prog = resolve_program(process, &env)?;
-    if let Some(s) = a.seccomp.filter(|s| s.listener_path().is_some()) {
+    if let Some(s) = seccomp.filter(|s| s.listener_path().is_some()) {
         load_seccomp(s, chan)?;
     }
-    let late_seccomp = finish_credentials(
+    let late = finish_credentials(
         process,
-        a.seccomp.filter(|s| s.listener_path().is_none()),
+        seccomp.filter(|s| s.listener_path().is_none()),
         chan,
     )?;
-    keep_fds(a.preserve_fds)?;
-    exec_program(process, prog, env, late_seccomp, chan)
+    keep_fds(preserve_fds)?;
+    Ok((prog, env, late))
 }
 
 /// Join a user namespace by path, then make the container's new namespaces so
