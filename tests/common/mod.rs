@@ -345,3 +345,173 @@ pub fn assert_no_leftovers(rt: &Rt, id: &str, bundle: &Path) {
         }
     }
 }
+
+/// The cgroup directories of one process, found through `/proc/PID/cgroup` and
+/// the mount table (not by assuming a layout), so one test reads v1, hybrid
+/// and pure v2 hosts alike.
+#[derive(Debug, Clone, Default)]
+pub struct CgroupView {
+    /// v1 controller (or `name=...`) -> the process' directory in that hierarchy
+    pub v1: std::collections::BTreeMap<String, PathBuf>,
+    /// the process' directory in the cgroup2 hierarchy, when one is mounted
+    pub v2: Option<PathBuf>,
+}
+
+/// One cgroup or cgroup2 mount of `/proc/self/mountinfo`:
+/// (fstype, super options, root inside the hierarchy, mount point).
+fn cgroup_mounts() -> Vec<(String, Vec<String>, String, PathBuf)> {
+    let mi = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    let mut out = Vec::new();
+    for line in mi.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 || !post[0].starts_with("cgroup") {
+            continue;
+        }
+        out.push((
+            post[0].to_string(),
+            post[2].split(',').map(String::from).collect(),
+            pre[3].to_string(),
+            PathBuf::from(pre[4].replace("\\040", " ")),
+        ));
+    }
+    out
+}
+
+impl CgroupView {
+    /// The cgroups of process `pid`, as the host sees them.
+    pub fn of(pid: i32) -> CgroupView {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/cgroup: {e}"));
+        let mounts = cgroup_mounts();
+        let place = |root: &str, mp: &Path, path: &str| -> Option<PathBuf> {
+            let rel = Path::new(path).strip_prefix(root).ok()?;
+            Some(mp.join(rel))
+        };
+        let mut view = CgroupView::default();
+        for line in text.lines() {
+            let mut it = line.splitn(3, ':');
+            let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if ctrls.is_empty() {
+                view.v2 = mounts
+                    .iter()
+                    .filter(|m| m.0 == "cgroup2")
+                    .find_map(|m| place(&m.2, &m.3, path));
+                continue;
+            }
+            for c in ctrls.split(',') {
+                if let Some(dir) = mounts
+                    .iter()
+                    .filter(|m| m.0 == "cgroup" && m.1.iter().any(|o| o == c))
+                    .find_map(|m| place(&m.2, &m.3, path))
+                {
+                    view.v1.insert(c.to_string(), dir);
+                }
+            }
+        }
+        view
+    }
+
+    /// Where `controller`'s files are, and whether that is cgroup2: its v1
+    /// hierarchy, else the cgroup2 directory when the controller is enabled
+    /// there (listed in its `cgroup.controllers`). `None` when the host lacks it.
+    pub fn dir(&self, controller: &str) -> Option<(PathBuf, bool)> {
+        if let Some(d) = self.v1.get(controller) {
+            return Some((d.clone(), false));
+        }
+        let d = self.v2.as_ref()?;
+        let list = fs::read_to_string(d.join("cgroup.controllers")).ok()?;
+        list.split_whitespace()
+            .any(|c| c == controller)
+            .then(|| (d.clone(), true))
+    }
+
+    /// `controller`'s file: `v1_file` on a v1 hierarchy, `v2_file` on cgroup2;
+    /// `None` when the controller is absent. Panics when the file is unreadable.
+    pub fn read(&self, controller: &str, v1_file: &str, v2_file: &str) -> Option<String> {
+        let (d, v2) = self.dir(controller)?;
+        let p = d.join(if v2 { v2_file } else { v1_file });
+        Some(
+            fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .trim()
+                .to_string(),
+        )
+    }
+
+    /// Every directory of this view (v1 hierarchies and cgroup2), deduplicated.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.v1.values().cloned().collect();
+        out.extend(self.v2.clone());
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The host PID of container `id`'s init.
+pub fn init_pid(rt: &Rt, id: &str) -> i32 {
+    let pid = rt.state(id)["pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0, "{id} has no init pid");
+    pid as i32
+}
+
+/// A command running in the background with stdout and stderr in a temp file;
+/// killed (by its PID) and reaped on drop.
+#[derive(Debug)]
+pub struct Background {
+    child: std::process::Child,
+    out: tempfile::NamedTempFile,
+}
+
+impl Background {
+    /// Spawn `cmd` (stdin is /dev/null).
+    pub fn spawn(mut cmd: Command) -> Background {
+        let out = tempfile::NamedTempFile::new().expect("temp file");
+        // one open file description for both, so they share the offset
+        let f = out.reopen().expect("reopen");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn background command");
+        Background { child, out }
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        fs::read_to_string(self.out.path()).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the host offers cgroup `controller`: a v1 hierarchy with it, or a
+/// cgroup2 mount whose root lists it in `cgroup.controllers`.
+pub fn host_has_controller(controller: &str) -> bool {
+    cgroup_mounts().iter().any(|(fstype, opts, root, mp)| {
+        if fstype == "cgroup" {
+            return opts.iter().any(|o| o == controller);
+        }
+        root == "/"
+            && fs::read_to_string(mp.join("cgroup.controllers"))
+                .map(|l| l.split_whitespace().any(|c| c == controller))
+                .unwrap_or(false)
+    })
+}
