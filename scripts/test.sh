@@ -34,7 +34,12 @@ cargo build --release
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 export BERTH_RUNTIME="${BERTH_TEST_RUNTIME:-$target/release/berth-runtime}"
 export BERTH_ROOTFS_SCRIPT="$PWD/scripts/mkrootfs.sh"
-step "cargo test --workspace (runtime under test: $BERTH_RUNTIME)"
-cargo test --workspace
+step "cargo test --release --workspace (runtime under test: $BERTH_RUNTIME)"
+# --release reuses the dependencies the release build just compiled.
+cargo test --release --workspace
+
+# --- pure cgroup v2: the cgroup-sensitive root tests again, inside a qemu VM ---
+step "cgroup v2 VM: crates/cgroups host tests, tests/cgroups.rs, tests/runtime.rs (scripts/vm-test.sh)"
+bash scripts/vm-test.sh
 
 step "all checks passed in $((SECONDS - started)) s"
