@@ -118,9 +118,18 @@ fn ioerr(op: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String {
 /// errors can only go to the container's stderr.
 static DETACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Run the child's work so that a panic can never unwind out of it: the child
+/// is a copy of the parent, and unwinding would resume the parent's code in it.
+fn child_guard(f: impl FnOnce() -> R<Infallible>) -> R<Infallible> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err("internal error: the container process panicked during setup".into()),
+    }
+}
+
 /// Entry point of the container init child. Never returns.
 pub fn container_init(args: InitArgs<'_>, chan: Channel) -> ! {
-    let err = match init_inner(args, &chan) {
+    let err = match child_guard(|| init_inner(args, &chan)) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -135,7 +144,7 @@ pub fn container_init(args: InitArgs<'_>, chan: Channel) -> ! {
 
 /// Entry point of an `exec` child. Never returns.
 pub fn exec_child(args: ExecArgs<'_>, chan: Channel) -> ! {
-    let err = match exec_inner(args, &chan) {
+    let err = match child_guard(|| exec_inner(args, &chan)) {
         Ok(never) => match never {},
         Err(e) => e,
     };
