@@ -16,6 +16,8 @@
 #   BERTH_VM_FILTER   a test-name filter passed to every test binary
 #   BERTH_VM_TEST_ARGS  more arguments for every test binary (e.g. --show-output)
 #   BERTH_RUNTIME     the runtime under test (default: cargo build --release)
+#   BERTH_VM_PROFILE  cargo profile of the test binaries: release (default, as
+#                     scripts/test.sh builds them) or debug
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -86,7 +88,12 @@ else
 fi
 [ -x "$runtime" ] || die "runtime $runtime is not executable"
 target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-tests_json=$(cargo test --workspace --no-run --message-format=json)
+case "${BERTH_VM_PROFILE:-release}" in
+release) profile=(--release) ;;
+debug) profile=() ;;
+*) die "BERTH_VM_PROFILE must be release or debug" ;;
+esac
+tests_json=$(cargo test "${profile[@]}" --workspace --no-run --message-format=json)
 declare -A bin=()
 while read -r src exe; do
     case "$src" in
