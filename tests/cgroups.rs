@@ -138,7 +138,7 @@ fn limits_are_in_the_cgroup_files() {
     println!("{id}: {view:?}");
     for d in view.dirs() {
         assert!(
-            d.ends_with(format!("berth-test/{id}")),
+            d.ends_with(format!("berth-test-{id}")),
             "init is not in the container's cgroup: {}",
             d.display()
         );

@@ -126,7 +126,7 @@ impl Bundle {
             serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap();
         config["process"]["terminal"] = json!(false);
         config["process"]["args"] = json!(args);
-        config["linux"]["cgroupsPath"] = json!(format!("/berth-test/{id}"));
+        config["linux"]["cgroupsPath"] = json!(format!("/berth-test-{id}"));
         let b = Bundle { dir, config };
         b.write();
         b
@@ -310,15 +310,15 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     panic!("gave up waiting for {what}");
 }
 
-/// Every cgroup directory a container with cgroupsPath `/berth-test/ID` may have.
+/// Every cgroup directory a container with cgroupsPath `/berth-test-ID` may have.
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = fs::read_dir("/sys/fs/cgroup") {
         for e in rd.flatten() {
-            out.push(e.path().join("berth-test").join(id));
+            out.push(e.path().join(format!("berth-test-{id}")));
         }
     }
-    out.push(PathBuf::from("/sys/fs/cgroup/berth-test").join(id));
+    out.push(PathBuf::from(format!("/sys/fs/cgroup/berth-test-{id}")));
     out
 }
 

@@ -23,20 +23,29 @@ pub const OCI_VERSION_MAX: &str = "1.3.0";
 /// Read and parse `path` (a config.json).
 pub fn load(path: &Path) -> Result<Spec> {
     let file = File::open(path).map_err(|e| Error::io("open config", path, e))?;
-    let spec: Spec =
-        serde_json::from_reader(BufReader::new(file)).map_err(|e| Error::InvalidConfig {
-            path: path.to_owned(),
-            msg: e.to_string(),
-        })?;
-    Ok(spec)
+    parse_json(path, file)
 }
 
 /// Parse a config from bytes, for `exec --process` and tests.
 pub fn parse_process(path: &Path) -> Result<oci_spec::runtime::Process> {
     let file = File::open(path).map_err(|e| Error::io("open process file", path, e))?;
-    serde_json::from_reader(BufReader::new(file)).map_err(|e| Error::InvalidConfig {
-        path: path.to_owned(),
-        msg: e.to_string(),
+    parse_json(path, file)
+}
+
+/// Deserialize, naming the field at fault (e.g. `linux.resources.blockIO.weight`).
+fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, file: File) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_reader(BufReader::new(file));
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        Error::InvalidConfig {
+            path: path.to_owned(),
+            msg: if field.is_empty() || field == "." {
+                inner.to_string()
+            } else {
+                format!("{field}: {inner}")
+            },
+        }
     })
 }
 
@@ -348,6 +357,13 @@ mod tests {
         let c = minimal("", "").replace(r#"{"type":"pid"}"#, r#"{"type":"bogus"}"#);
         let e = check(&c).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let c = minimal(r#","resources":{"blockIO":{"weight":-5}}"#, "");
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("linux.resources.blockIO.weight"), "{e}");
     }
 
     #[test]
