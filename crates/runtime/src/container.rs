@@ -77,6 +77,8 @@ pub struct Created {
     pub record: Record,
     /// The container's config.
     pub spec: Spec,
+    /// The sync channel to init, kept when init waits on it for `start`.
+    channel: Option<channel::Channel>,
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
@@ -288,7 +290,7 @@ impl Runtime {
         let _span = info_span!("create", id = %o.id).entered();
         let sd = StateDir::create(&self.root, &o.id)?;
         let mut undo = Undo::default();
-        match self.create_in(&sd, o, false, &mut undo) {
+        match self.create_in(&sd, o, false, false, &mut undo) {
             Ok(c) => Ok(c),
             Err(e) => {
                 undo.run();
@@ -303,6 +305,7 @@ impl Runtime {
         sd: &StateDir,
         o: &CreateOpts,
         relay_pty: bool,
+        start_on_channel: bool,
         undo: &mut Undo,
     ) -> Result<Created> {
         let bundle =
@@ -378,11 +381,19 @@ impl Runtime {
         let resources = device_rules(linux);
         undo.cgroup.as_ref().expect("set above").apply(&resources)?;
 
-        let fifo_path = sd.file(EXEC_FIFO);
-        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .map_err(|e| Error::sys(format!("mkfifo {}", fifo_path.display()), e))?;
-        let fifo = rustix::fs::open(&fifo_path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| Error::io("open exec fifo", &fifo_path, e.into()))?;
+        // `run` starts init through the channel; only `create` needs the FIFO
+        // that a later `start` opens.
+        let fifo = if start_on_channel {
+            None
+        } else {
+            let fifo_path = sd.file(EXEC_FIFO);
+            nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| Error::sys(format!("mkfifo {}", fifo_path.display()), e))?;
+            Some(
+                rustix::fs::open(&fifo_path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| Error::io("open exec fifo", &fifo_path, e.into()))?,
+            )
+        };
 
         let (preserve, extra_env) = {
             let (n, env) = listen_fds();
@@ -439,7 +450,7 @@ impl Runtime {
                         deferred,
                         new_netns: new_flags.contains(CloneFlags::CLONE_NEWNET),
                         new_utsns: new_flags.contains(CloneFlags::CLONE_NEWUTS),
-                        fifo: Some(fifo),
+                        fifo,
                         console_socket: console,
                         pty_to_parent: relay_pty && terminal && o.console_socket.is_none(),
                         seccomp: seccomp.as_ref(),
@@ -560,6 +571,7 @@ impl Runtime {
             pty,
             record: rec,
             spec,
+            channel: start_on_channel.then_some(parent_ch),
         })
     }
 
@@ -602,11 +614,13 @@ impl Runtime {
             });
         }
         let spec = self.saved_spec(sd)?;
-        self.start_created(sd, rec, &spec)
+        self.release_via_fifo(sd, rec)?;
+        self.poststart(rec, &spec);
+        Ok(())
     }
 
-    /// Release init through the FIFO and run poststart hooks.
-    fn start_created(&self, sd: &StateDir, rec: &Record, spec: &Spec) -> Result<()> {
+    /// Let init go on by writing into the FIFO it holds.
+    fn release_via_fifo(&self, sd: &StateDir, rec: &Record) -> Result<()> {
         let fifo_path = sd.file(EXEC_FIFO);
         let fifo = rustix::fs::open(
             &fifo_path,
@@ -625,6 +639,11 @@ impl Runtime {
             .map_err(|e| Error::io("write exec fifo", &fifo_path, e.into()))?;
         drop(fifo);
         let _ = fs::remove_file(&fifo_path);
+        Ok(())
+    }
+
+    /// Poststart hooks: a failure is a warning, as the runtime-spec asks.
+    fn poststart(&self, rec: &Record, spec: &Spec) {
         if let Some(h) = spec.hooks() {
             let st =
                 serde_json::to_string(&self.oci_state(rec, Status::Running)).unwrap_or_default();
@@ -635,7 +654,6 @@ impl Runtime {
                 eprintln!("warning: {e}");
             }
         }
-        Ok(())
     }
 
     /// Create and start a container. With `detach` false, stay attached: relay the
@@ -644,7 +662,7 @@ impl Runtime {
         let _span = info_span!("run", id = %o.id).entered();
         let sd = StateDir::create(&self.root, &o.id)?;
         let mut undo = Undo::default();
-        let created = match self.create_in(&sd, o, !detach, &mut undo) {
+        let created = match self.create_in(&sd, o, !detach, true, &mut undo) {
             Ok(c) => c,
             Err(e) => {
                 undo.run();
@@ -657,13 +675,18 @@ impl Runtime {
         if !detach {
             let _ = mask.thread_block();
         }
-        if let Err(e) = self.start_created(&sd, &created.record, &created.spec) {
+        let released = match &created.channel {
+            Some(ch) => ch.send(&Msg::Proceed),
+            None => self.release_via_fifo(&sd, &created.record),
+        };
+        if let Err(e) = released {
             let _ = signal::kill(created.pid, Signal::SIGKILL);
             let _ = waitpid(created.pid, None);
             drop(sd);
             let _ = self.delete(&o.id, true);
             return Err(e);
         }
+        self.poststart(&created.record, &created.spec);
         if detach {
             return Ok(0);
         }

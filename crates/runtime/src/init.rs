@@ -48,7 +48,8 @@ pub struct InitArgs<'a> {
     pub new_netns: bool,
     /// The container has a new uts namespace.
     pub new_utsns: bool,
-    /// The exec FIFO, opened read-write by the parent.
+    /// The exec FIFO, opened read-write by the parent; without one, init waits
+    /// for `Proceed` on the channel instead.
     pub fifo: Option<OwnedFd>,
     /// Connected `--console-socket`, to receive the pty master.
     pub console_socket: Option<OwnedFd>,
@@ -320,7 +321,8 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
     chan.send(&Msg::Ready).map_err(|e| e.to_string())?;
     DETACHED.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    // Wait for `start`: it writes one byte into the FIFO we hold open.
+    // Wait for `start`: it writes one byte into the FIFO we hold open. Without
+    // a FIFO (`run`), the runtime that made us says go on the channel.
     if let Some(fifo) = a.fifo {
         let mut b = [0u8; 1];
         loop {
@@ -331,6 +333,11 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
             }
         }
         drop(fifo);
+    } else {
+        chan.expect(&Msg::Proceed)
+            .map_err(|e| format!("wait for start: {e}"))?;
+    }
+    {
         if let Some(h) = spec.hooks() {
             crate::hooks::run_all(
                 "startContainer",
