@@ -796,8 +796,15 @@ impl Runtime {
         cg: &Manager,
         spec: Option<&Spec>,
     ) -> Result<()> {
-        // Processes that outlived init (with a shared pid namespace) go too.
-        if !cg.pids().unwrap_or_default().is_empty() {
+        // Processes that outlived init go too. With a pid namespace of its own
+        // there are none: the kernel kills them all before init's exit shows.
+        let own_pidns = spec.and_then(|s| s.linux().as_ref()).is_some_and(|l| {
+            l.namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+        });
+        if !own_pidns && !cg.pids().unwrap_or_default().is_empty() {
             let _ = cg.kill_all(Signal::SIGKILL);
         }
         cg.destroy()?;
