@@ -44,15 +44,17 @@ for n in "${names[@]}"; do
 done
 
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
+# Runtime state lives on tmpfs, as it does in use (/run/runc, /run/crun).
+state=$(mktemp -d /run/berth-bench-state.XXXXXX)
 bench_cleanup() {
     local n id
     for n in "${names[@]}"; do
-        [ -d "$work/state-$n" ] || continue
-        for id in $("${bin[$n]}" --root "$work/state-$n" list -q 2>/dev/null); do
-            "${bin[$n]}" --root "$work/state-$n" delete --force "$id" >/dev/null 2>&1 || true
+        [ -d "$state/$n" ] || continue
+        for id in $("${bin[$n]}" --root "$state/$n" list -q 2>/dev/null); do
+            "${bin[$n]}" --root "$state/$n" delete --force "$id" >/dev/null 2>&1 || true
         done
     done
-    rm -rf "$work"
+    rm -rf "$work" "$state"
 }
 trap bench_cleanup EXIT
 
@@ -72,7 +74,7 @@ chmod +x "$work/wrap"
 # run_cmd NAME ID: the wrapped `RUNTIME run` command line, for sh.
 run_cmd() {
     printf '%s %s --root %s run --bundle %s %s' \
-        "$work/wrap" "${bin[$1]}" "$work/state-$1" "$work/bundle" "$2"
+        "$work/wrap" "${bin[$1]}" "$state/$1" "$work/bundle" "$2"
 }
 
 # Say where and when, for the results' header.

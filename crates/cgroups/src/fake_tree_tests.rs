@@ -1018,3 +1018,14 @@ fn destroy_leaves_other_containers_under_a_shared_parent() {
     );
     assert!(root.join("shared").is_dir());
 }
+
+#[test]
+fn cgroup2_side_first_then_the_rest() {
+    let f = v1_fake();
+    f.m.create_cgroup2_side().unwrap();
+    assert!(!f.dir("memory").exists(), "v1 dirs wait for create()");
+    f.m.create().unwrap();
+    assert!(f.dir("memory").is_dir());
+    f.m.destroy().unwrap();
+    assert!(!f.dir("memory").exists());
+}

@@ -187,6 +187,18 @@ impl Manager {
         dispatch!(self, m => m.create())
     }
 
+    /// Create only what a child must find before it is born: the cgroup2
+    /// directory of [`Manager::join_plan`] (on pure v2, everything). The caller
+    /// then forks and calls [`Manager::create`] for the rest while the child
+    /// works, which keeps the v1 mkdirs off the critical path.
+    pub fn create_cgroup2_side(&self) -> Result<(), Error> {
+        let _s = info_span!("cgroup_create_cgroup2_side").entered();
+        match self {
+            Manager::V1(m) => m.create_where(|h| h.cgroup2),
+            Manager::V2(m) => m.create(),
+        }
+    }
+
     /// Validate all of `r`, then write it; on a failed write, undo the writes done.
     pub fn apply(&self, r: &LinuxResources) -> Result<(), Error> {
         let _s = info_span!("cgroup_apply").entered();

@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 pub enum Msg {
     /// Parent to child: the cgroup is joined and ID maps are written; go on.
     Proceed,
+    /// Parent to child: the cgroup is made now; join it through the attached
+    /// `tasks` fds (named here, with whether a failure may be ignored).
+    JoinCgroup(Vec<(String, bool)>),
     /// Child to parent: mounts are prepared; run prestart and createRuntime hooks.
     CreateHooks,
     /// Parent to child: hooks ran; here is the state JSON for the createContainer
@@ -43,6 +46,7 @@ impl Msg {
     fn name(&self) -> &'static str {
         match self {
             Msg::Proceed => "Proceed",
+            Msg::JoinCgroup(_) => "JoinCgroup",
             Msg::CreateHooks => "CreateHooks",
             Msg::HooksDone(..) => "HooksDone",
             Msg::SeccompFd => "SeccompFd",
@@ -54,6 +58,9 @@ impl Msg {
         }
     }
 }
+
+/// Most fds one message carries.
+pub const MAX_FDS: usize = 16;
 
 /// One end of the sync channel.
 #[derive(Debug)]
@@ -81,16 +88,18 @@ impl Channel {
 
     /// Send a message, with an optional fd attached.
     pub fn send_with(&self, msg: &Msg, fd: Option<RawFd>) -> Result<()> {
+        match fd {
+            Some(f) => self.send_fds(msg, &[f]),
+            None => self.send_fds(msg, &[]),
+        }
+    }
+
+    /// Send a message with fds attached (at most [`MAX_FDS`]).
+    pub fn send_fds(&self, msg: &Msg, fds: &[RawFd]) -> Result<()> {
         let data = serde_json::to_vec(msg).map_err(|e| Error::Sync(e.to_string()))?;
         let iov = [IoSlice::new(&data)];
-        let fds;
-        let cmsgs: &[ControlMessage] = match fd {
-            Some(f) => {
-                fds = [f];
-                &[ControlMessage::ScmRights(&fds)]
-            }
-            None => &[],
-        };
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
         sendmsg::<()>(
             self.fd.as_raw_fd(),
             &iov,
@@ -110,8 +119,15 @@ impl Channel {
     /// Receive one message, and the fd it carries if any. `Ok(None)` means the peer
     /// closed the channel (for example by a successful execve).
     pub fn recv_with_fd(&self) -> Result<Option<(Msg, Option<OwnedFd>)>> {
+        Ok(self
+            .recv_with_fds()?
+            .map(|(m, fds)| (m, fds.into_iter().next())))
+    }
+
+    /// Receive one message and every fd it carries (up to [`MAX_FDS`]).
+    pub fn recv_with_fds(&self) -> Result<Option<(Msg, Vec<OwnedFd>)>> {
         let mut buf = vec![0u8; 256 * 1024];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
         let (n, fd) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
             match recvmsg::<()>(
@@ -121,7 +137,7 @@ impl Channel {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(r) => {
-                    let mut fd = None;
+                    let mut fd = Vec::new();
                     for c in r
                         .cmsgs()
                         .map_err(|e| Error::sys("read control message", e))?
@@ -130,10 +146,7 @@ impl Channel {
                             for f in fds {
                                 // SAFETY: the kernel just installed `f` in our fd table
                                 // for this message; nothing else owns it.
-                                let owned = unsafe { OwnedFd::from_raw_fd(f) };
-                                if fd.is_none() {
-                                    fd = Some(owned);
-                                }
+                                fd.push(unsafe { OwnedFd::from_raw_fd(f) });
                             }
                         }
                     }
@@ -201,6 +214,18 @@ mod tests {
         assert_eq!(e, "boom");
         drop(a);
         assert!(b.recv_with_fd().unwrap().is_none());
+    }
+
+    #[test]
+    fn passes_several_fds() {
+        let (a, b) = pair().unwrap();
+        let f1 = std::fs::File::open("/dev/null").unwrap();
+        let f2 = std::fs::File::open("/dev/zero").unwrap();
+        let m = Msg::JoinCgroup(vec![("x".into(), false), ("y".into(), true)]);
+        a.send_fds(&m, &[f1.as_raw_fd(), f2.as_raw_fd()]).unwrap();
+        let (got, fds) = b.recv_with_fds().unwrap().unwrap();
+        assert_eq!(got, m);
+        assert_eq!(fds.len(), 2);
     }
 
     #[test]

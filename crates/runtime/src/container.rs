@@ -137,16 +137,34 @@ struct CgroupJoin {
 
 impl CgroupJoin {
     fn open(cg: &Manager) -> Result<CgroupJoin> {
-        let plan = cg.join_plan();
+        Ok(CgroupJoin {
+            tasks: Self::open_tasks(cg)?,
+            v2: Self::open_v2(cg)?,
+        })
+    }
+
+    /// Only the cgroup2 side, for a child whose v1 cgroups are made after it.
+    fn open_v2_only(cg: &Manager) -> Result<CgroupJoin> {
+        Ok(CgroupJoin {
+            tasks: Vec::new(),
+            v2: Self::open_v2(cg)?,
+        })
+    }
+
+    fn open_tasks(cg: &Manager) -> Result<Vec<(OwnedFd, PathBuf, bool)>> {
         let mut tasks = Vec::new();
-        for (path, best_effort) in plan.v1_tasks {
+        for (path, best_effort) in cg.join_plan().v1_tasks {
             match rustix::fs::open(&path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()) {
                 Ok(fd) => tasks.push((fd, path, best_effort)),
                 Err(e) if best_effort => debug!("skip {}: {e}", path.display()),
                 Err(e) => return Err(Error::io("open cgroup tasks file", path, e.into())),
             }
         }
-        let v2 = match plan.v2_dir {
+        Ok(tasks)
+    }
+
+    fn open_v2(cg: &Manager) -> Result<Option<OwnedFd>> {
+        let v2 = match cg.join_plan().v2_dir {
             Some(dir) => Some(
                 rustix::fs::open(
                     &dir,
@@ -157,7 +175,7 @@ impl CgroupJoin {
             ),
             None => None,
         };
-        Ok(CgroupJoin { tasks, v2 })
+        Ok(v2)
     }
 
     /// Fork with `flags`, born into the cgroup2 side when there is one. Falls back
@@ -374,12 +392,20 @@ impl Runtime {
             id: o.id.clone(),
             systemd: self.systemd_cgroup,
         })?;
-        cg.create()?;
-        let cg_state = cg.to_state();
+        // Without user namespaces the child needs nothing from the parent to set
+        // up its mounts: it is born into the cgroup2 side, and the v1 cgroups are
+        // made and limited while it works; it joins them before any hook runs.
+        let late_join = !new_userns && user_join.is_none();
+        let resources = device_rules(linux);
         let cg_mounts = cg.mounts();
         undo.cgroup = Some(cg);
-        let resources = device_rules(linux);
-        undo.cgroup.as_ref().expect("set above").apply(&resources)?;
+        let cg = undo.cgroup.as_ref().expect("set above");
+        if late_join {
+            cg.create_cgroup2_side()?;
+        } else {
+            cg.create()?;
+            cg.apply(&resources)?;
+        }
 
         // `run` starts init through the channel; only `create` needs the FIFO
         // that a later `start` opens.
@@ -400,7 +426,11 @@ impl Runtime {
             (o.preserve_fds + n, env)
         };
         let (parent_ch, child_ch) = channel::pair()?;
-        let join_cg = CgroupJoin::open(undo.cgroup.as_ref().expect("set above"))?;
+        let join_cg = if late_join {
+            CgroupJoin::open_v2_only(cg)?
+        } else {
+            CgroupJoin::open(cg)?
+        };
 
         let (forked, guards) = {
             let _pid_restore = match &pid_join {
@@ -460,6 +490,7 @@ impl Runtime {
                         extra_env,
                         cgroup_mounts: cg_mounts,
                         cgroup_tasks: join_cg.tasks,
+                        late_join,
                     },
                     child_ch,
                 )
@@ -478,16 +509,40 @@ impl Runtime {
         // The child enters the v1 hierarchies itself; the parent moves it only
         // when clone3 could not place it on the cgroup2 side.
         drop(join_cg);
+        let cg = undo.cgroup.as_ref().expect("set above");
+        if late_join {
+            cg.create()?;
+            cg.apply(&resources)?;
+        }
         if parent_moves {
-            undo.cgroup
-                .as_ref()
-                .expect("set above")
-                .add_process(pid.as_raw())?;
+            cg.add_process(pid.as_raw())?;
         }
         if new_userns {
             write_id_maps(pid, linux)?;
         }
-        parent_ch.send(&Msg::Proceed)?;
+        let sent = if late_join {
+            let tasks = if parent_moves {
+                Vec::new()
+            } else {
+                CgroupJoin::open_tasks(cg)?
+            };
+            let names = tasks
+                .iter()
+                .map(|(_, p, b)| (p.display().to_string(), *b))
+                .collect();
+            let fds: Vec<_> = tasks.iter().map(|(f, _, _)| f.as_raw_fd()).collect();
+            parent_ch.send_fds(&Msg::JoinCgroup(names), &fds)
+        } else {
+            parent_ch.send(&Msg::Proceed)
+        };
+        if let Err(e) = sent {
+            // The child may have failed while we worked: its message says why.
+            if let Ok(Some((Msg::Error(msg), _))) = parent_ch.recv_with_fd() {
+                return Err(Error::Init(msg));
+            }
+            return Err(e);
+        }
+        let cg_state = cg.to_state();
 
         let mut rec = Record {
             schema: state::STATE_SCHEMA,

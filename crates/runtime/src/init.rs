@@ -69,6 +69,9 @@ pub struct InitArgs<'a> {
     pub cgroup_mounts: Vec<berth_cgroups::CgroupMount>,
     /// v1 `tasks` files to join by writing "0" (see `Manager::join_plan`).
     pub cgroup_tasks: Vec<(OwnedFd, PathBuf, bool)>,
+    /// Set up mounts first and join the v1 cgroups when the parent sends
+    /// `JoinCgroup` (it makes them meanwhile), instead of waiting for `Proceed`.
+    pub late_join: bool,
 }
 
 /// Arguments of an `exec` child.
@@ -163,9 +166,9 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
     join_cgroups(std::mem::take(&mut a.cgroup_tasks))?;
     set_affinity(process, true)?;
 
-    match chan.expect(&Msg::Proceed) {
-        Ok(_) => {}
-        Err(e) => return Err(e.to_string()),
+    let mut must_join = a.late_join;
+    if !must_join {
+        chan.expect(&Msg::Proceed).map_err(|e| e.to_string())?;
     }
     if a.new_userns {
         // The maps are written now.
@@ -175,7 +178,7 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
         enter_joined_userns(userns, a.deferred, chan)?;
     }
     join_namespaces(&a.join)?;
-    if a.new_cgroupns {
+    if a.new_cgroupns && !must_join {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(errno("unshare cgroup namespace"))?;
     }
@@ -213,6 +216,11 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
     let label = crate::lsm::mount_label_option(linux.mount_label().as_deref());
     let mut dev_is_bind = false;
     for m in spec.mounts().iter().flatten() {
+        // A cgroup mount shows the cgroup we are in: join it first.
+        if must_join && matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            join_late(chan, a.new_cgroupns)?;
+            must_join = false;
+        }
         if m.destination() == Path::new("/dev") {
             let o = MountOptions::parse(m.options().as_deref().unwrap_or_default())?;
             dev_is_bind = o.bind || m.typ().as_deref() == Some("bind");
@@ -229,6 +237,9 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
         dev_symlinks(rootfd.as_fd())?;
     }
 
+    if must_join {
+        join_late(chan, a.new_cgroupns)?;
+    }
     chan.send(&Msg::CreateHooks).map_err(|e| e.to_string())?;
     let (creating_json, state_json) = match chan.recv().map_err(|e| e.to_string())? {
         Msg::HooksDone(a, b) => (a, b),
@@ -403,6 +414,38 @@ fn finish_process<'s>(
     )?;
     keep_fds(preserve_fds)?;
     Ok((prog, env, late))
+}
+
+/// Join the cgroups the parent made while we set up mounts (`late_join`), then
+/// make the cgroup namespace, whose root is the cgroup we are in.
+fn join_late(chan: &Channel, new_cgroupns: bool) -> R<()> {
+    let (msg, fds) = chan
+        .recv_with_fds()
+        .map_err(|e| e.to_string())?
+        .ok_or("sync: the runtime went away before the cgroup was made")?;
+    let names = match msg {
+        Msg::JoinCgroup(n) => n,
+        Msg::Error(e) => return Err(e),
+        other => return Err(format!("sync: expected JoinCgroup, received {other:?}")),
+    };
+    if names.len() != fds.len() {
+        return Err(format!(
+            "sync: {} cgroup names for {} fds",
+            names.len(),
+            fds.len()
+        ));
+    }
+    let tasks = fds
+        .into_iter()
+        .zip(names)
+        .map(|(fd, (name, best_effort))| (fd, PathBuf::from(name), best_effort))
+        .collect();
+    join_cgroups(tasks)?;
+    if new_cgroupns {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(errno("unshare cgroup namespace"))?;
+    }
+    Ok(())
 }
 
 /// Join a user namespace by path, then make the container's new namespaces so

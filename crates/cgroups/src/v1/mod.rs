@@ -126,8 +126,14 @@ impl Manager {
     }
 
     pub(crate) fn create(&self) -> Result<(), Error> {
+        self.create_where(|_| true)
+    }
+
+    /// Create the cgroup in the hierarchies `pick` selects; already existing
+    /// directories are kept, so calling this again for the rest is fine.
+    pub(crate) fn create_where(&self, pick: impl Fn(&Hierarchy) -> bool) -> Result<(), Error> {
         let mut made = Vec::new();
-        for h in &self.hierarchies {
+        for h in self.hierarchies.iter().filter(|h| pick(h)) {
             match fs::mkdir_p(&h.path) {
                 Ok(mut c) => made.append(&mut c),
                 Err(e) if Self::best_effort(h) => {
