@@ -85,7 +85,9 @@ host_line() {
 
 # version_line NAME: the runtime's first version line.
 version_line() {
-    "${bin[$1]}" --version 2>/dev/null | head -n 1 || echo unknown
+    local v
+    v=$("${bin[$1]}" --version 2>/dev/null || true)
+    printf '%s\n' "${v%%$'\n'*}"
 }
 
 # ratio A B: A/B with two decimals.
