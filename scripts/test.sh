@@ -36,10 +36,15 @@ export BERTH_RUNTIME="${BERTH_TEST_RUNTIME:-$target/release/berth-runtime}"
 export BERTH_ROOTFS_SCRIPT="$PWD/scripts/mkrootfs.sh"
 step "cargo test --release --workspace (runtime under test: $BERTH_RUNTIME)"
 # --release reuses the dependencies the release build just compiled.
-cargo test --release --workspace
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --release --workspace 2>&1 | tee "$results"
 
 # --- pure cgroup v2: the cgroup-sensitive root tests again, inside a qemu VM ---
 step "cgroup v2 VM: crates/cgroups host tests, tests/cgroups.rs, tests/runtime.rs (scripts/vm-test.sh)"
-bash scripts/vm-test.sh
+bash scripts/vm-test.sh 2>&1 | tee -a "$results"
 
 step "all checks passed in $((SECONDS - started)) s"
+# One closing line for every test run above, host and VM together.
+awk '/test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "berth: %d passed, %d failed\n", p, f }' "$results"
