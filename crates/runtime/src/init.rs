@@ -541,14 +541,8 @@ fn mount_one(
             let target =
                 open_in_root(root, dest, OFlags::PATH).map_err(ioerr("reopen mount point"))?;
             let locked = mount::locked_flags(target.as_fd()) & !MsFlags::MS_RDONLY;
-            mount::mount(
-                None,
-                &fd_path(target.as_fd()),
-                None,
-                locked | extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-                None,
-            )
-            .map_err(errno("remount bind with flags"))?;
+            mount::remount_bind(target.as_fd(), locked | extra)
+                .map_err(errno("remount bind with flags"))?;
         }
         if !opts.propagation.is_empty() {
             let target =
@@ -587,14 +581,8 @@ fn mount_one(
             .map_err(errno("bind /sys"))?;
             let t = open_in_root(root, dest, OFlags::PATH).map_err(ioerr("reopen"))?;
             let locked = mount::locked_flags(t.as_fd());
-            mount::mount(
-                None,
-                &fd_path(t.as_fd()),
-                None,
-                locked | opts.flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None,
-            )
-            .map_err(errno("remount /sys read-only"))?;
+            mount::remount_bind(t.as_fd(), locked | opts.flags | MsFlags::MS_RDONLY)
+                .map_err(errno("remount /sys read-only"))?;
         }
         Err(e) => return Err(format!("mount {} type {typ}: {}", src.display(), e.desc())),
     }
@@ -635,14 +623,7 @@ fn mount_cgroup(root: BorrowedFd<'_>, dest: &Path, opts: &MountOptions, a: &Init
             )
             .map_err(errno(format!("bind {}", h.display())))?;
             let t = open_in_root(root, dest, OFlags::PATH).map_err(ioerr("reopen"))?;
-            mount::mount(
-                None,
-                &fd_path(t.as_fd()),
-                None,
-                base | ro | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-                None,
-            )
-            .map_err(errno("remount cgroup"))?;
+            mount::remount_bind(t.as_fd(), base | ro).map_err(errno("remount cgroup"))?;
         }
         return Ok(());
     }
@@ -681,14 +662,8 @@ fn mount_cgroup(root: BorrowedFd<'_>, dest: &Path, opts: &MountOptions, a: &Init
             )
             .map_err(errno(format!("bind {}", cm.host_path.display())))?;
             let t = open_in_root(root, &sub, OFlags::PATH).map_err(ioerr("reopen"))?;
-            mount::mount(
-                None,
-                &fd_path(t.as_fd()),
-                None,
-                base | ro | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-                None,
-            )
-            .map_err(errno(format!("remount {}", sub.display())))?;
+            mount::remount_bind(t.as_fd(), base | ro)
+                .map_err(errno(format!("remount {}", sub.display())))?;
         }
         // Co-mounted controllers ("cpu,cpuacct") also get a link per controller.
         if cm.name.contains(',') {
@@ -926,14 +901,8 @@ fn readonly_path(root: BorrowedFd<'_>, p: &str) -> R<()> {
     let fd = open_in_root(root, Path::new(p), OFlags::PATH | OFlags::NOFOLLOW)
         .map_err(ioerr(format!("readonlyPaths {p}")))?;
     let locked = mount::locked_flags(fd.as_fd());
-    mount::mount(
-        None,
-        &fd_path(fd.as_fd()),
-        None,
-        locked | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(errno(format!("readonlyPaths {p}: remount")))
+    mount::remount_bind(fd.as_fd(), locked | MsFlags::MS_RDONLY | MsFlags::MS_REC)
+        .map_err(errno(format!("readonlyPaths {p}: remount")))
 }
 
 fn setup_terminal(

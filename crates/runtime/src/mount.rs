@@ -229,6 +229,18 @@ pub fn mount(
     nix::mount::mount(source, target, fstype, flags, data)
 }
 
+/// Remount the bind mount that `fd` is on with `flags` (plus `MS_BIND | MS_REMOUNT`):
+/// how a bind mount takes read-only and other per-mount flags.
+pub fn remount_bind(fd: BorrowedFd<'_>, flags: MsFlags) -> nix::Result<()> {
+    mount(
+        None,
+        &fd_path(fd),
+        None,
+        flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+        None,
+    )
+}
+
 /// Apply each propagation change to `target`.
 pub fn set_propagation(target: &Path, props: &[MsFlags]) -> nix::Result<()> {
     for p in props {
