@@ -1,0 +1,14 @@
+//! berth's images: the registry client, the content-addressed store, streaming
+//! unpack into snapshots keyed by chain ID, the overlayfs snapshotter (which
+//! returns mounts and never mounts anything itself), the metadata DB and GC.
+//!
+//! The crate knows nothing of containers or runtimes.
+
+pub mod archive;
+pub mod content;
+pub mod digest;
+pub mod gc;
+pub mod meta;
+pub mod registry;
+pub mod snapshot;
+pub mod unpack;
