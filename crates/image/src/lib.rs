@@ -5,6 +5,7 @@
 //! The crate knows nothing of containers or runtimes.
 
 pub mod archive;
+pub mod check;
 pub mod content;
 pub mod digest;
 pub mod gc;
