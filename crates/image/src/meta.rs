@@ -7,7 +7,9 @@
 //! (`<path>.lock`), opens the database, runs one transaction and closes it
 //! again. The flock also serialises threads of one process (each operation
 //! opens its own file description). Operations are short, so waiting on the
-//! lock is cheap; a crashed holder releases it by exiting.
+//! lock is cheap; a crashed holder releases it by exiting. The price is an
+//! open and close of the file per operation (tens of milliseconds with
+//! fsyncs); reads use a read transaction and commit nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -235,17 +237,24 @@ impl MetaDb {
 
     fn get<T: for<'a> Deserialize<'a>>(
         &self,
-        tx: &WriteTransaction,
-        table: TableDefinition<&str, &[u8]>,
+        t: &impl ReadableTable<&'static str, &'static [u8]>,
         key: &str,
         context: &str,
     ) -> Result<Option<T>, MetaError> {
-        let t = tx.open_table(table).map_err(self.db_err(context))?;
         let v = t.get(key).map_err(self.db_err(context))?;
         match v {
             Some(v) => Ok(Some(self.decode(key, v.value())?)),
             None => Ok(None),
         }
+    }
+
+    fn table<'t>(
+        &self,
+        tx: &'t WriteTransaction,
+        def: TableDefinition<&'static str, &'static [u8]>,
+        context: &str,
+    ) -> Result<redb::Table<'t, &'static str, &'static [u8]>, MetaError> {
+        tx.open_table(def).map_err(self.db_err(context))
     }
 
     fn put<T: Serialize>(
@@ -281,11 +290,9 @@ impl MetaDb {
 
     fn all<T: for<'a> Deserialize<'a>>(
         &self,
-        tx: &WriteTransaction,
-        table: TableDefinition<&str, &[u8]>,
+        t: &impl ReadableTable<&'static str, &'static [u8]>,
         context: &str,
     ) -> Result<Vec<T>, MetaError> {
-        let t = tx.open_table(table).map_err(self.db_err(context))?;
         let mut out = Vec::new();
         for item in t.iter().map_err(self.db_err(context))? {
             let (k, v) = item.map_err(self.db_err(context))?;
@@ -294,13 +301,49 @@ impl MetaDb {
         Ok(out)
     }
 
+    /// Runs `f` on `table` in a read transaction under the lock (no commit,
+    /// so no fsync). None if the table does not exist (a DB file recreated
+    /// behind our back), which reads as empty.
+    fn read<T>(
+        &self,
+        context: &str,
+        table: TableDefinition<&'static str, &'static [u8]>,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, MetaError>,
+    ) -> Result<Option<T>, MetaError> {
+        let _lock = self.lock()?;
+        let db = Database::create(&self.path).map_err(self.db_err(context))?;
+        let tx = db.begin_read().map_err(self.db_err(context))?;
+        match tx.open_table(SCHEMA) {
+            Ok(schema) => {
+                if let Some(v) = schema.get("version").map_err(self.db_err(context))? {
+                    if v.value() > SCHEMA_VERSION {
+                        return Err(MetaError::SchemaTooNew {
+                            path: self.path.clone(),
+                            found: v.value(),
+                            supported: SCHEMA_VERSION,
+                        });
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.db_err(context)(e)),
+        }
+        match tx.open_table(table) {
+            Ok(t) => f(&t).map(Some),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.db_err(context)(e)),
+        }
+    }
+
     /// Creates or updates an image record. An update keeps the existing
     /// record's `created`.
     pub fn put_image(&self, r: &ImageRecord) -> Result<(), MetaError> {
         let ctx = format!("put image {}", r.name);
         self.write(&ctx, |tx| {
             let mut rec = r.clone();
-            if let Some(old) = self.get::<ImageRecord>(tx, IMAGES, &r.name, &ctx)? {
+            if let Some(old) =
+                self.get::<ImageRecord>(&self.table(tx, IMAGES, &ctx)?, &r.name, &ctx)?
+            {
                 rec.created = old.created;
             }
             self.put(tx, IMAGES, &r.name, &rec, &ctx)
@@ -310,7 +353,9 @@ impl MetaDb {
     /// The image record named `name`.
     pub fn get_image(&self, name: &str) -> Result<Option<ImageRecord>, MetaError> {
         let ctx = format!("get image {name}");
-        self.write(&ctx, |tx| self.get(tx, IMAGES, name, &ctx))
+        Ok(self
+            .read(&ctx, IMAGES, |t| self.get(t, name, &ctx))?
+            .flatten())
     }
 
     /// Deletes an image record; false if there was none.
@@ -321,7 +366,9 @@ impl MetaDb {
 
     /// Every image record, sorted by name.
     pub fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError> {
-        self.write("list images", |tx| self.all(tx, IMAGES, "list images"))
+        Ok(self
+            .read("list images", IMAGES, |t| self.all(t, "list images"))?
+            .unwrap_or_default())
     }
 
     /// Creates lease `id`, expiring after `ttl` (never, with None).
@@ -345,7 +392,10 @@ impl MetaDb {
             snapshots: BTreeSet::new(),
         };
         self.write(&ctx, |tx| {
-            if self.get::<Lease>(tx, LEASES, id, &ctx)?.is_some() {
+            if self
+                .get::<Lease>(&self.table(tx, LEASES, &ctx)?, id, &ctx)?
+                .is_some()
+            {
                 return Err(MetaError::LeaseExists(id.to_string()));
             }
             self.put(tx, LEASES, id, &lease, &ctx)
@@ -361,7 +411,7 @@ impl MetaDb {
     ) -> Result<(), MetaError> {
         self.write(ctx, |tx| {
             let mut l: Lease = self
-                .get(tx, LEASES, id, ctx)?
+                .get(&self.table(tx, LEASES, ctx)?, id, ctx)?
                 .ok_or_else(|| MetaError::LeaseNotFound(id.to_string()))?;
             f(&mut l);
             self.put(tx, LEASES, id, &l, ctx)
@@ -392,7 +442,9 @@ impl MetaDb {
 
     /// Every lease, sorted by ID.
     pub fn list_leases(&self) -> Result<Vec<Lease>, MetaError> {
-        self.write("list leases", |tx| self.all(tx, LEASES, "list leases"))
+        Ok(self
+            .read("list leases", LEASES, |t| self.all(t, "list leases"))?
+            .unwrap_or_default())
     }
 
     /// Deletes every lease expired at `now`, in one transaction, and returns
@@ -401,7 +453,7 @@ impl MetaDb {
         let ctx = "delete expired leases";
         self.write(ctx, |tx| {
             let expired: Vec<String> = self
-                .all::<Lease>(tx, LEASES, ctx)?
+                .all::<Lease>(&self.table(tx, LEASES, ctx)?, ctx)?
                 .into_iter()
                 .filter(|l| l.expired(now))
                 .map(|l| l.id)
