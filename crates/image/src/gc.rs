@@ -749,6 +749,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn index_children_are_marked() {
+        let e = env();
+        let amd = make_image(&e.content, &[b"amd".to_vec()], "amd");
+        let arm = make_image(&e.content, &[b"arm".to_vec()], "arm");
+        let entry = |d: &Descriptor, arch: &str| {
+            serde_json::json!({"mediaType": d.media_type, "digest": d.digest.to_string(),
+                "size": d.size, "platform": {"os": "linux", "architecture": arch}})
+        };
+        let idx = serde_json::json!({"schemaVersion": 2, "manifests": [
+            entry(&amd.manifest, "amd64"), entry(&arm.manifest, "arm64"),
+            entry(&Descriptor { media_type: media::OCI_MANIFEST.into(),
+                digest: Digest::sha256_of(b"absent"), size: 6 }, "s390x")]});
+        // Unknown media type: the walk sniffs the JSON.
+        let idx = put(
+            &e.content,
+            "application/json",
+            &serde_json::to_vec(&idx).unwrap(),
+        );
+        unpack(&e.snaps, &amd);
+        e.meta.put_image(&record("x/multi:1", &idx)).unwrap();
+        let r = collect(&e.meta, &e.content, &e.snaps, &opts()).unwrap();
+        assert!(r.removed_blobs.is_empty(), "{r:?}");
+        assert!(r.removed_snapshots.is_empty());
+        e.meta.delete_image("x/multi:1").unwrap();
+        let r = collect(&e.meta, &e.content, &e.snaps, &opts()).unwrap();
+        assert_eq!(r.removed_blobs.len(), 7);
+        assert_eq!(r.removed_snapshots, vec![amd.chain[0].clone()]);
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn ss<T: Send + Sync>() {}
+        fn s<T: Send>() {}
+        ss::<ContentStore>();
+        ss::<MetaDb>();
+        s::<crate::content::Ingest>();
+    }
+
+    #[test]
     fn sniffs_unknown_media_types() {
         let img_json = br#"{"manifests":[{"mediaType":"x","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0,"platform":{"os":"linux","architecture":"arm64"}}]}"#;
         match parse_node("application/octet-stream", img_json) {
