@@ -13,3 +13,5 @@ pub mod meta;
 pub mod registry;
 pub mod snapshot;
 pub mod unpack;
+pub mod manifest;
+pub mod platform;
