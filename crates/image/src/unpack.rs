@@ -1,1 +1,1251 @@
-//! (placeholder: being written)
+//! Streaming layer unpack: decompress → hash (the diff ID) → extract, in one
+//! pass, into a snapshot directory.
+//!
+//! Layer content is hostile input. Every parent directory of an entry is
+//! resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` from the
+//! layer directory's fd, and every entry is created with `*at()` calls relative
+//! to that parent fd, so nothing can be written outside the layer directory,
+//! whatever symlinks earlier entries planted.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
+
+use rustix::fs::{
+    AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
+};
+use rustix::io::Errno;
+
+use crate::digest::{Algorithm, Digest, HashingReader};
+
+/// Size of the read buffers (compressed input, decompressed stream, file copy).
+const BUF_SIZE: usize = 256 * 1024;
+
+/// The whiteout prefix of the OCI layer format.
+const WH_PREFIX: &str = ".wh.";
+/// The opaque-directory marker of the OCI layer format.
+const WH_OPAQUE: &str = ".wh..wh..opq";
+
+/// How a layer is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression of a layer media type, or None for a type that is not
+    /// a layer this crate can unpack.
+    pub fn from_media_type(mt: &str) -> Option<Compression> {
+        match mt {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Some(Compression::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some(Compression::Gzip)
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+                Some(Compression::Zstd)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What to do with whiteout entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutMode {
+    /// overlayfs: `.wh.X` becomes a 0:0 character device `X`;
+    /// `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory.
+    Overlay,
+    /// Copy-based snapshots: `.wh.X` removes `X`; `.wh..wh..opq` empties its
+    /// directory of everything not written by this layer.
+    Delete,
+}
+
+/// Limits and behaviour of [`apply_layer`].
+#[derive(Debug, Clone)]
+pub struct UnpackOptions {
+    /// Create device nodes (else such entries are refused).
+    pub allow_devices: bool,
+    /// Most uncompressed bytes accepted.
+    pub max_size: u64,
+    /// Most tar entries accepted.
+    pub max_entries: u64,
+    /// chown entries to the tar's uid/gid.
+    pub preserve_ownership: bool,
+    /// How whiteouts are written.
+    pub whiteouts: WhiteoutMode,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            allow_devices: false,
+            max_size: 32 << 30,
+            max_entries: 10_000_000,
+            preserve_ownership: false,
+            whiteouts: WhiteoutMode::Overlay,
+        }
+    }
+}
+
+impl UnpackOptions {
+    /// Options fitting this process: devices and ownership when CAP_MKNOD and
+    /// CAP_CHOWN are effective in the initial user namespace; overlay
+    /// whiteouts.
+    pub fn for_current_process() -> Self {
+        let caps = effective_caps().unwrap_or(0);
+        let init_ns = in_initial_user_ns();
+        const CAP_CHOWN: u32 = 0;
+        const CAP_MKNOD: u32 = 27;
+        UnpackOptions {
+            allow_devices: init_ns && caps & (1 << CAP_MKNOD) != 0,
+            preserve_ownership: init_ns && caps & (1 << CAP_CHOWN) != 0,
+            ..UnpackOptions::default()
+        }
+    }
+}
+
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+}
+
+fn in_initial_user_ns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f == ["0", "0", "4294967295"]
+        })
+        .unwrap_or(false)
+}
+
+/// What [`apply_layer`] found.
+#[derive(Debug, Clone)]
+pub struct UnpackStats {
+    /// sha256 of the whole uncompressed stream.
+    pub diff_id: Digest,
+    /// Uncompressed bytes.
+    pub size: u64,
+    /// Tar entries.
+    pub entries: u64,
+}
+
+/// Errors of [`apply_layer`].
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The layer directory could not be opened.
+    #[error("open layer directory {dir}: {source}")]
+    OpenDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The stream could not be read or decompressed, or is not a valid tar.
+    #[error("read layer stream: {0}")]
+    Read(io::Error),
+    /// An entry's path is absolute or has a `..` component, or resolves
+    /// outside the layer directory.
+    #[error("tar entry {path:?}: refused: {reason}")]
+    Refused {
+        /// The entry.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A device node while devices are not allowed.
+    #[error("tar entry {0:?}: device nodes are not allowed")]
+    DeviceNotAllowed(String),
+    /// The uncompressed stream is larger than the limit.
+    #[error("layer is larger than {0} uncompressed bytes")]
+    TooLarge(u64),
+    /// The layer has more entries than the limit.
+    #[error("layer has more than {0} entries")]
+    TooManyEntries(u64),
+    /// A system call failed on an entry.
+    #[error("tar entry {path:?}: {op}: {source}")]
+    Entry {
+        /// The entry.
+        path: String,
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// Counts the decompressed bytes and fails past the limit.
+struct Limited<R> {
+    inner: HashingReader<R>,
+    max: u64,
+    exceeded: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.inner.count() > self.max {
+            self.exceeded.set(true);
+            return Err(io::Error::other("uncompressed size limit exceeded"));
+        }
+        Ok(n)
+    }
+}
+
+/// Unpacks one layer into `dir`, returning its diff ID, size and entry count.
+pub fn apply_layer(
+    dir: &Path,
+    layer: impl Read,
+    compression: Compression,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    let input = BufReader::with_capacity(BUF_SIZE, layer);
+    match compression {
+        Compression::None => apply_stream(dir, input, opts),
+        Compression::Gzip => apply_stream(dir, flate2::bufread::MultiGzDecoder::new(input), opts),
+        Compression::Zstd => {
+            let dec = zstd::stream::read::Decoder::with_buffer(input).map_err(UnpackError::Read)?;
+            apply_stream(dir, dec, opts)
+        }
+    }
+}
+
+fn apply_stream<R: Read>(
+    dir: &Path,
+    stream: R,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    let root = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| UnpackError::OpenDir {
+        dir: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    let exceeded = Rc::new(Cell::new(false));
+    let limited = Limited {
+        inner: HashingReader::new(stream, Algorithm::Sha256),
+        max: opts.max_size,
+        exceeded: exceeded.clone(),
+    };
+    let mut archive = tar::Archive::new(BufReader::with_capacity(BUF_SIZE, limited));
+    let mut u = Unpacker {
+        root,
+        opts,
+        cache: None,
+        buf: vec![0u8; BUF_SIZE],
+        dirs: Vec::new(),
+        written: HashSet::new(),
+        privileged: opts.preserve_ownership,
+    };
+    let read_err = |e: io::Error| {
+        if exceeded.get() {
+            UnpackError::TooLarge(opts.max_size)
+        } else {
+            UnpackError::Read(e)
+        }
+    };
+    let mut entries = 0u64;
+    for entry in archive.entries().map_err(read_err)? {
+        let mut entry = entry.map_err(read_err)?;
+        entries += 1;
+        if entries > opts.max_entries {
+            return Err(UnpackError::TooManyEntries(opts.max_entries));
+        }
+        u.entry(&mut entry).map_err(|e| match e {
+            UnpackError::Entry { ref source, .. } | UnpackError::Read(ref source)
+                if exceeded.get() && source.kind() == io::ErrorKind::Other =>
+            {
+                UnpackError::TooLarge(opts.max_size)
+            }
+            e => e,
+        })?;
+    }
+    u.finish_dirs()?;
+    // Keep reading past the tar's end so the diff ID covers the whole stream.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(read_err)?;
+    let limited = rest.into_inner();
+    Ok(UnpackStats {
+        diff_id: limited.inner.digest(),
+        size: limited.inner.count(),
+        entries,
+    })
+}
+
+/// A directory whose mode and times are set after the whole layer.
+struct DirFixup {
+    path: PathBuf,
+    mode: u32,
+    mtime: Option<u64>,
+}
+
+struct Unpacker<'a> {
+    root: OwnedFd,
+    opts: &'a UnpackOptions,
+    /// The last resolved parent directory.
+    cache: Option<(PathBuf, OwnedFd)>,
+    buf: Vec<u8>,
+    dirs: Vec<DirFixup>,
+    /// Paths written by this layer (Delete mode only, for opaque dirs).
+    written: HashSet<PathBuf>,
+    privileged: bool,
+}
+
+fn display(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Normalizes an entry path: drops `.` components, refuses absolute paths and
+/// `..`.
+fn clean_path(raw: &Path) -> Result<PathBuf, &'static str> {
+    if raw.as_os_str().as_bytes().first() == Some(&b'/') {
+        return Err("absolute path");
+    }
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("path has a '..' component"),
+            Component::RootDir | Component::Prefix(_) => return Err("absolute path"),
+        }
+    }
+    Ok(out)
+}
+
+fn errno_to_io(e: Errno) -> io::Error {
+    e.into()
+}
+
+fn timestamps(mtime: u64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime.min(i64::MAX as u64) as i64,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+impl Unpacker<'_> {
+    fn err(path: &Path, op: &'static str, e: impl Into<io::Error>) -> UnpackError {
+        UnpackError::Entry {
+            path: display(path),
+            op,
+            source: e.into(),
+        }
+    }
+
+    fn refuse(path: &Path, reason: &'static str) -> UnpackError {
+        UnpackError::Refused {
+            path: display(path),
+            reason,
+        }
+    }
+
+    /// Opens directory `rel` (relative to the root) beneath the root, creating
+    /// missing components as 0755 directories when `create` is set.
+    fn open_dir(&self, entry: &Path, rel: &Path, create: bool) -> Result<OwnedFd, UnpackError> {
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let map = |e: Errno| match e {
+            Errno::XDEV => Self::refuse(entry, "path leaves the layer directory"),
+            Errno::LOOP => Self::refuse(entry, "path resolves through a symlink loop"),
+            e => Self::err(entry, "open parent directory", e),
+        };
+        if rel.as_os_str().is_empty() {
+            return rustix::fs::openat(&self.root, ".", flags, Mode::empty())
+                .map_err(|e| Self::err(entry, "open layer directory", e));
+        }
+        match rustix::fs::openat2(&self.root, rel, flags, Mode::empty(), how) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::NOENT) if create => {}
+            Err(e) => return Err(map(e)),
+        }
+        // Walk component by component, creating what is missing.
+        let mut fd = rustix::fs::openat(&self.root, ".", flags, Mode::empty())
+            .map_err(|e| Self::err(entry, "open layer directory", e))?;
+        for c in rel.components() {
+            let name = c.as_os_str();
+            match rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(Self::err(entry, "create parent directory", e)),
+            }
+            fd = rustix::fs::openat2(&fd, name, flags, Mode::empty(), how).map_err(map)?;
+        }
+        Ok(fd)
+    }
+
+    /// The parent directory fd of `path` (cached for runs of entries in one
+    /// directory).
+    fn parent(&mut self, path: &Path) -> Result<BorrowedFd<'_>, UnpackError> {
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let hit = matches!(&self.cache, Some((p, _)) if p == parent);
+        if !hit {
+            let fd = self.open_dir(path, parent, true)?;
+            self.cache = Some((parent.to_path_buf(), fd));
+        }
+        Ok(self
+            .cache
+            .as_ref()
+            .map(|(_, fd)| fd.as_fd())
+            .expect("cached"))
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
+        let raw = entry
+            .path()
+            .map_err(|e| UnpackError::Read(io::Error::other(e)))?
+            .into_owned();
+        let path = clean_path(&raw).map_err(|r| Self::refuse(&raw, r))?;
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let name = match path.file_name() {
+            Some(n) => n.to_owned(),
+            // The layer root itself ("./"): nothing to create.
+            None => return Ok(()),
+        };
+        let name_b = name.as_bytes();
+        if name_b.starts_with(WH_PREFIX.as_bytes()) {
+            return self.whiteout(&path, &name);
+        }
+        let mode = header
+            .mode()
+            .map_err(|e| Self::err(&path, "read mode", e))?
+            & 0o7777;
+        let uid = header.uid().map_err(|e| Self::err(&path, "read uid", e))?;
+        let gid = header.gid().map_err(|e| Self::err(&path, "read gid", e))?;
+        let mtime = header.mtime().ok();
+        let xattrs = collect_xattrs(entry).map_err(|e| Self::err(&path, "read PAX headers", e))?;
+        if self.opts.whiteouts == WhiteoutMode::Delete {
+            self.written.insert(path.clone());
+        }
+        use tar::EntryType as T;
+        match kind {
+            T::Regular | T::Continuous | T::GNUSparse => {
+                self.regular(entry, &path, &name, mode, uid, gid, mtime, &xattrs)
+            }
+            T::Directory => {
+                let parent = self.parent(&path)?;
+                match rustix::fs::mkdirat(parent, &name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        let st = rustix::fs::statat(parent, &name, AtFlags::SYMLINK_NOFOLLOW)
+                            .map_err(|e| Self::err(&path, "stat", e))?;
+                        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                            self.replace(&path, &name)?;
+                            let parent = self.parent(&path)?;
+                            rustix::fs::mkdirat(parent, &name, Mode::from_raw_mode(0o700))
+                                .map_err(|e| Self::err(&path, "mkdir", e))?;
+                        }
+                    }
+                    Err(e) => return Err(Self::err(&path, "mkdir", e)),
+                }
+                self.owner_and_xattrs(&path, &name, uid, gid, &xattrs, false)?;
+                self.dirs.push(DirFixup { path, mode, mtime });
+                Ok(())
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| Self::err(&path, "read link name", e))?
+                    .ok_or_else(|| Self::refuse(&path, "symlink without a target"))?
+                    .into_owned();
+                self.create_retry(&path, &name, |p, n| rustix::fs::symlinkat(&target, p, n))?;
+                self.owner_and_xattrs(&path, &name, uid, gid, &xattrs, true)?;
+                self.times(&path, &name, mtime)
+            }
+            T::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| Self::err(&path, "read link name", e))?
+                    .ok_or_else(|| Self::refuse(&path, "hardlink without a target"))?
+                    .into_owned();
+                let target = clean_path(&target).map_err(|r| Self::refuse(&path, r))?;
+                let tname = target
+                    .file_name()
+                    .ok_or_else(|| Self::refuse(&path, "hardlink to the layer root"))?
+                    .to_owned();
+                let tparent = target.parent().unwrap_or(Path::new(""));
+                let tfd = self.open_dir(&path, tparent, false)?;
+                self.create_retry(&path, &name, |p, n| {
+                    rustix::fs::linkat(&tfd, &tname, p, n, AtFlags::empty())
+                })
+            }
+            T::Char | T::Block | T::Fifo => {
+                let (ft, dev) = match kind {
+                    T::Fifo => (FileType::Fifo, 0),
+                    _ => {
+                        if !self.opts.allow_devices {
+                            return Err(UnpackError::DeviceNotAllowed(display(&path)));
+                        }
+                        let maj = header
+                            .device_major()
+                            .map_err(|e| Self::err(&path, "read device major", e))?
+                            .unwrap_or(0);
+                        let min = header
+                            .device_minor()
+                            .map_err(|e| Self::err(&path, "read device minor", e))?
+                            .unwrap_or(0);
+                        let ft = if kind == T::Char {
+                            FileType::CharacterDevice
+                        } else {
+                            FileType::BlockDevice
+                        };
+                        (ft, rustix::fs::makedev(maj, min))
+                    }
+                };
+                self.create_retry(&path, &name, |p, n| {
+                    rustix::fs::mknodat(p, n, ft, Mode::from_raw_mode(0o600), dev)
+                })?;
+                self.owner_and_xattrs(&path, &name, uid, gid, &xattrs, false)?;
+                let parent = self.parent(&path)?;
+                rustix::fs::chmodat(parent, &name, Mode::from_raw_mode(mode), AtFlags::empty())
+                    .map_err(|e| Self::err(&path, "chmod", e))?;
+                self.times(&path, &name, mtime)
+            }
+            other => {
+                tracing::warn!(path = %path.display(), kind = ?other, "skipping tar entry of unsupported type");
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `create(parent, name)`; when the name exists, removes it
+    /// (recursively for a directory) and tries once more.
+    fn create_retry(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        create: impl Fn(BorrowedFd<'_>, &OsStr) -> Result<(), Errno>,
+    ) -> Result<(), UnpackError> {
+        let parent = self.parent(path)?;
+        match create(parent, name) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => {
+                self.replace(path, name)?;
+                let parent = self.parent(path)?;
+                create(parent, name).map_err(|e| Self::err(path, "create", e))
+            }
+            Err(e) => Err(Self::err(path, "create", e)),
+        }
+    }
+
+    /// Removes whatever is at `path` (in its parent) so it can be replaced.
+    fn replace(&mut self, path: &Path, name: &OsStr) -> Result<(), UnpackError> {
+        let parent = self.parent(path)?;
+        let parent = parent
+            .try_clone_to_owned()
+            .map_err(|e| Self::err(path, "dup", e))?;
+        // A removal may invalidate the cached parent of later entries.
+        self.cache = None;
+        remove_at(&parent, name).map_err(|e| Self::err(path, "remove existing", e))?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn regular<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &Path,
+        name: &OsStr,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime: Option<u64>,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), UnpackError> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let cmode = Mode::from_raw_mode(0o600);
+        let parent = self.parent(path)?;
+        let fd = match rustix::fs::openat(parent, name, flags, cmode) {
+            Ok(fd) => fd,
+            Err(Errno::EXIST) => {
+                self.replace(path, name)?;
+                let parent = self.parent(path)?;
+                rustix::fs::openat(parent, name, flags, cmode)
+                    .map_err(|e| Self::err(path, "create", e))?
+            }
+            Err(e) => return Err(Self::err(path, "create", e)),
+        };
+        let mut file = File::from(fd);
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(UnpackError::Read(e)),
+            };
+            file.write_all(&self.buf[..n])
+                .map_err(|e| Self::err(path, "write", e))?;
+        }
+        if self.opts.preserve_ownership {
+            rustix::fs::fchown(
+                &file,
+                Some(rustix::fs::Uid::from_raw(uid as u32)),
+                Some(rustix::fs::Gid::from_raw(gid as u32)),
+            )
+            .map_err(|e| Self::err(path, "chown", e))?;
+        }
+        for (k, v) in xattrs {
+            match rustix::fs::fsetxattr(&file, OsStr::from_bytes(k), v, XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(e) if self.ignorable_xattr_error(k, e) => {}
+                Err(e) => return Err(Self::err(path, "setxattr", e)),
+            }
+        }
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
+            .map_err(|e| Self::err(path, "chmod", e))?;
+        if let Some(m) = mtime {
+            rustix::fs::futimens(&file, &timestamps(m))
+                .map_err(|e| Self::err(path, "set times", e))?;
+        }
+        Ok(())
+    }
+
+    fn ignorable_xattr_error(&self, name: &[u8], e: Errno) -> bool {
+        !self.privileged && name.starts_with(b"user.") && e == Errno::OPNOTSUPP
+    }
+
+    fn owner_and_xattrs(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        uid: u64,
+        gid: u64,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        _symlink: bool,
+    ) -> Result<(), UnpackError> {
+        let preserve = self.opts.preserve_ownership;
+        let privileged = self.privileged;
+        let parent = self.parent(path)?;
+        if preserve {
+            rustix::fs::chownat(
+                parent,
+                name,
+                Some(rustix::fs::Uid::from_raw(uid as u32)),
+                Some(rustix::fs::Gid::from_raw(gid as u32)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| Self::err(path, "chown", e))?;
+        }
+        if !xattrs.is_empty() {
+            // The parent is an fd we resolved beneath the root; through its
+            // /proc magic link, lsetxattr acts on `name` without following it.
+            let mut p = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd()));
+            p.push(name);
+            for (k, v) in xattrs {
+                match rustix::fs::lsetxattr(&p, OsStr::from_bytes(k), v, XattrFlags::empty()) {
+                    Ok(()) => {}
+                    Err(e) if !privileged && k.starts_with(b"user.") && e == Errno::OPNOTSUPP => {}
+                    Err(e) => return Err(Self::err(path, "setxattr", e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn times(&mut self, path: &Path, name: &OsStr, mtime: Option<u64>) -> Result<(), UnpackError> {
+        if let Some(m) = mtime {
+            let parent = self.parent(path)?;
+            rustix::fs::utimensat(parent, name, &timestamps(m), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| Self::err(path, "set times", e))?;
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, path: &Path, name: &OsStr) -> Result<(), UnpackError> {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        if name.as_bytes() == WH_OPAQUE.as_bytes() {
+            let dfd = self.open_dir(path, dir, true)?;
+            self.cache = None;
+            return match self.opts.whiteouts {
+                WhiteoutMode::Overlay => {
+                    let p = format!("/proc/self/fd/{}", dfd.as_raw_fd());
+                    rustix::fs::setxattr(&p, "trusted.overlay.opaque", b"y", XattrFlags::empty())
+                        .map_err(|e| Self::err(path, "set opaque xattr", e))
+                }
+                WhiteoutMode::Delete => self.empty_dir(path, dir, &dfd),
+            };
+        }
+        let target = OsStr::from_bytes(&name.as_bytes()[WH_PREFIX.len()..]);
+        if target.is_empty() || target == "." || target == ".." || target.as_bytes().contains(&b'/')
+        {
+            return Err(Self::refuse(
+                path,
+                "whiteout names no file in its directory",
+            ));
+        }
+        let tpath = dir.join(target);
+        match self.opts.whiteouts {
+            WhiteoutMode::Overlay => self.create_retry(&tpath, target, |p, n| {
+                rustix::fs::mknodat(
+                    p,
+                    n,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )
+            }),
+            WhiteoutMode::Delete => {
+                let dfd = match self.open_dir(path, dir, false) {
+                    Ok(fd) => fd,
+                    Err(UnpackError::Entry { source, .. })
+                        if source.raw_os_error() == Some(libc::ENOENT)
+                            || source.raw_os_error() == Some(libc::ENOTDIR) =>
+                    {
+                        return Ok(())
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.cache = None;
+                match remove_at(&dfd, target) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                    Err(e) => Err(Self::err(path, "remove whited-out file", e)),
+                }
+            }
+        }
+    }
+
+    /// Delete-mode opaque directory: removes every child not written by this
+    /// layer.
+    fn empty_dir(&mut self, path: &Path, dir: &Path, dfd: &OwnedFd) -> Result<(), UnpackError> {
+        let rfd = rustix::fs::openat(
+            dfd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Self::err(path, "open opaque directory", e))?;
+        let names = list_dir(rfd).map_err(|e| Self::err(path, "read opaque directory", e))?;
+        for n in names {
+            if self.written.contains(&dir.join(&n)) {
+                continue;
+            }
+            remove_at(dfd, &n).map_err(|e| Self::err(path, "empty opaque directory", e))?;
+        }
+        Ok(())
+    }
+
+    /// Sets directory modes and times, deepest first, after the whole layer.
+    fn finish_dirs(&mut self) -> Result<(), UnpackError> {
+        self.cache = None;
+        let dirs = std::mem::take(&mut self.dirs);
+        for d in dirs.iter().rev() {
+            let fd = match self.open_dir(&d.path, &d.path, false) {
+                Ok(fd) => fd,
+                // Replaced by a later entry or whited out: nothing to fix.
+                Err(UnpackError::Entry { source, .. })
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::ENOENT) | Some(libc::ENOTDIR)
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            // fchmodat2(AT_EMPTY_PATH) acts on the O_PATH fd itself.
+            rustix::fs::chmodat(&fd, "", Mode::from_raw_mode(d.mode), AtFlags::EMPTY_PATH)
+                .or_else(|e| {
+                    if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::OPNOTSUPP {
+                        let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                        rustix::fs::chmod(&p, Mode::from_raw_mode(d.mode))
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| Self::err(&d.path, "chmod directory", e))?;
+            if let Some(m) = d.mtime {
+                rustix::fs::utimensat(&fd, "", &timestamps(m), AtFlags::EMPTY_PATH)
+                    .map_err(|e| Self::err(&d.path, "set directory times", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn collect_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    if let Some(exts) = entry.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                // overlayfs' own xattrs (redirect, metacopy, ...) could make
+                // the mounted view reach other layers; a layer never sets them.
+                if name.starts_with(b"trusted.overlay.") {
+                    tracing::warn!("ignoring overlayfs xattr in a layer");
+                    continue;
+                }
+                out.push((name.to_vec(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn list_dir(fd: OwnedFd) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut out = Vec::new();
+    let mut dir = Dir::new(fd).map_err(errno_to_io)?;
+    for ent in dir.by_ref() {
+        let ent = ent.map_err(errno_to_io)?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(OsStr::from_bytes(n).to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `name` in directory `parent`, recursively if it is a directory,
+/// never following symlinks.
+pub(crate) fn remove_at(parent: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Err(Errno::PERM.into());
+    }
+    let dfd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let listing = rustix::fs::openat(
+        &dfd,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for child in list_dir(listing)? {
+        remove_at(&dfd, &child)?;
+    }
+    rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> UnpackOptions {
+        UnpackOptions {
+            preserve_ownership: false,
+            allow_devices: false,
+            whiteouts: WhiteoutMode::Delete,
+            ..UnpackOptions::default()
+        }
+    }
+
+    struct Tb(tar::Builder<Vec<u8>>);
+    impl Tb {
+        fn new() -> Self {
+            Tb(tar::Builder::new(Vec::new()))
+        }
+        fn hdr(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(size);
+            h.set_mtime(1_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h
+        }
+        /// Writes the name straight into the header (bypassing the tar
+        /// crate's own path checks) so hostile names can be built.
+        fn raw_name(h: &mut tar::Header, name: &str) {
+            let gnu = h.as_gnu_mut().unwrap();
+            gnu.name = [0; 100];
+            gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        fn file(mut self, name: &str, data: &[u8]) -> Self {
+            let mut h = Self::hdr(tar::EntryType::Regular, 0o644, data.len() as u64);
+            Self::raw_name(&mut h, name);
+            h.set_cksum();
+            self.0.append(&h, data).unwrap();
+            self
+        }
+        fn dir(mut self, name: &str, mode: u32) -> Self {
+            let mut h = Self::hdr(tar::EntryType::Directory, mode, 0);
+            Self::raw_name(&mut h, name);
+            h.set_cksum();
+            self.0.append(&h, &[][..]).unwrap();
+            self
+        }
+        fn link(mut self, kind: tar::EntryType, name: &str, target: &str) -> Self {
+            let mut h = Self::hdr(kind, 0o777, 0);
+            Self::raw_name(&mut h, name);
+            let gnu = h.as_gnu_mut().unwrap();
+            gnu.linkname = [0; 100];
+            gnu.linkname[..target.len()].copy_from_slice(target.as_bytes());
+            h.set_cksum();
+            self.0.append(&h, &[][..]).unwrap();
+            self
+        }
+        fn dev(mut self, name: &str) -> Self {
+            let mut h = Self::hdr(tar::EntryType::Char, 0o666, 0);
+            Self::raw_name(&mut h, name);
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+            h.set_cksum();
+            self.0.append(&h, &[][..]).unwrap();
+            self
+        }
+        fn fifo(mut self, name: &str) -> Self {
+            let mut h = Self::hdr(tar::EntryType::Fifo, 0o640, 0);
+            Self::raw_name(&mut h, name);
+            h.set_cksum();
+            self.0.append(&h, &[][..]).unwrap();
+            self
+        }
+        fn xattr_file(mut self, name: &str, key: &str, value: &str) -> Self {
+            self.0
+                .append_pax_extensions([(format!("SCHILY.xattr.{key}").as_str(), value.as_bytes())])
+                .unwrap();
+            self.file(name, b"x")
+        }
+        fn build(self) -> Vec<u8> {
+            self.0.into_inner().unwrap()
+        }
+    }
+
+    /// A layer dir plus an empty sibling that must stay empty.
+    struct Env {
+        _t: tempfile::TempDir,
+        layer: PathBuf,
+        sibling: PathBuf,
+    }
+    fn env() -> Env {
+        let t = tempfile::tempdir().unwrap();
+        let layer = t.path().join("layer");
+        let sibling = t.path().join("sibling");
+        std::fs::create_dir(&layer).unwrap();
+        std::fs::create_dir(&sibling).unwrap();
+        Env {
+            _t: t,
+            layer,
+            sibling,
+        }
+    }
+    impl Env {
+        fn sibling_empty(&self) -> bool {
+            std::fs::read_dir(&self.sibling).unwrap().next().is_none()
+        }
+    }
+
+    fn apply(e: &Env, tar: &[u8], o: &UnpackOptions) -> Result<UnpackStats, UnpackError> {
+        apply_layer(&e.layer, tar, Compression::None, o)
+    }
+
+    fn refused(e: &Env, tar: Vec<u8>) -> UnpackError {
+        let err = apply(e, &tar, &opts()).unwrap_err();
+        assert!(e.sibling_empty(), "sibling written: {err}");
+        err
+    }
+
+    #[test]
+    fn media_types() {
+        use Compression::*;
+        for (mt, c) in [
+            ("application/vnd.oci.image.layer.v1.tar", Some(None)),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", Some(Gzip)),
+            ("application/vnd.oci.image.layer.v1.tar+zstd", Some(Zstd)),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                Some(Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Some(Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                Some(Gzip),
+            ),
+            ("application/json", Option::None),
+        ] {
+            assert_eq!(Compression::from_media_type(mt), c, "{mt}");
+        }
+    }
+
+    #[test]
+    fn refuses_absolute_path() {
+        let e = env();
+        let err = refused(&e, Tb::new().file("/abs", b"x").build());
+        assert!(
+            matches!(err, UnpackError::Refused { ref path, .. } if path == "/abs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_dotdot() {
+        let e = env();
+        let err = refused(&e, Tb::new().file("../sibling/x", b"x").build());
+        assert!(matches!(err, UnpackError::Refused { .. }), "{err}");
+        let err = refused(&e, Tb::new().file("a/../../sibling/x", b"x").build());
+        assert!(err.to_string().contains("a/../../sibling/x"), "{err}");
+    }
+
+    #[test]
+    fn refuses_symlink_escape() {
+        let e = env();
+        let target = e.sibling.to_str().unwrap().to_string();
+        let tar = Tb::new()
+            .link(tar::EntryType::Symlink, "evil", &target)
+            .file("evil/x", b"x")
+            .build();
+        let err = refused(&e, tar);
+        assert!(
+            matches!(err, UnpackError::Refused { ref path, .. } if path == "evil/x"),
+            "{err}"
+        );
+        // Relative escape too.
+        let e = env();
+        let tar = Tb::new()
+            .link(tar::EntryType::Symlink, "rel", "../sibling")
+            .file("rel/x", b"x")
+            .build();
+        refused(&e, tar);
+    }
+
+    #[test]
+    fn refuses_hardlink_escape() {
+        let e = env();
+        std::fs::write(e.layer.parent().unwrap().join("secret"), b"s").unwrap();
+        for t in ["/etc/passwd", "../secret"] {
+            let err = refused(&e, Tb::new().link(tar::EntryType::Link, "h", t).build());
+            assert!(
+                matches!(err, UnpackError::Refused { ref path, .. } if path == "h"),
+                "{err}"
+            );
+        }
+        let tar = Tb::new()
+            .link(tar::EntryType::Symlink, "up", "..")
+            .link(tar::EntryType::Link, "h", "up/secret")
+            .build();
+        let err = refused(&e, tar);
+        assert!(matches!(err, UnpackError::Refused { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_whiteout_outside() {
+        let e = env();
+        std::fs::write(e.sibling.join("keep"), b"k").unwrap();
+        let tar = Tb::new()
+            .link(tar::EntryType::Symlink, "s", "../sibling")
+            .file("s/.wh.keep", b"")
+            .build();
+        assert!(apply(&e, &tar, &opts()).is_err());
+        assert!(e.sibling.join("keep").exists());
+        let e = env();
+        let err = refused(&e, Tb::new().file(".wh..", b"").build());
+        assert!(matches!(err, UnpackError::Refused { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_devices_when_not_allowed() {
+        let e = env();
+        let err = refused(&e, Tb::new().dev("null").build());
+        assert!(
+            matches!(err, UnpackError::DeviceNotAllowed(ref p) if p == "null"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bomb_and_entry_limits() {
+        let e = env();
+        let big = vec![0u8; 1 << 20];
+        let tar = Tb::new().file("big", &big).build();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let o = UnpackOptions {
+            max_size: 64 * 1024,
+            ..opts()
+        };
+        let err = apply_layer(&e.layer, &gz[..], Compression::Gzip, &o).unwrap_err();
+        assert!(matches!(err, UnpackError::TooLarge(_)), "{err}");
+
+        let e = env();
+        let tar = Tb::new()
+            .file("a", b"")
+            .file("b", b"")
+            .file("c", b"")
+            .build();
+        let o = UnpackOptions {
+            max_entries: 2,
+            ..opts()
+        };
+        let err = apply(&e, &tar, &o).unwrap_err();
+        assert!(matches!(err, UnpackError::TooManyEntries(2)), "{err}");
+    }
+
+    fn sample() -> Vec<u8> {
+        Tb::new()
+            .dir("./", 0o755)
+            .dir("./d", 0o750)
+            .file("./d/f", b"hello")
+            .link(tar::EntryType::Symlink, "./d/s", "f")
+            .link(tar::EntryType::Link, "./d/h", "d/f")
+            .fifo("./p")
+            .file("implicit/parent/file", b"deep")
+            .build()
+    }
+
+    #[test]
+    fn diff_id_and_compressions() {
+        let tar = sample();
+        let want = Digest::sha256_of(&tar);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zs = zstd::encode_all(&tar[..], 3).unwrap();
+        for (data, c) in [
+            (tar.clone(), Compression::None),
+            (gz, Compression::Gzip),
+            (zs, Compression::Zstd),
+        ] {
+            let e = env();
+            let st = apply_layer(&e.layer, &data[..], c, &opts()).unwrap();
+            assert_eq!(st.diff_id, want, "{c:?}");
+            assert_eq!(st.size, tar.len() as u64);
+            assert_eq!(st.entries, 7);
+            let l = &e.layer;
+            assert_eq!(std::fs::read(l.join("d/f")).unwrap(), b"hello");
+            assert_eq!(
+                std::fs::read(l.join("implicit/parent/file")).unwrap(),
+                b"deep"
+            );
+        }
+    }
+
+    #[test]
+    fn keeps_links_modes_times() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let e = env();
+        apply(&e, &sample(), &opts()).unwrap();
+        let l = &e.layer;
+        assert_eq!(std::fs::read_link(l.join("d/s")).unwrap(), Path::new("f"));
+        let f = std::fs::metadata(l.join("d/f")).unwrap();
+        let h = std::fs::metadata(l.join("d/h")).unwrap();
+        assert_eq!(f.ino(), h.ino());
+        assert_eq!(f.mode() & 0o7777, 0o644);
+        assert_eq!(f.mtime(), 1_000_000);
+        let d = std::fs::metadata(l.join("d")).unwrap();
+        assert_eq!(d.mode() & 0o7777, 0o750);
+        assert_eq!(d.mtime(), 1_000_000);
+        assert!(std::fs::symlink_metadata(l.join("p"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        let s = std::fs::symlink_metadata(l.join("d/s")).unwrap();
+        assert_eq!(s.mtime(), 1_000_000);
+    }
+
+    #[test]
+    fn later_entry_replaces_earlier() {
+        let e = env();
+        let tar = Tb::new()
+            .file("a", b"one")
+            .file("a", b"two")
+            .dir("d", 0o755)
+            .file("d/keep", b"k")
+            .dir("d", 0o700)
+            .link(tar::EntryType::Symlink, "x", "a")
+            .file("x", b"file now")
+            .dir("y", 0o755)
+            .file("y/z", b"z")
+            .file("y", b"was dir")
+            .build();
+        apply(&e, &tar, &opts()).unwrap();
+        let l = &e.layer;
+        assert_eq!(std::fs::read(l.join("a")).unwrap(), b"two");
+        assert_eq!(std::fs::read(l.join("d/keep")).unwrap(), b"k");
+        assert!(std::fs::symlink_metadata(l.join("x")).unwrap().is_file());
+        assert_eq!(std::fs::read(l.join("y")).unwrap(), b"was dir");
+    }
+
+    #[test]
+    fn delete_mode_whiteouts_and_opaque() {
+        let e = env();
+        let lower = Tb::new()
+            .file("gone", b"g")
+            .file("stay", b"s")
+            .dir("opq", 0o755)
+            .file("opq/old", b"o")
+            .dir("opq/olddir", 0o755)
+            .file("opq/olddir/x", b"x")
+            .build();
+        apply(&e, &lower, &opts()).unwrap();
+        let upper = Tb::new()
+            .file(".wh.gone", b"")
+            .file(".wh.never-existed", b"")
+            .dir("opq", 0o755)
+            .file("opq/new", b"n")
+            .file("opq/.wh..wh..opq", b"")
+            .build();
+        apply(&e, &upper, &opts()).unwrap();
+        let l = &e.layer;
+        assert!(!l.join("gone").exists());
+        assert!(l.join("stay").exists());
+        let mut names: Vec<_> = std::fs::read_dir(l.join("opq"))
+            .unwrap()
+            .map(|d| d.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["new"]);
+    }
+
+    #[test]
+    fn xattrs_from_pax() {
+        let e = env();
+        let tar = Tb::new().xattr_file("x", "user.berth", "v1").build();
+        match apply(&e, &tar, &opts()) {
+            Ok(_) => {
+                if let Ok(Some(v)) = xattr::get(e.layer.join("x"), "user.berth") {
+                    assert_eq!(v, b"v1");
+                }
+            }
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    #[test]
+    fn trailing_data_is_hashed() {
+        let e = env();
+        let mut tar = sample();
+        tar.extend_from_slice(&[0u8; 4096]);
+        let st = apply(&e, &tar, &opts()).unwrap();
+        assert_eq!(st.diff_id, Digest::sha256_of(&tar));
+        assert_eq!(st.size, tar.len() as u64);
+    }
+}
