@@ -16,7 +16,7 @@ fi
 pkgs=(
     build-essential pkg-config libseccomp-dev
     ca-certificates curl git jq perl tar gzip time util-linux procps iproute2 strace hyperfine
-    runc crun podman conmon containerd umoci skopeo
+    runc crun podman conmon containerd umoci skopeo docker-registry openssl apache2-utils debootstrap
     containernetworking-plugins catatonit uidmap
 )
 

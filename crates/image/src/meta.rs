@@ -335,6 +335,62 @@ impl MetaDb {
         }
     }
 
+    /// Creates lease `id` holding `content` and `snapshots`, in one
+    /// transaction (a pull names everything it will write up front).
+    pub fn create_lease_with(
+        &self,
+        id: &str,
+        ttl: Option<Duration>,
+        content: &[Digest],
+        snapshots: &[String],
+    ) -> Result<Lease, MetaError> {
+        let ctx = format!("create lease {id}");
+        let now = Utc::now();
+        let expires = match ttl {
+            None => None,
+            Some(t) => Some(
+                chrono::Duration::from_std(t)
+                    .ok()
+                    .and_then(|t| now.checked_add_signed(t))
+                    .ok_or_else(|| MetaError::BadTtl(id.to_string()))?,
+            ),
+        };
+        let lease = Lease {
+            id: id.to_string(),
+            created: now,
+            expires,
+            content: content.iter().cloned().collect(),
+            snapshots: snapshots.iter().cloned().collect(),
+        };
+        self.write(&ctx, |tx| {
+            if self
+                .get::<Lease>(&self.table(tx, LEASES, &ctx)?, id, &ctx)?
+                .is_some()
+            {
+                return Err(MetaError::LeaseExists(id.to_string()));
+            }
+            self.put(tx, LEASES, id, &lease, &ctx)
+        })?;
+        Ok(lease)
+    }
+
+    /// Writes an image record and drops the lease that protected its content
+    /// while it was fetched, in one transaction.
+    pub fn put_image_release(&self, r: &ImageRecord, lease: &str) -> Result<(), MetaError> {
+        let ctx = format!("put image {}", r.name);
+        self.write(&ctx, |tx| {
+            let mut rec = r.clone();
+            if let Some(old) =
+                self.get::<ImageRecord>(&self.table(tx, IMAGES, &ctx)?, &r.name, &ctx)?
+            {
+                rec.created = old.created;
+            }
+            self.put(tx, IMAGES, &r.name, &rec, &ctx)?;
+            self.remove(tx, LEASES, lease, &ctx)?;
+            Ok(())
+        })
+    }
+
     /// Creates or updates an image record. An update keeps the existing
     /// record's `created`.
     pub fn put_image(&self, r: &ImageRecord) -> Result<(), MetaError> {

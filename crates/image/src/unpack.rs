@@ -49,7 +49,8 @@ impl Compression {
     pub fn from_media_type(mt: &str) -> Option<Compression> {
         match mt {
             "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Some(Compression::None),
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
             "application/vnd.oci.image.layer.v1.tar+gzip"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -317,6 +318,17 @@ fn display(p: &Path) -> String {
 /// Normalizes an entry path: drops `.` components, refuses absolute paths and
 /// `..`.
 fn clean_path(raw: &Path) -> Result<PathBuf, &'static str> {
+    // The layer root itself, as umoci and others write it ("/" or "./"),
+    // names nothing outside; every other absolute path is refused.
+    if raw
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .all(|&b| b == b'/' || b == b'.')
+        && !raw.as_os_str().as_bytes().windows(2).any(|w| w == b"..")
+    {
+        return Ok(PathBuf::new());
+    }
     if raw.as_os_str().as_bytes().first() == Some(&b'/') {
         return Err("absolute path");
     }
@@ -1003,6 +1015,19 @@ mod tests {
             matches!(err, UnpackError::Refused { ref path, .. } if path == "/abs"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn root_entry_is_the_layer_itself() {
+        for root in ["/", "./", "."] {
+            assert_eq!(
+                clean_path(Path::new(root)).unwrap(),
+                PathBuf::new(),
+                "{root}"
+            );
+        }
+        assert!(clean_path(Path::new("/..")).is_err());
+        assert!(clean_path(Path::new("/etc")).is_err());
     }
 
     #[test]
