@@ -91,7 +91,7 @@ for img in ${BENCH_PULL_IMAGES:-busybox debian ten}; do
         -n podman --prepare "$podman_cmd rmi -a -f >/dev/null 2>&1; true" "$podman_cmd pull -q --tls-verify=false $ref" \
         -n ctr --prepare "$ctr_cmd images rm --sync $ref >/dev/null 2>&1; true" "$ctr_cmd images pull --plain-http $ref" \
         -n floor --prepare "rm -rf $work/floor" "$here/pull-floor.sh $addr $img latest $work/floor" \
-        -n berth-repull "$berth --root $work/berth-re pull -q $ref" \
+        -n berth-repull --prepare true "$berth --root $work/berth-re pull -q $ref" \
         >"$results/pull-$img.txt" 2>&1 || { cat "$results/pull-$img.txt"; exit 1; }
     table+=("$(jq -r --arg img "$img" '
         (.results | map({(.command): .median}) | add) as $m

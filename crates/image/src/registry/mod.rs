@@ -308,14 +308,20 @@ impl Client {
             return Ok(a.clone());
         }
         let host = Self::host_of(registry);
-        let tls = tls::config(host, &self.inner.opts.certs_dirs, self.insecure(registry))?;
-        let a = ureq::AgentBuilder::new()
+        let mut b = ureq::AgentBuilder::new()
             .timeout_connect(self.inner.opts.timeout)
             .timeout_read(self.inner.opts.timeout)
             .redirects(0)
-            .user_agent(&self.inner.opts.user_agent)
-            .tls_config(tls)
-            .build();
+            .user_agent(&self.inner.opts.user_agent);
+        // Loading the system roots costs tens of milliseconds: only for HTTPS.
+        if self.base(registry).starts_with("https:") {
+            b = b.tls_config(tls::config(
+                host,
+                &self.inner.opts.certs_dirs,
+                self.insecure(registry),
+            )?);
+        }
+        let a = b.build();
         agents.insert(registry.to_string(), a.clone());
         Ok(a)
     }
