@@ -68,7 +68,8 @@ enum Auth<'a> {
 /// Dropping it kills the registry (by PID), reaps it, and removes the dir.
 #[derive(Debug)]
 pub struct TestRegistry {
-    /// `"127.0.0.1:PORT"`: where the registry listens (plain HTTP).
+    /// `"127.0.0.1:PORT"`: where the registry listens (plain HTTP, or HTTPS
+    /// for [`TestRegistry::start_tls`]).
     pub addr: String,
     dir: TempDir,
     child: Child,
@@ -108,10 +109,24 @@ impl TestRegistry {
         })
     }
 
+    /// Starts an anonymous registry that serves HTTPS only, with the
+    /// certificate (chain) and private key in the PEM files `cert_pem` and
+    /// `key_pem` (config `http: tls: {certificate, key}`).
+    ///
+    /// Readiness is checked with a plain-HTTP request, which the registry
+    /// answers with `400` ("HTTP request to an HTTPS server").
+    pub fn start_tls(cert_pem: &Path, key_pem: &Path) -> TestRegistry {
+        Self::start_full(Auth::None, Some((cert_pem, key_pem)))
+    }
+
     fn start_with(auth: Auth<'_>) -> TestRegistry {
+        Self::start_full(auth, None)
+    }
+
+    fn start_full(auth: Auth<'_>, tls: Option<(&Path, &Path)>) -> TestRegistry {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(&auth) {
+            match Self::try_start(&auth, tls) {
                 Ok(reg) => return reg,
                 Err(log) if log.contains("address already in use") => last_log = log,
                 Err(log) => {
@@ -126,7 +141,7 @@ impl TestRegistry {
     }
 
     /// One start attempt; on failure returns the registry's log.
-    fn try_start(auth: &Auth<'_>) -> Result<TestRegistry, String> {
+    fn try_start(auth: &Auth<'_>, tls: Option<(&Path, &Path)>) -> Result<TestRegistry, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("berth-registry-{}-", std::process::id()))
             .tempdir()
@@ -143,6 +158,13 @@ impl TestRegistry {
             yaml_str(&data.to_string_lossy()),
             yaml_str(&addr),
         );
+        if let Some((cert, key)) = tls {
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                yaml_str(&cert.to_string_lossy()),
+                yaml_str(&key.to_string_lossy()),
+            ));
+        }
         match auth {
             Auth::None => {}
             Auth::Htpasswd { user, pass } => {
@@ -201,7 +223,12 @@ impl TestRegistry {
             if let Some(status) = reg.child.try_wait().expect("wait on docker-registry") {
                 return Err(format!("(exited with {status})\n{}", reg.log()));
             }
-            if matches!(http_status(&reg.addr, "/v2/"), Some(200 | 401)) {
+            let ready = match http_status(&reg.addr, "/v2/") {
+                Some(200 | 401) => tls.is_none(),
+                Some(400) => tls.is_some(),
+                _ => false,
+            };
+            if ready {
                 return Ok(reg);
             }
             if Instant::now() >= deadline {

@@ -4,7 +4,9 @@
 //!   challenge decides between basic credentials and a bearer token for the
 //!   request's scope (`repository:NAME:pull[,push]`), cached until it expires.
 //! - Transport: HTTPS with the system roots plus `certs.d` CA files; plain
-//!   HTTP only for loopback registries and those configured insecure.
+//!   HTTP only for registries configured insecure and for loopback ones
+//!   without a `certs.d` entry (a `CERTS_DIR/HOST[:PORT]/` dir, as podman
+//!   and docker use, makes a loopback registry HTTPS too).
 //! - Every request is retried with exponential backoff on 5xx, 429,
 //!   connection errors and timeouts. [`BlobReader`] also resumes a broken
 //!   download with `Range`.
@@ -291,10 +293,21 @@ impl Client {
         self.inner.opts.insecure.iter().any(|i| i == registry)
     }
 
-    /// The base URL of the v2 API.
+    /// Whether some certs dir has an entry (`DIR/HOST[:PORT]/`) for `host`.
+    fn has_certs_dir(&self, host: &str) -> bool {
+        self.inner
+            .opts
+            .certs_dirs
+            .iter()
+            .any(|d| d.join(host).is_dir())
+    }
+
+    /// The base URL of the v2 API: HTTPS, except for registries configured
+    /// insecure and loopback registries without a certs dir entry.
     fn base(&self, registry: &str) -> String {
         let host = Self::host_of(registry);
-        let scheme = if is_loopback(host) || self.insecure(registry) {
+        let scheme = if self.insecure(registry) || (is_loopback(host) && !self.has_certs_dir(host))
+        {
             "http"
         } else {
             "https"
@@ -1013,6 +1026,26 @@ mod tests {
         assert_eq!(c.base("reg.lan:5000"), "http://reg.lan:5000/v2/");
         assert_eq!(c.base("quay.io"), "https://quay.io/v2/");
         assert_eq!(c.base("docker.io"), "https://registry-1.docker.io/v2/");
+    }
+
+    #[test]
+    fn loopback_with_certs_dir_entry_is_https() {
+        let certs = tempfile::tempdir().unwrap();
+        std::fs::create_dir(certs.path().join("127.0.0.1:5000")).unwrap();
+        // A file, not a dir, is no entry.
+        std::fs::write(certs.path().join("localhost:5001"), b"").unwrap();
+        let c = Client::new(RegistryOptions {
+            certs_dirs: vec![PathBuf::from("/nonexistent"), certs.path().to_path_buf()],
+            insecure: vec!["127.0.0.1:5002".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.base("127.0.0.1:5000"), "https://127.0.0.1:5000/v2/");
+        assert_eq!(c.base("127.0.0.1:5003"), "http://127.0.0.1:5003/v2/");
+        assert_eq!(c.base("localhost:5001"), "http://localhost:5001/v2/");
+        // insecure still means plain HTTP
+        std::fs::create_dir(certs.path().join("127.0.0.1:5002")).unwrap();
+        assert_eq!(c.base("127.0.0.1:5002"), "http://127.0.0.1:5002/v2/");
     }
 
     #[test]
