@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pull + unpack from a loopback registry, side by side in one run:
 #   berth pull, podman pull, ctr images pull, and the floor (curl | tar -xz).
-# Each run starts from an empty store (hyperfine --prepare clears it, untimed).
+# Each run starts from an empty store (hyperfine --prepare clears it and
+# runs `sync`, untimed, so no run pays for the previous run's writeback).
 # Also times berth's re-pull of an image whose layers are present.
 #
 #   bench/pull.sh            all three images (busybox, debian, ten)
@@ -87,11 +88,11 @@ for img in ${BENCH_PULL_IMAGES:-busybox debian ten}; do
     runs=${BENCH_RUNS:-10}
     [ "$img" = debian ] && runs=${BENCH_RUNS:-5}
     hyperfine --runs "$runs" --warmup 1 --style basic --export-json "$results/pull-$img.json" \
-        -n berth --prepare "rm -rf $work/berth" "$berth --root $work/berth pull -q $ref" \
-        -n podman --prepare "$podman_cmd rmi -a -f >/dev/null 2>&1; true" "$podman_cmd pull -q --tls-verify=false $ref" \
-        -n ctr --prepare "$ctr_cmd images rm --sync $ref >/dev/null 2>&1; true" "$ctr_cmd images pull --plain-http $ref" \
-        -n floor --prepare "rm -rf $work/floor" "$here/pull-floor.sh $addr $img latest $work/floor" \
-        -n berth-repull --prepare true "$berth --root $work/berth-re pull -q $ref" \
+        -n berth --prepare "rm -rf $work/berth; sync" "$berth --root $work/berth pull -q $ref" \
+        -n podman --prepare "$podman_cmd rmi -a -f >/dev/null 2>&1; sync" "$podman_cmd pull -q --tls-verify=false $ref" \
+        -n ctr --prepare "$ctr_cmd images rm --sync $ref >/dev/null 2>&1; sync" "$ctr_cmd images pull --plain-http $ref" \
+        -n floor --prepare "rm -rf $work/floor; sync" "$here/pull-floor.sh $addr $img latest $work/floor" \
+        -n berth-repull --prepare sync "$berth --root $work/berth-re pull -q $ref" \
         >"$results/pull-$img.txt" 2>&1 || { cat "$results/pull-$img.txt"; exit 1; }
     table+=("$(jq -r --arg img "$img" '
         (.results | map({(.command): .median}) | add) as $m

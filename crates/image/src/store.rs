@@ -472,8 +472,17 @@ impl ImageStore {
         // committed[i]: layer i's snapshot exists (or failed: Err).
         let state = Arc::new((Mutex::new(vec![None::<bool>; n]), Condvar::new()));
         let mut jobs = Vec::new();
+        // One listing instead of a metadata lookup per layer.
+        let committed: std::collections::HashSet<String> = self
+            .inner
+            .snaps
+            .list()?
+            .into_iter()
+            .filter(|i| i.kind == crate::snapshot::Kind::Committed)
+            .map(|i| i.key)
+            .collect();
         for (i, (chain, layer)) in chains.iter().zip(&man.layers).enumerate() {
-            let present_snap = self.inner.snaps.stat(&chain.to_string())?.is_some();
+            let present_snap = committed.contains(&chain.to_string());
             let present_blob = self.inner.content.info(&layer.digest)?.is_some();
             progress.layer(&layer.digest, layer.size, present_snap && present_blob);
             if present_snap && present_blob {
