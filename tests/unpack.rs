@@ -1,8 +1,10 @@
-//! Root tests of layer unpack and the snapshotters: ownership, devices and
-//! setuid bits; overlay and native views of a stack with whiteouts; a stack
-//! of 128 layers. Everything lives in a fresh temp dir; mounts are detached by
-//! guards even when an assertion fails.
+//! Root integration tests of layer unpack and the snapshotters: ownership,
+//! device nodes and setuid bits kept; overlay whiteouts and opaque dirs seen
+//! through a real overlay mount; a 128-layer stack; the copy-based snapshotter
+//! giving the same view. Everything lives in a fresh temp dir; mounts are
+//! detached by a guard even when a test fails.
 
+use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -13,232 +15,209 @@ use berth_image::snapshot::Snapshotter;
 use berth_image::unpack::{apply_layer, Compression, UnpackOptions, WhiteoutMode};
 use berth_tests::need_root;
 
-/// Detaches whatever is mounted on the path when dropped.
-struct Mounted(PathBuf);
+macro_rules! root_only {
+    ($name:expr) => {
+        if !need_root($name) {
+            return;
+        }
+    };
+}
 
-impl Drop for Mounted {
+/// Detaches the mounts on `target` when dropped.
+struct MountGuard(PathBuf);
+impl Drop for MountGuard {
     fn drop(&mut self) {
         let _ = unmount_all(&self.0);
     }
 }
 
-/// A minimal ustar writer (the tests crate does not depend on `tar`).
-#[derive(Default)]
-struct Tar(Vec<u8>);
-
-struct Entry<'a> {
-    kind: u8,
-    path: &'a str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    link: &'a str,
-    dev: (u32, u32),
-    data: &'a [u8],
+fn mount_at(mounts: &[berth_image::snapshot::Mount], target: &Path) -> MountGuard {
+    fs::create_dir_all(target).unwrap();
+    let g = MountGuard(target.to_path_buf());
+    mount_all(mounts, target).unwrap();
+    g
 }
 
-impl<'a> Entry<'a> {
-    fn new(kind: u8, path: &'a str, mode: u32) -> Self {
-        Entry {
-            kind,
-            path,
-            mode,
-            uid: 0,
-            gid: 0,
-            link: "",
-            dev: (0, 0),
-            data: b"",
-        }
-    }
+/// Tars `stage` with GNU tar (numeric owners, xattrs as PAX SCHILY.xattr).
+fn tar_of(stage: &Path) -> Vec<u8> {
+    let out = std::process::Command::new("tar")
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(stage)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
-impl Tar {
-    fn add(&mut self, e: Entry<'_>) {
-        let mut h = [0u8; 512];
-        let octal = |h: &mut [u8; 512], off: usize, len: usize, v: u64| {
-            let s = format!("{:0w$o}", v, w = len - 1);
-            h[off..off + len - 1].copy_from_slice(s.as_bytes());
-        };
-        h[..e.path.len()].copy_from_slice(e.path.as_bytes());
-        octal(&mut h, 100, 8, e.mode.into());
-        octal(&mut h, 108, 8, e.uid.into());
-        octal(&mut h, 116, 8, e.gid.into());
-        octal(&mut h, 124, 12, e.data.len() as u64);
-        octal(&mut h, 136, 12, 1_500_000_000);
-        h[156] = e.kind;
-        h[157..157 + e.link.len()].copy_from_slice(e.link.as_bytes());
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        octal(&mut h, 329, 8, e.dev.0.into());
-        octal(&mut h, 337, 8, e.dev.1.into());
-        h[148..156].fill(b' ');
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        let cs = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(cs.as_bytes());
-        self.0.extend_from_slice(&h);
-        self.0.extend_from_slice(e.data);
-        let pad = (512 - e.data.len() % 512) % 512;
-        self.0.extend(std::iter::repeat_n(0u8, pad));
-    }
-
-    /// A PAX header carrying one record for the next entry.
-    fn pax(&mut self, key: &str, value: &[u8]) {
-        let body_len = key.len() + value.len() + 3;
-        let mut len = body_len + 1;
-        while len.to_string().len() + body_len != len {
-            len += 1;
-        }
-        let mut rec = format!("{len} {key}=").into_bytes();
-        rec.extend_from_slice(value);
-        rec.push(b'\n');
-        let mut e = Entry::new(b'x', "PaxHeaders/next", 0o644);
-        e.data = &rec;
-        self.add(e);
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.0.extend_from_slice(&[0u8; 1024]);
-        self.0
-    }
-}
-
-/// A tar of (path, content) files; paths ending in `/` are directories.
-fn layer(entries: &[(&str, &str)]) -> Vec<u8> {
-    let mut t = Tar::default();
-    for (p, data) in entries {
+/// Builds a layer from (path, content) files; a path ending in '/' is a dir.
+fn layer(tmp: &Path, files: &[(&str, &str)]) -> Vec<u8> {
+    let stage = tempfile::tempdir_in(tmp).unwrap();
+    for (p, c) in files {
+        let full = stage.path().join(p.trim_end_matches('/'));
         if p.ends_with('/') {
-            t.add(Entry::new(b'5', p, 0o755));
+            fs::create_dir_all(&full).unwrap();
         } else {
-            let mut e = Entry::new(b'0', p, 0o644);
-            e.data = data.as_bytes();
-            t.add(e);
+            fs::create_dir_all(full.parent().unwrap()).unwrap();
+            fs::write(&full, c).unwrap();
         }
     }
-    t.finish()
+    tar_of(stage.path())
 }
 
-/// The value of xattr `name` on `path` (not following symlinks), if any.
-fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: both strings are NUL-terminated and live across the call; the
-    // buffer pointer and length describe a writable allocation we own.
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
+fn c(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).unwrap()
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let path = c(p.to_str().unwrap());
+    let name = c(name);
+    // SAFETY: both strings are NUL-terminated CStrings and value is a valid
+    // slice, all alive for the call.
+    let r = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
+
+fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let path = c(p.to_str().unwrap());
+    let name = c(name);
+    let mut buf = vec![0u8; 256];
+    // SAFETY: NUL-terminated strings and a buffer of buf.len() bytes.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
         return None;
     }
-    buf.truncate(r as usize);
+    buf.truncate(n as usize);
     Some(buf)
 }
 
-#[test]
-fn ownership_devices_and_setuid() {
-    if !need_root("ownership_devices_and_setuid") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let mut t = Tar::default();
-    let mut e = Entry::new(b'0', "bin/su", 0o4755);
-    (e.uid, e.gid, e.data) = (1234, 5678, b"#!");
-    t.add(e);
-    let mut e = Entry::new(b'0', "bin/wall", 0o2755);
-    e.gid = 5;
-    t.add(e);
-    t.add(Entry::new(b'5', "tmp/", 0o1777));
-    let mut e = Entry::new(b'3', "dev/null", 0o666);
-    e.dev = (1, 3);
-    t.add(e);
-    let mut e = Entry::new(b'4', "dev/loop9", 0o660);
-    (e.dev, e.gid) = ((7, 9), 6);
-    t.add(e);
-    t.add(Entry::new(b'6', "run/fifo", 0o600));
-    let mut e = Entry::new(b'2', "bin/link", 0o777);
-    (e.link, e.uid) = ("su", 42);
-    t.add(e);
-    let cap = [
-        1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    t.pax("SCHILY.xattr.security.capability", &cap);
-    t.add(Entry::new(b'0', "bin/ping", 0o755));
-    let tar = t.finish();
-
-    let opts = UnpackOptions::for_current_process();
-    assert!(
-        opts.allow_devices && opts.preserve_ownership,
-        "root should get both"
-    );
-    let st = apply_layer(tmp.path(), &tar[..], Compression::None, &opts).unwrap();
-    assert_eq!(st.entries, 8);
-
-    let d = tmp.path();
-    let su = std::fs::metadata(d.join("bin/su")).unwrap();
-    assert_eq!((su.uid(), su.gid()), (1234, 5678));
-    assert_eq!(su.mode() & 0o7777, 0o4755, "setuid kept after chown");
-    let wall = std::fs::metadata(d.join("bin/wall")).unwrap();
-    assert_eq!((wall.gid(), wall.mode() & 0o7777), (5, 0o2755));
-    assert_eq!(
-        std::fs::metadata(d.join("tmp")).unwrap().mode() & 0o7777,
-        0o1777
-    );
-    let null = std::fs::metadata(d.join("dev/null")).unwrap();
-    assert!(null.file_type().is_char_device());
-    assert_eq!(null.rdev(), libc::makedev(1, 3));
-    assert_eq!(null.mode() & 0o7777, 0o666);
-    let lp = std::fs::metadata(d.join("dev/loop9")).unwrap();
-    assert!(lp.file_type().is_block_device());
-    assert_eq!((lp.rdev(), lp.gid()), (libc::makedev(7, 9), 6));
-    assert!(std::fs::metadata(d.join("run/fifo"))
-        .unwrap()
-        .file_type()
-        .is_fifo());
-    let l = std::fs::symlink_metadata(d.join("bin/link")).unwrap();
-    assert_eq!(l.uid(), 42);
-    assert_eq!(l.mtime(), 1_500_000_000);
-    assert_eq!(
-        lgetxattr(&d.join("bin/ping"), "security.capability").as_deref(),
-        Some(&cap[..])
-    );
-}
-
-/// Layer 1 has a/keep, a/gone, o/old, o/sub/x; layer 2 adds b; layer 3
-/// whiteouts a/gone, makes o opaque and adds o/new.
-fn three_layers() -> Vec<Vec<u8>> {
-    vec![
-        layer(&[
-            ("a/", ""),
-            ("a/keep", "k"),
-            ("a/gone", "g"),
-            ("o/", ""),
-            ("o/old", "1"),
-            ("o/sub/x", "2"),
-        ]),
-        layer(&[("b", "b")]),
-        layer(&[
-            ("a/.wh.gone", ""),
-            ("o/", ""),
-            ("o/.wh..wh..opq", ""),
-            ("o/new", "n"),
-        ]),
-    ]
-}
-
-fn check_three(root: &Path) {
-    assert_eq!(std::fs::read(root.join("a/keep")).unwrap(), b"k");
-    assert!(!root.join("a/gone").exists(), "whiteout hides a/gone");
-    assert_eq!(std::fs::read(root.join("b")).unwrap(), b"b");
-    assert_eq!(std::fs::read(root.join("o/new")).unwrap(), b"n");
-    let mut o: Vec<String> = std::fs::read_dir(root.join("o"))
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    o.sort();
-    assert_eq!(o, ["new"], "opaque dir hides the lower o/*");
+    v.sort();
+    v
 }
 
-fn stack(s: &dyn Snapshotter, layers: &[Vec<u8>], whiteouts: WhiteoutMode) -> String {
+#[test]
+fn ownership_devices_and_setuid_are_kept() {
+    root_only!("ownership_devices_and_setuid_are_kept");
+    let t = tempfile::tempdir().unwrap();
+    let stage = t.path().join("stage");
+    fs::create_dir_all(stage.join("bin")).unwrap();
+    fs::create_dir_all(stage.join("dev")).unwrap();
+    fs::create_dir_all(stage.join("shared")).unwrap();
+    fs::write(stage.join("bin/su"), b"su").unwrap();
+    std::os::unix::fs::lchown(stage.join("bin/su"), Some(1234), Some(5678)).unwrap();
+    fs::set_permissions(stage.join("bin/su"), PermissionsExt::from_mode(0o4755)).unwrap();
+    std::os::unix::fs::lchown(stage.join("shared"), Some(42), Some(43)).unwrap();
+    fs::set_permissions(stage.join("shared"), PermissionsExt::from_mode(0o2775)).unwrap();
+    for (name, kind, maj, min) in [
+        ("dev/null", libc::S_IFCHR, 1, 3),
+        ("dev/loop9", libc::S_IFBLK, 7, 9),
+    ] {
+        let p = c(stage.join(name).to_str().unwrap());
+        // SAFETY: p is a NUL-terminated path alive for the call.
+        let r = unsafe { libc::mknod(p.as_ptr(), kind | 0o660, libc::makedev(maj, min)) };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        std::os::unix::fs::lchown(stage.join(name), Some(0), Some(6)).unwrap();
+    }
+    std::os::unix::fs::symlink("su", stage.join("bin/link")).unwrap();
+    std::os::unix::fs::lchown(stage.join("bin/link"), Some(7), Some(8)).unwrap();
+    fs::write(stage.join("x"), b"").unwrap();
+    set_xattr(&stage.join("x"), "trusted.berth", b"t");
+    let tar = tar_of(&stage);
+
+    let opts = UnpackOptions::for_current_process();
+    assert!(opts.allow_devices && opts.preserve_ownership);
+    let dir = t.path().join("layer");
+    fs::create_dir(&dir).unwrap();
+    apply_layer(&dir, &tar[..], Compression::None, &opts).unwrap();
+
+    let su = fs::metadata(dir.join("bin/su")).unwrap();
+    assert_eq!((su.uid(), su.gid()), (1234, 5678));
+    assert_eq!(su.mode() & 0o7777, 0o4755);
+    let shared = fs::metadata(dir.join("shared")).unwrap();
+    assert_eq!((shared.uid(), shared.gid()), (42, 43));
+    assert_eq!(shared.mode() & 0o7777, 0o2775);
+    let null = fs::symlink_metadata(dir.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), libc::makedev(1, 3));
+    assert_eq!(null.gid(), 6);
+    let lp = fs::symlink_metadata(dir.join("dev/loop9")).unwrap();
+    assert!(lp.file_type().is_block_device());
+    assert_eq!(lp.rdev(), libc::makedev(7, 9));
+    let link = fs::symlink_metadata(dir.join("bin/link")).unwrap();
+    assert_eq!((link.uid(), link.gid()), (7, 8));
+    assert_eq!(
+        get_xattr(&dir.join("x"), "trusted.berth").as_deref(),
+        Some(&b"t"[..])
+    );
+}
+
+/// The three layers: 1 makes a, keep, d/{x,y}; 2 adds b; 3 whites out a and
+/// makes d opaque with d/z.
+fn three_layers(tmp: &Path) -> Vec<Vec<u8>> {
+    vec![
+        layer(
+            tmp,
+            &[
+                ("a", "a"),
+                ("keep", "k"),
+                ("d/", ""),
+                ("d/x", "x"),
+                ("d/y", "y"),
+            ],
+        ),
+        layer(tmp, &[("b", "b")]),
+        layer(
+            tmp,
+            &[
+                (".wh.a", ""),
+                ("d/", ""),
+                ("d/.wh..wh..opq", ""),
+                ("d/z", "z"),
+            ],
+        ),
+    ]
+}
+
+fn check_three(view: &Path) {
+    assert_eq!(names(view), ["b", "d", "keep"]);
+    assert_eq!(names(&view.join("d")), ["z"]);
+    assert_eq!(fs::read(view.join("d/z")).unwrap(), b"z");
+}
+
+fn unpack_stack(s: &dyn Snapshotter, layers: &[Vec<u8>], mode: WhiteoutMode) -> String {
     let opts = UnpackOptions {
-        whiteouts,
+        whiteouts: mode,
         ..UnpackOptions::for_current_process()
     };
     let mut parent: Option<String> = None;
@@ -246,7 +225,7 @@ fn stack(s: &dyn Snapshotter, layers: &[Vec<u8>], whiteouts: WhiteoutMode) -> St
         let key = format!("extract-{i}");
         let dir = s.prepare_layer(&key, parent.as_deref()).unwrap();
         apply_layer(&dir, &l[..], Compression::None, &opts).unwrap();
-        let name = format!("layer-{i}");
+        let name = format!("sha256:layer{i}");
         s.commit(&name, &key).unwrap();
         parent = Some(name);
     }
@@ -254,115 +233,121 @@ fn stack(s: &dyn Snapshotter, layers: &[Vec<u8>], whiteouts: WhiteoutMode) -> St
 }
 
 #[test]
-fn overlay_three_layers_with_whiteouts() {
-    if !need_root("overlay_three_layers_with_whiteouts") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
+fn overlay_whiteouts_and_opaque_dirs() {
+    root_only!("overlay_whiteouts_and_opaque_dirs");
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("snap");
     if !OverlaySnapshotter::supported(&root) {
         println!("skipping: overlayfs not supported here");
         return;
     }
     let s = OverlaySnapshotter::new(&root).unwrap();
-    let top = stack(&s, &three_layers(), WhiteoutMode::Overlay);
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-
-    let view = s.view("v", Some(&top)).unwrap();
-    mount_all(&view, &mnt).unwrap();
-    let guard = Mounted(mnt.clone());
-    check_three(&mnt);
-    drop(guard);
-
-    // A writable container snapshot shows the same and takes writes in its upper dir.
-    let m = s.prepare("ctr", Some(&top)).unwrap();
-    mount_all(&m, &mnt).unwrap();
-    let guard = Mounted(mnt.clone());
-    check_three(&mnt);
-    std::fs::write(mnt.join("written"), b"w").unwrap();
-    drop(guard);
-    assert_eq!(
-        std::fs::read(s.upper_dir("ctr").unwrap().join("written")).unwrap(),
-        b"w"
-    );
-    assert!(
-        std::fs::read_dir(&mnt).unwrap().next().is_none(),
-        "unmounted"
-    );
-}
-
-#[test]
-fn native_three_layers_with_delete_whiteouts() {
-    if !need_root("native_three_layers_with_delete_whiteouts") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let s = NativeSnapshotter::new(&tmp.path().join("root")).unwrap();
-    let top = stack(&s, &three_layers(), WhiteoutMode::Delete);
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let view = s.view("v", Some(&top)).unwrap();
-    mount_all(&view, &mnt).unwrap();
-    let guard = Mounted(mnt.clone());
-    check_three(&mnt);
-    assert!(
-        std::fs::write(mnt.join("ro"), b"x").is_err(),
-        "view is read-only"
-    );
-    drop(guard);
-    let m = s.prepare("ctr", Some(&top)).unwrap();
-    mount_all(&m, &mnt).unwrap();
-    let _guard = Mounted(mnt.clone());
-    check_three(&mnt);
+    let top = unpack_stack(&s, &three_layers(t.path()), WhiteoutMode::Overlay);
+    let m = s.view("view", Some(&top)).unwrap();
+    assert_eq!(m[0].typ, "overlay");
+    let target = t.path().join("mnt");
+    let g = mount_at(&m, &target);
+    check_three(&target);
+    drop(g);
+    // A writable container on top.
+    let m = s.prepare("rw", Some(&top)).unwrap();
+    let target2 = t.path().join("rw");
+    let g = mount_at(&m, &target2);
+    check_three(&target2);
+    fs::write(target2.join("new"), b"n").unwrap();
+    drop(g);
+    assert!(s.upper_dir("rw").unwrap().join("new").exists());
 }
 
 #[test]
 fn overlay_128_layers() {
-    if !need_root("overlay_128_layers") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
+    root_only!("overlay_128_layers");
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("snap");
     if !OverlaySnapshotter::supported(&root) {
         println!("skipping: overlayfs not supported here");
         return;
     }
     let s = OverlaySnapshotter::new(&root).unwrap();
     let layers: Vec<Vec<u8>> = (0..128)
-        .map(|i| {
-            let name = format!("layer-file-{i:03}");
-            let data = i.to_string();
-            layer(&[(name.as_str(), data.as_str())])
-        })
+        .map(|i| layer(t.path(), &[(&format!("f{i:03}"), &i.to_string())]))
         .collect();
-    let top = stack(&s, &layers, WhiteoutMode::Overlay);
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let m = s.prepare("ctr", Some(&top)).unwrap();
-    let opt_len: usize = m[0].options.iter().map(|o| o.len() + 1).sum();
-    assert!(
-        opt_len > 4096,
-        "option string of {opt_len} bytes should exceed a page"
-    );
-    mount_all(&m, &mnt).unwrap();
-    let _guard = Mounted(mnt.clone());
-    for i in 0..128 {
-        let p = mnt.join(format!("layer-file-{i:03}"));
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), i.to_string());
+    let top = unpack_stack(&s, &layers, WhiteoutMode::Overlay);
+    for (key, rw) in [("view", false), ("rw", true)] {
+        let m = if rw {
+            s.prepare(key, Some(&top)).unwrap()
+        } else {
+            s.view(key, Some(&top)).unwrap()
+        };
+        assert_eq!(m[0].typ, "overlay");
+        let target = t.path().join(key);
+        let _g = mount_at(&m, &target);
+        let n = names(&target);
+        assert_eq!(n.len(), 128);
+        for i in 0..128 {
+            assert_eq!(
+                fs::read_to_string(target.join(format!("f{i:03}"))).unwrap(),
+                i.to_string()
+            );
+        }
     }
-    let ro = s.view("v", Some(&top)).unwrap();
-    let mnt2 = tmp.path().join("mnt2");
-    std::fs::create_dir(&mnt2).unwrap();
-    mount_all(&ro, &mnt2).unwrap();
-    let _g2 = Mounted(mnt2.clone());
-    assert_eq!(std::fs::read_dir(&mnt2).unwrap().count(), 128);
-    assert!(
-        std::fs::metadata(mnt2.join("layer-file-000"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
-            == 0o644
+}
+
+#[test]
+fn native_gives_the_same_view() {
+    root_only!("native_gives_the_same_view");
+    let t = tempfile::tempdir().unwrap();
+    let s = NativeSnapshotter::new(&t.path().join("snap")).unwrap();
+    let top = unpack_stack(&s, &three_layers(t.path()), WhiteoutMode::Delete);
+    let m = s.view("view", Some(&top)).unwrap();
+    assert_eq!(m[0].typ, "bind");
+    let target = t.path().join("mnt");
+    let _g = mount_at(&m, &target);
+    check_three(&target);
+    // The view is read-only.
+    assert!(fs::write(target.join("nope"), b"").is_err());
+}
+
+/// Speed check against `tar -xzf`: set BERTH_UNPACK_BENCH to a .tar.gz and run
+/// `cargo test --release --test unpack -- --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_unpack_against_tar() {
+    let Ok(src) = std::env::var("BERTH_UNPACK_BENCH") else {
+        println!("BERTH_UNPACK_BENCH not set");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let ours = t.path().join("ours");
+    let theirs = t.path().join("tar");
+    fs::create_dir(&ours).unwrap();
+    fs::create_dir(&theirs).unwrap();
+    let start = std::time::Instant::now();
+    let st = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&src)
+        .arg("-C")
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tar_time = start.elapsed();
+    let start = std::time::Instant::now();
+    let f = fs::File::open(&src).unwrap();
+    let stats = apply_layer(
+        &ours,
+        f,
+        Compression::Gzip,
+        &UnpackOptions::for_current_process(),
+    )
+    .unwrap();
+    let our_time = start.elapsed();
+    println!(
+        "tar -xzf: {:.2}s; apply_layer: {:.2}s ({} entries, {} bytes, {})",
+        tar_time.as_secs_f64(),
+        our_time.as_secs_f64(),
+        stats.entries,
+        stats.size,
+        stats.diff_id
     );
 }
