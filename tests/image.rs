@@ -647,3 +647,47 @@ fn pull_through_a_flaky_registry_succeeds() {
     assert_eq!(got, want);
     b.check_clean();
 }
+
+#[test]
+fn progress_bars_only_on_a_terminal() {
+    if !need_root("progress_bars_only_on_a_terminal") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let layout = busybox_layout(tmp.path());
+    let reg = TestRegistry::start();
+    reg.push_oci_layout(&layout, "latest", "p/bb:latest");
+    let reference = format!("{}/p/bb", reg.addr);
+    let b = Berth::new("progress");
+    // `script` gives berth a pseudo-terminal and copies what it draws.
+    let on_tty = |extra: &str| -> String {
+        let cmd = format!(
+            "{} --root {} --authfile {} pull {extra} {reference}",
+            berth_bin().display(),
+            b.root().display(),
+            b.root().join("auth.json").display()
+        );
+        let out = run(Command::new("script").args(["-q", "-e", "-c", &cmd, "/dev/null"]));
+        out.replace('\r', "\n")
+    };
+    let first = on_tty("");
+    assert!(
+        first.contains("Complete"),
+        "no finished bar on a terminal:\n{first}"
+    );
+    let again = on_tty("");
+    assert!(again.contains("Already exists"), "{again}");
+    let quiet = on_tty("-q");
+    assert!(
+        !quiet.contains("Already exists") && !quiet.contains('\u{1b}'),
+        "{quiet}"
+    );
+    // Not a terminal: no bars, no escape codes.
+    let o = b.out(&["pull", &reference]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success());
+    assert!(
+        !err.contains("Complete") && !err.contains('\u{1b}'),
+        "{err}"
+    );
+}
