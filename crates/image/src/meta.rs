@@ -429,34 +429,7 @@ impl MetaDb {
 
     /// Creates lease `id`, expiring after `ttl` (never, with None).
     pub fn create_lease(&self, id: &str, ttl: Option<Duration>) -> Result<Lease, MetaError> {
-        let ctx = format!("create lease {id}");
-        let now = Utc::now();
-        let expires = match ttl {
-            None => None,
-            Some(t) => Some(
-                chrono::Duration::from_std(t)
-                    .ok()
-                    .and_then(|t| now.checked_add_signed(t))
-                    .ok_or_else(|| MetaError::BadTtl(id.to_string()))?,
-            ),
-        };
-        let lease = Lease {
-            id: id.to_string(),
-            created: now,
-            expires,
-            content: BTreeSet::new(),
-            snapshots: BTreeSet::new(),
-        };
-        self.write(&ctx, |tx| {
-            if self
-                .get::<Lease>(&self.table(tx, LEASES, &ctx)?, id, &ctx)?
-                .is_some()
-            {
-                return Err(MetaError::LeaseExists(id.to_string()));
-            }
-            self.put(tx, LEASES, id, &lease, &ctx)
-        })?;
-        Ok(lease)
+        self.create_lease_with(id, ttl, &[], &[])
     }
 
     fn update_lease(
