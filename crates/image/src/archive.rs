@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 
-use oci_spec::distribution::Reference;
+use crate::reference::Reference;
 use serde_json::{json, Value};
 
 use crate::content::{ContentError, ContentStore};
@@ -167,7 +167,7 @@ fn invalid(what: &str, problem: impl Into<String>) -> ArchiveError {
 pub fn normalize_name(name: &str) -> Result<String, ArchiveError> {
     let r: Reference =
         name.parse().map_err(
-            |e: oci_spec::distribution::ParseError| ArchiveError::BadName {
+            |e: crate::reference::ReferenceError| ArchiveError::BadName {
                 name: name.to_string(),
                 reason: e.to_string(),
             },

@@ -12,6 +12,7 @@ pub mod gc;
 pub mod manifest;
 pub mod meta;
 pub mod platform;
+pub mod reference;
 pub mod registry;
 pub mod snapshot;
 pub mod store;

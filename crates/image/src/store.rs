@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::reference::Reference;
 use chrono::Utc;
-use oci_spec::distribution::Reference;
 
 use crate::content::{ContentError, ContentStore};
 use crate::digest::{chain_ids, Digest};
