@@ -17,7 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{Info, Kind, Mount, SnapshotError, Snapshotter, Usage};
@@ -81,14 +81,29 @@ pub(crate) struct Store {
     root: PathBuf,
 }
 
-/// One open write transaction's tables.
-pub(crate) struct Tx<'a> {
-    snaps: redb::Table<'a, &'static str, &'static [u8]>,
-    meta: redb::Table<'a, &'static str, u64>,
+/// One open transaction's tables: `S` and `M` are redb's write tables in a
+/// [`Tx`], or its read-only tables in a [`ReadTx`].
+pub(crate) struct Tables<'a, S, M> {
+    snaps: S,
+    meta: M,
     root: &'a Path,
 }
 
-impl Tx<'_> {
+/// A write transaction's tables.
+pub(crate) type Tx<'a> =
+    Tables<'a, redb::Table<'a, &'static str, &'static [u8]>, redb::Table<'a, &'static str, u64>>;
+/// A read transaction's tables.
+pub(crate) type ReadTx<'a> = Tables<
+    'a,
+    redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    redb::ReadOnlyTable<&'static str, u64>,
+>;
+
+impl<S, M> Tables<'_, S, M>
+where
+    S: ReadableTable<&'static str, &'static [u8]>,
+    M: ReadableTable<&'static str, u64>,
+{
     pub fn get(&self, key: &str) -> Result<Option<Record>, SnapshotError> {
         match self.snaps.get(key).map_err(db_err)? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(db_err)?)),
@@ -101,17 +116,6 @@ impl Tx<'_> {
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))
     }
 
-    pub fn put(&mut self, key: &str, rec: &Record) -> Result<(), SnapshotError> {
-        let v = serde_json::to_vec(rec).map_err(db_err)?;
-        self.snaps.insert(key, v.as_slice()).map_err(db_err)?;
-        Ok(())
-    }
-
-    pub fn delete(&mut self, key: &str) -> Result<(), SnapshotError> {
-        self.snaps.remove(key).map_err(db_err)?;
-        Ok(())
-    }
-
     pub fn all(&self) -> Result<Vec<(String, Record)>, SnapshotError> {
         let mut out = Vec::new();
         for item in self.snaps.iter().map_err(db_err)? {
@@ -122,17 +126,6 @@ impl Tx<'_> {
             ));
         }
         Ok(out)
-    }
-
-    pub fn next_id(&mut self) -> Result<u64, SnapshotError> {
-        let id = self
-            .meta
-            .get(NEXT_ID_KEY)
-            .map_err(db_err)?
-            .map(|v| v.value())
-            .unwrap_or(1);
-        self.meta.insert(NEXT_ID_KEY, id + 1).map_err(db_err)?;
-        Ok(id)
     }
 
     /// The committed parent `parent`, and its ancestors, nearest first.
@@ -168,16 +161,103 @@ impl Tx<'_> {
     }
 }
 
+impl Tx<'_> {
+    pub fn put(&mut self, key: &str, rec: &Record) -> Result<(), SnapshotError> {
+        let v = serde_json::to_vec(rec).map_err(db_err)?;
+        self.snaps.insert(key, v.as_slice()).map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: &str) -> Result<(), SnapshotError> {
+        self.snaps.remove(key).map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn next_id(&mut self) -> Result<u64, SnapshotError> {
+        let id = self
+            .meta
+            .get(NEXT_ID_KEY)
+            .map_err(db_err)?
+            .map(|v| v.value())
+            .unwrap_or(1);
+        self.meta.insert(NEXT_ID_KEY, id + 1).map_err(db_err)?;
+        Ok(id)
+    }
+}
+
 impl Store {
     pub fn new(root: &Path) -> Result<Store, SnapshotError> {
         fs::create_dir_all(root.join("snapshots"))
             .map_err(io_err(format!("create {}", root.display())))?;
-        let s = Store {
+        // The database and its tables are made by the first write, and
+        // every transaction checks the schema version.
+        Ok(Store {
             root: root.to_path_buf(),
+        })
+    }
+
+    /// Takes the exclusive root lock and opens the database.
+    fn open(&self) -> Result<(File, Database), SnapshotError> {
+        let lock_path = self.root.join("lock");
+        let lock: File = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("open {}", lock_path.display())))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err(format!("lock {}", lock_path.display()))(e.into()))?;
+        let db = Database::create(self.root.join("metadata.redb")).map_err(db_err)?;
+        Ok((lock, db))
+    }
+
+    /// Refuses a schema version other than this code's; `None` is a new
+    /// database.
+    fn check_schema(found: Option<u64>) -> Result<(), SnapshotError> {
+        match found {
+            None | Some(SCHEMA_VERSION) => Ok(()),
+            Some(v) => Err(SnapshotError::Db(format!(
+                "metadata schema version {v}, this berth knows {SCHEMA_VERSION}"
+            ))),
+        }
+    }
+
+    /// Runs `f` in one read transaction under the root lock (nothing is
+    /// committed). A database without tables yet is given them first.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTx<'_>) -> Result<T, SnapshotError>,
+    ) -> Result<T, SnapshotError> {
+        match self.try_read(f)? {
+            Ok(out) => Ok(out),
+            Err(f) => {
+                self.with(|_| Ok(()))?;
+                self.try_read(f)?
+                    .map_err(|_| SnapshotError::Db("tables missing after creating them".into()))
+            }
+        }
+    }
+
+    /// [`Store::read`], handing `f` back when the tables do not exist.
+    fn try_read<T, F>(&self, f: F) -> Result<Result<T, F>, SnapshotError>
+    where
+        F: FnOnce(&ReadTx<'_>) -> Result<T, SnapshotError>,
+    {
+        let (_lock, db) = self.open()?;
+        let tx = db.begin_read().map_err(db_err)?;
+        let (snaps, meta) = match (tx.open_table(SNAPSHOTS), tx.open_table(META)) {
+            (Ok(s), Ok(m)) => (s, m),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Err(f)),
+            (Err(e), _) | (_, Err(e)) => return Err(db_err(e)),
         };
-        // Creates the database and checks its schema version.
-        s.with(|_| Ok(()))?;
-        Ok(s)
+        Self::check_schema(meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()))?;
+        f(&Tables {
+            snaps,
+            meta,
+            root: &self.root,
+        })
+        .map(Ok)
     }
 
     pub fn dir(&self, id: u64) -> PathBuf {
@@ -190,31 +270,17 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
-        let lock_path = self.root.join("lock");
-        let lock: File = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(format!("open {}", lock_path.display())))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err(format!("lock {}", lock_path.display()))(e.into()))?;
-        let db = Database::create(self.root.join("metadata.redb")).map_err(db_err)?;
-        let tx = db.begin_write().map_err(db_err)?;
+        let (lock, db) = self.open()?;
+        let mut tx = db.begin_write().map_err(db_err)?;
+        // No repair walk on the open after a crash.
+        tx.set_quick_repair(true);
         let out = {
             let snaps = tx.open_table(SNAPSHOTS).map_err(db_err)?;
             let mut meta = tx.open_table(META).map_err(db_err)?;
             let schema = meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value());
-            match schema {
-                None => {
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
-                }
-                Some(SCHEMA_VERSION) => {}
-                Some(v) => {
-                    return Err(SnapshotError::Db(format!(
-                        "metadata schema version {v}, this berth knows {SCHEMA_VERSION}"
-                    )))
-                }
+            Self::check_schema(schema)?;
+            if schema.is_none() {
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
             }
             let mut t = Tx {
                 snaps,
@@ -335,15 +401,15 @@ impl Store {
     }
 
     pub fn stat(&self, key: &str) -> Result<Option<Info>, SnapshotError> {
-        self.with(|tx| Ok(tx.get(key)?.map(|r| r.info(key))))
+        self.read(|tx| Ok(tx.get(key)?.map(|r| r.info(key))))
     }
 
     pub fn list(&self) -> Result<Vec<Info>, SnapshotError> {
-        self.with(|tx| Ok(tx.all()?.iter().map(|(k, r)| r.info(k)).collect()))
+        self.read(|tx| Ok(tx.all()?.iter().map(|(k, r)| r.info(k)).collect()))
     }
 
     pub fn get(&self, key: &str) -> Result<Record, SnapshotError> {
-        self.with(|tx| tx.must_get(key))
+        self.read(|tx| tx.must_get(key))
     }
 
     pub fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
@@ -450,7 +516,7 @@ impl OverlaySnapshotter {
     }
 
     fn mounts_of(&self, rec: &Record, key: &str) -> Result<Vec<Mount>, SnapshotError> {
-        let chain = self.store.with(|tx| tx.chain(rec.parent.as_deref()))?;
+        let chain = self.store.read(|tx| tx.chain(rec.parent.as_deref()))?;
         let lowers: Vec<String> = chain
             .iter()
             .map(|(_, r)| path_str(&self.fs_dir(r.id)))
