@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Pull + unpack from a loopback registry, side by side in one run:
 #   berth pull, podman pull, ctr images pull, and the floor (curl | tar -xz).
-# Each run starts from an empty store (hyperfine --prepare clears it and
-# runs `sync`, untimed, so no run pays for the previous run's writeback).
+# Each run starts from an empty store, made by hyperfine --prepare (untimed),
+# which also runs `sync` so that no run pays for the previous run's writeback.
+# Stores are never deleted between runs, only moved aside (containerd is
+# restarted on a fresh root): on this host's ext4, creating inodes soon after
+# deleting many costs every tool seconds of system time in the kernel's
+# recently_deleted() scan (perf showed 40% of a pull there), which would time
+# the previous run's cleanup rather than the pull. Everything moved aside is
+# deleted at exit.
 # Also times berth's re-pull of an image whose layers are present.
 #
 #   bench/pull.sh            all three images (busybox, debian, ten)
@@ -28,7 +34,12 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    umount -R "$work/ctr/root" 2>/dev/null || true
+    if [ -f "$work/ctr/pid" ]; then
+        p=$(cat "$work/ctr/pid")
+        kill "$p" 2>/dev/null || true
+        while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+    fi
+    grep -F "$work/" /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -66,9 +77,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.trac
 [plugins."io.containerd.internal.v1.opt"]
   path = "$work/ctr/opt"
 TOML
-containerd --config "$work/ctr/config.toml" >"$work/ctr/log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do ctr -a "$work/ctr/sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+mkdir -p "$work/trash"
+# --prepare helpers: move a store aside; restart containerd on a fresh root.
+cat >"$work/aside.sh" <<SH
+#!/bin/sh
+for d in "\$@"; do [ -e "\$d" ] && mv "\$d" "$work/trash/\$(date +%s%N)"; done
+sync
+SH
+cat >"$work/ctr-fresh.sh" <<SH
+#!/bin/sh
+if [ -f "$work/ctr/pid" ]; then
+    p=\$(cat "$work/ctr/pid")
+    kill "\$p" 2>/dev/null
+    while kill -0 "\$p" 2>/dev/null; do sleep 0.05; done
+fi
+sh "$work/aside.sh" "$work/ctr/root" "$work/ctr/state"
+containerd --config "$work/ctr/config.toml" >>"$work/ctr/log" 2>&1 </dev/null &
+echo \$! >"$work/ctr/pid"
+for _ in \$(seq 200); do ctr -a "$work/ctr/sock" version >/dev/null 2>&1 && break; sleep 0.05; done
+SH
+chmod +x "$work/aside.sh" "$work/ctr-fresh.sh"
+"$work/ctr-fresh.sh"
 ctr_cmd="ctr -a $work/ctr/sock -n bench"
 
 # A private podman store with file events (no journald).
@@ -88,10 +117,10 @@ for img in ${BENCH_PULL_IMAGES:-busybox debian ten}; do
     runs=${BENCH_RUNS:-10}
     [ "$img" = debian ] && runs=${BENCH_RUNS:-5}
     hyperfine --runs "$runs" --warmup 1 --style basic --export-json "$results/pull-$img.json" \
-        -n berth --prepare "rm -rf $work/berth; sync" "$berth --root $work/berth pull -q $ref" \
-        -n podman --prepare "$podman_cmd rmi -a -f >/dev/null 2>&1; sync" "$podman_cmd pull -q --tls-verify=false $ref" \
-        -n ctr --prepare "$ctr_cmd images rm --sync $ref >/dev/null 2>&1; sync" "$ctr_cmd images pull --plain-http $ref" \
-        -n floor --prepare "rm -rf $work/floor; sync" "$here/pull-floor.sh $addr $img latest $work/floor" \
+        -n berth --prepare "$work/aside.sh $work/berth" "$berth --root $work/berth pull -q $ref" \
+        -n podman --prepare "$work/aside.sh $work/podman" "$podman_cmd pull -q --tls-verify=false $ref" \
+        -n ctr --prepare "$work/ctr-fresh.sh" "$ctr_cmd images pull --plain-http $ref" \
+        -n floor --prepare "$work/aside.sh $work/floor" "$here/pull-floor.sh $addr $img latest $work/floor" \
         -n berth-repull --prepare sync "$berth --root $work/berth-re pull -q $ref" \
         >"$results/pull-$img.txt" 2>&1 || { cat "$results/pull-$img.txt"; exit 1; }
     table+=("$(jq -r --arg img "$img" '

@@ -558,7 +558,7 @@ impl ImageStore {
         // The source: the stored blob, or the registry teed into an ingest.
         let have_blob = inner.content.info(&layer.digest)?.is_some();
         let mut ingest = None;
-        let mut source: Box<dyn Read + '_> = if have_blob {
+        let mut source: Box<dyn Read + Send + '_> = if have_blob {
             let f = inner.content.open_blob(&layer.digest)?;
             Box::new(f)
         } else {
