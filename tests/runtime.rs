@@ -37,6 +37,24 @@ fn run_prints_and_propagates_exit_code() {
     assert_no_leftovers(&rt, &id, b.path());
 }
 
+/// The container gets the caller's signal dispositions. Rust's start-up
+/// ignores SIGPIPE, and SIG_IGN survives execve: berth-runtime once started
+/// every container with SIGPIPE ignored, so `yes | head -1` in it got EPIPE
+/// instead of dying. (Rust's `Command` resets SIGPIPE for berth-runtime.)
+#[test]
+fn container_gets_default_sigpipe() {
+    root_only!("container_gets_default_sigpipe");
+    let rt = Rt::new();
+    let id = unique("sigpipe");
+    let b = Bundle::new(&id, &sh("grep SigIgn /proc/self/status"));
+    let (code, out, err) = rt.run(&id, &b);
+    assert_eq!(code, 0, "stderr: {err}");
+    let mask = out.trim().trim_start_matches("SigIgn:").trim();
+    let mask = u64::from_str_radix(mask, 16).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+    assert_eq!(mask & (1 << (13 - 1)), 0, "SIGPIPE is ignored: {out}");
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
 #[test]
 fn lifecycle_create_start_kill_delete() {
     root_only!("lifecycle_create_start_kill_delete");

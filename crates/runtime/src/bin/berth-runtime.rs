@@ -1,10 +1,19 @@
 //! `berth-runtime`: an OCI runtime with runc's command line, so that podman,
 //! containerd and CRI-O can use it unchanged.
+//!
+//! The binary has no Rust `main`: `#![no_main]` and the C `main` below skip
+//! std's start-up, which would (1) set SIGPIPE to SIG_IGN, a disposition that
+//! survives execve, so every container process started with SIGPIPE ignored
+//! (runc and crun pass the caller's disposition through, and so does this),
+//! and (2) probe the main thread's stack guard with `pthread_getattr_np`,
+//! which parses /proc/self/maps with sscanf: a tenth of the instructions of a
+//! whole `run`.
+
+#![no_main]
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -244,7 +253,45 @@ struct UpdateArgs {
     kernel_memory: Option<String>,
 }
 
-fn main() -> ExitCode {
+/// The C entry point, called by glibc's start code; std is usable here (on
+/// glibc, std takes argc/argv and the environment from its own
+/// `.init_array` hook). Does what std's start-up would still be wanted for:
+/// fds 0–2 are made valid (a closed one is opened on /dev/null, so that no
+/// file opened later lands on stdout), a panic exits 101, and stdout is
+/// flushed at the end.
+// SAFETY: `main` is the symbol the C runtime's start code calls; no other
+// object in this binary defines it (no Rust `main` with `#![no_main]`).
+#[unsafe(no_mangle)]
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    for fd in 0..3 {
+        // SAFETY: fd 0–2 are only probed here; `fcntl_getfd` does not keep
+        // the borrow.
+        let probe = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if rustix::io::fcntl_getfd(probe) == Err(rustix::io::Errno::BADF) {
+            // The lowest free descriptor: this one.
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                std::mem::forget(f);
+            }
+        }
+    }
+    let code = std::panic::catch_unwind(real_main).unwrap_or(101);
+    let _ = std::io::stdout().flush();
+    code
+}
+
+fn real_main() -> std::ffi::c_int {
+    run_cli().into()
+}
+
+/// The exit code of the command line's command.
+fn run_cli() -> u8 {
     let cli = Cli::parse();
     if cli.version {
         println!("berth-runtime version {}", env!("CARGO_PKG_VERSION"));
@@ -253,15 +300,15 @@ fn main() -> ExitCode {
             .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
             .unwrap_or_else(|_| "unknown".into());
         println!("libseccomp: {v}");
-        return ExitCode::SUCCESS;
+        return 0;
     }
     init_logging(&cli);
     match dispatch(&cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(e) => {
             let msg = error_line(&e);
             log_error(&cli, &msg);
-            ExitCode::from(1)
+            1
         }
     }
 }
