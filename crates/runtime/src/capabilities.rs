@@ -265,7 +265,7 @@ fn validate_against(c: &LinuxCapabilities, last_cap: u8, bounding: u64) -> Resul
         .collect();
     ambient_skipped.sort_by_key(Cap::index);
     for cap in ambient_skipped {
-        tracing::warn!(capability = %cap, "ambient capability is not in both the permitted and inheritable sets; it will not be raised");
+        tracing::debug!(capability = %cap, "ambient capability is not in both the permitted and inheritable sets; it will not be raised");
     }
     Ok(())
 }
