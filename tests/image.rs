@@ -622,6 +622,59 @@ fn login_with_basic_auth_and_pull() {
     assert!(b.ok(&["logout", &reg.addr]).contains(&reg.addr));
     let o = b.out(&["logout", &reg.addr]);
     assert_eq!(o.status.code(), Some(1));
+
+    // A docker credential helper named by credHelpers, found in $PATH, asked
+    // about this registry on stdin. It wins over a wrong password in auths.
+    let bin = tmp.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let asked = tmp.path().join("asked");
+    let helper = bin.join("docker-credential-berthtest");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\ncat >{}\n\
+             echo '{{\"ServerURL\":\"x\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}'\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let c = Berth::new("credhelper");
+    fs::write(
+        c.root().join("auth.json"),
+        format!(
+            r#"{{"credHelpers":{{"{a}":"berthtest"}},"auths":{{"{a}":{{"auth":"YWxpY2U6d3Jvbmc="}}}}}}"#,
+            a = reg.addr
+        ),
+    )
+    .unwrap();
+    let o = c
+        .cmd()
+        .env("PATH", &path)
+        .args(["pull", "-q", &reference])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read_to_string(&asked).unwrap(), reg.addr);
+    // A helper that fails is named in the error.
+    fs::write(&helper, "#!/bin/sh\necho 'keychain locked' >&2\nexit 1\n").unwrap();
+    let o = c
+        .cmd()
+        .env("PATH", &path)
+        .args(["pull", "-q", &format!("{reference}:other")])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("docker-credential-berthtest") && e.contains("keychain locked"),
+        "{e}"
+    );
 }
 
 #[test]

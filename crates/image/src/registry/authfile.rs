@@ -1,6 +1,15 @@
 //! Registry credentials in a docker `config.json`-compatible file:
 //! `{"auths": {"HOST[:PORT]": {"auth": base64("user:password")}}}`.
 //! Keys berth does not know are kept as they were.
+//!
+//! Credential helpers are used as docker uses them: `credHelpers` names a
+//! helper per registry, `credsStore` one for every registry, and either wins
+//! over `auths`. A helper `NAME` is the program `docker-credential-NAME` in
+//! `$PATH`, run as `docker-credential-NAME get` with the server on stdin; it
+//! prints `{"Username": …, "Secret": …}`, or fails with "credentials not
+//! found". A `credsStore` whose program is not installed is skipped with a
+//! warning (a config.json copied from a desktop often names one), so that
+//! `auths` still works; a missing `credHelpers` program is an error.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -88,7 +97,27 @@ impl AuthFile {
         &self.path
     }
 
-    /// The user and password stored for `registry`.
+    /// The user and password for `registry`: from its credential helper,
+    /// else from `auths`. An error names a helper that failed.
+    pub fn credentials(&self, registry: &str) -> Result<Option<(String, String)>, RegistryError> {
+        let per_registry = self
+            .doc
+            .get("credHelpers")
+            .and_then(Value::as_object)
+            .and_then(|m| keys_for(registry).iter().find_map(|k| m.get(k)))
+            .and_then(Value::as_str);
+        if let Some(name) = per_registry {
+            return helper_get(&self.path, name, registry, false);
+        }
+        if let Some(name) = self.doc.get("credsStore").and_then(Value::as_str) {
+            if let Some(found) = helper_get(&self.path, name, registry, true)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(self.get(registry))
+    }
+
+    /// The user and password stored for `registry` in `auths`.
     pub fn get(&self, registry: &str) -> Option<(String, String)> {
         let auths = self.doc.get("auths")?.as_object()?;
         for k in keys_for(registry) {
@@ -176,10 +205,137 @@ impl AuthFile {
     }
 }
 
+/// The server name a helper is asked about: docker's historic URL for
+/// Docker Hub, the host otherwise.
+fn helper_server(registry: &str) -> &str {
+    if registry == "docker.io" {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    }
+}
+
+/// Runs `docker-credential-NAME get` for `registry`. `optional`: a helper
+/// that is not installed is skipped (None) instead of being an error.
+fn helper_get(
+    file: &Path,
+    name: &str,
+    registry: &str,
+    optional: bool,
+) -> Result<Option<(String, String)>, RegistryError> {
+    let program = format!("docker-credential-{name}");
+    let fail = |why: String| {
+        RegistryError::AuthFile(
+            file.display().to_string(),
+            format!("credential helper {program} for {registry}: {why}"),
+        )
+    };
+    let child = std::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional => {
+            tracing::warn!(helper = %program, "credsStore names a helper that is not installed; using auths");
+            return Ok(None);
+        }
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading is judged by its exit status.
+        let _ = stdin.write_all(helper_server(registry).as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    parse_helper_output(&out.stdout, &out.stderr, out.status.success()).map_err(fail)
+}
+
+/// A helper's answer: credentials, None for "not found", or why it failed.
+fn parse_helper_output(
+    stdout: &[u8],
+    stderr: &[u8],
+    success: bool,
+) -> Result<Option<(String, String)>, String> {
+    if !success {
+        let msg = String::from_utf8_lossy(if stdout.is_empty() { stderr } else { stdout });
+        let msg = msg.trim();
+        if msg.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(if msg.is_empty() {
+            "failed".into()
+        } else {
+            msg.to_string()
+        });
+    }
+    let v: Value = serde_json::from_slice(stdout).map_err(|e| format!("bad answer: {e}"))?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (user, secret) = (field("Username"), field("Secret"));
+    if user == "<token>" {
+        return Err("identity tokens (Username \"<token>\") are not supported".into());
+    }
+    if user.is_empty() && secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((user, secret)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn helper_answers() {
+        let ok = br#"{"ServerURL":"r","Username":"u","Secret":"p"}"#;
+        assert_eq!(
+            parse_helper_output(ok, b"", true),
+            Ok(Some(("u".into(), "p".into())))
+        );
+        assert_eq!(
+            parse_helper_output(b"credentials not found in native keychain\n", b"", false),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_helper_output(b"", b"boom", false),
+            Err("boom".to_string())
+        );
+        assert!(parse_helper_output(b"{", b"", true).is_err());
+        let tok = br#"{"Username":"<token>","Secret":"refresh"}"#;
+        assert!(parse_helper_output(tok, b"", true)
+            .unwrap_err()
+            .contains("identity"));
+        assert_eq!(helper_server("docker.io"), "https://index.docker.io/v1/");
+        assert_eq!(helper_server("quay.io"), "quay.io");
+    }
+
+    /// A credsStore whose program is not installed falls back to auths; a
+    /// missing credHelpers program is an error naming it.
+    #[test]
+    fn missing_helpers() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("config.json");
+        std::fs::write(
+            &p,
+            r#"{"credsStore":"berth-test-none","credHelpers":{"b.example":"berth-test-none"},
+                "auths":{"a.example":{"auth":"dTpw"}}}"#,
+        )
+        .unwrap();
+        let f = AuthFile::load(&p).unwrap();
+        assert_eq!(
+            f.credentials("a.example").unwrap(),
+            Some(("u".into(), "p".into()))
+        );
+        let e = f.credentials("b.example").unwrap_err().to_string();
+        assert!(e.contains("docker-credential-berth-test-none"), "{e}");
+    }
 
     #[test]
     fn round_trip_keeps_unknown_keys_and_is_private() {

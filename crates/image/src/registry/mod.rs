@@ -340,7 +340,7 @@ impl Client {
     }
 
     fn credentials(&self, registry: &str) -> Result<Option<(String, String)>, RegistryError> {
-        Ok(authfile::AuthFile::load(&self.inner.auth_path)?.get(registry))
+        authfile::AuthFile::load(&self.inner.auth_path)?.credentials(registry)
     }
 
     /// Fetches a bearer token for `scopes` (or none, for login).
