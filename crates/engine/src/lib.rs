@@ -1,0 +1,13 @@
+//! berth's container engine (issue 5, in progress): turns an image plus the
+//! user's options into an OCI bundle for the runtime.
+//!
+//! So far it holds the pure parts, which need neither root nor a rootfs:
+//! - [`process`]: the process (args, environment, working directory, user)
+//!   from the image config and the flags, with docker's precedence;
+//! - [`user`]: a `USER` resolved against the image's `/etc/passwd` and
+//!   `/etc/group`.
+//!
+//! It knows nothing of registries, snapshots or the runtime's internals.
+
+pub mod process;
+pub mod user;
