@@ -5,9 +5,13 @@
 //! - [`process`]: the process (args, environment, working directory, user)
 //!   from the image config and the flags, with docker's precedence;
 //! - [`user`]: a `USER` resolved against the image's `/etc/passwd` and
-//!   `/etc/group`.
+//!   `/etc/group`;
+//! - [`spec`]: the hardened default config (docker's capabilities, masked and
+//!   read-only paths, mounts, namespaces, device rules), with the process and
+//!   the security flags applied.
 //!
 //! It knows nothing of registries, snapshots or the runtime's internals.
 
 pub mod process;
+pub mod spec;
 pub mod user;
