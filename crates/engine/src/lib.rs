@@ -8,10 +8,12 @@
 //!   `/etc/group`;
 //! - [`spec`]: the hardened default config (docker's capabilities, masked and
 //!   read-only paths, mounts, namespaces, device rules), with the process and
-//!   the security flags applied.
+//!   the security flags applied;
+//! - [`seccomp`]: the default seccomp profile, docker's in effect.
 //!
 //! It knows nothing of registries, snapshots or the runtime's internals.
 
 pub mod process;
+pub mod seccomp;
 pub mod spec;
 pub mod user;

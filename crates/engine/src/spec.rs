@@ -10,8 +10,9 @@
 //! capability, no masked or read-only paths, `/sys` and the cgroup mount
 //! writable, every device allowed.
 //!
-//! Not here yet (issue 5): the default seccomp profile, and the host's
-//! devices under `--privileged`.
+//! The seccomp profile is [`crate::seccomp`]'s default (none when
+//! privileged), `unconfined`, or a profile file's. Not here yet (issue 5):
+//! the host's devices under `--privileged`.
 
 use std::collections::BTreeSet;
 
@@ -65,7 +66,7 @@ pub const READONLY_PATHS: [&str; 5] = [
 ];
 
 /// Security-related flags of `run`/`create`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SecurityFlags {
     /// `--privileged`.
     pub privileged: bool,
@@ -77,6 +78,20 @@ pub struct SecurityFlags {
     pub no_new_privileges: bool,
     /// `--read-only`.
     pub read_only: bool,
+    /// `--security-opt seccomp=…`.
+    pub seccomp: Seccomp,
+}
+
+/// The seccomp filter of a container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Seccomp {
+    /// berth's default profile ([`crate::seccomp`]); none when privileged.
+    #[default]
+    Default,
+    /// `seccomp=unconfined`: no filter.
+    Unconfined,
+    /// `seccomp=PROFILE.json`: the file's contents (OCI `linux.seccomp`).
+    Profile(Value),
 }
 
 /// A spec that cannot be made.
@@ -93,6 +108,16 @@ pub enum SpecError {
 /// Every capability name the `caps` crate knows, `CAP_*`.
 fn all_caps() -> BTreeSet<String> {
     caps::all().iter().map(|c| c.to_string()).collect()
+}
+
+/// "Every capability", as podman means it for `--privileged` and
+/// `--cap-add ALL`: those in this process's bounding set, since no child can
+/// be given more (this host's root lacks one).
+fn every_cap() -> BTreeSet<String> {
+    match caps::read(None, caps::CapSet::Bounding) {
+        Ok(b) => b.iter().map(|c| c.to_string()).collect(),
+        Err(_) => all_caps(),
+    }
 }
 
 /// `net_admin` / `CAP_NET_ADMIN` → `CAP_NET_ADMIN`; `ALL` stays `ALL`.
@@ -114,8 +139,9 @@ fn cap_name(s: &str) -> Result<String, SpecError> {
 }
 
 /// The capability set from docker's default and the flags: `--cap-drop ALL`
-/// starts from nothing, `--cap-add ALL` gives everything, else the default
-/// plus the additions minus the drops. `--privileged` gives everything.
+/// starts from nothing, `--cap-add ALL` gives everything (in the bounding
+/// set), else the default plus the additions minus the drops.
+/// `--privileged` gives everything.
 pub fn capabilities(f: &SecurityFlags) -> Result<BTreeSet<String>, SpecError> {
     let add: Vec<String> = f
         .cap_add
@@ -128,7 +154,7 @@ pub fn capabilities(f: &SecurityFlags) -> Result<BTreeSet<String>, SpecError> {
         .map(|c| cap_name(c))
         .collect::<Result<_, _>>()?;
     if f.privileged || add.iter().any(|c| c == "ALL") {
-        let mut all = all_caps();
+        let mut all = every_cap();
         if !f.privileged {
             for d in &drop {
                 all.remove(d);
@@ -193,7 +219,14 @@ pub fn build(
     tty: bool,
     f: &SecurityFlags,
 ) -> Result<Spec, SpecError> {
-    let caps: Vec<String> = capabilities(f)?.into_iter().collect();
+    let cap_set = capabilities(f)?;
+    let seccomp = match &f.seccomp {
+        Seccomp::Default if f.privileged => Value::Null,
+        Seccomp::Default => crate::seccomp::default_profile(&cap_set),
+        Seccomp::Unconfined => Value::Null,
+        Seccomp::Profile(p) => p.clone(),
+    };
+    let caps: Vec<String> = cap_set.into_iter().collect();
     let ro = if f.privileged { "rw" } else { "ro" };
     let mut env = plan.env.clone();
     crate::process::with_home(&mut env, &user.home);
@@ -244,6 +277,10 @@ pub fn build(
             "resources": {"devices": device_rules(f.privileged)},
         },
     });
+    let mut doc = doc;
+    if !seccomp.is_null() {
+        doc["linux"]["seccomp"] = seccomp;
+    }
     serde_json::from_value(doc).map_err(|e| SpecError::Internal(e.to_string()))
 }
 
@@ -285,7 +322,8 @@ mod tests {
             ..SecurityFlags::default()
         })
         .unwrap();
-        assert_eq!(p, all_caps());
+        assert_eq!(p, every_cap());
+        assert!(p.is_subset(&all_caps()));
     }
 
     fn spec(f: &SecurityFlags) -> Spec {
@@ -318,6 +356,13 @@ mod tests {
             std::fs::write(&cfg, serde_json::to_vec(&s).unwrap()).unwrap();
             let loaded = berth_runtime::spec::load(&cfg).unwrap();
             berth_runtime::spec::validate(&loaded, t.path(), &cfg).unwrap();
+            // The seccomp profile compiles with libseccomp into a filter.
+            let sc = loaded.linux().as_ref().unwrap().seccomp().as_ref();
+            assert_eq!(sc.is_some(), !f.privileged);
+            if let Some(sc) = sc {
+                let prog = berth_runtime::seccomp::compile(sc).unwrap();
+                assert!(prog.len() > 100, "{} BPF instructions", prog.len());
+            }
         }
     }
 
