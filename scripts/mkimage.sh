@@ -4,7 +4,8 @@
 #   mkimage.sh LAYOUT TAG DIR [DIR...]
 # The image gets Cmd ["/bin/sh"] and a PATH; the layout may already hold
 # other tags (the new one is added to index.json, replacing the same tag).
-# Set MKIMAGE_ARCH to write another architecture into the config.
+# Set MKIMAGE_ARCH to write another architecture into the config, and
+# MKIMAGE_CONFIG to a JSON object to use as the image's run config instead.
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 LAYOUT TAG DIR [DIR...]" >&2; exit 2; }
 layout=$1 tag=$2
@@ -36,8 +37,9 @@ for d in "$@"; do
 done
 arch=${MKIMAGE_ARCH:-amd64}
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-printf '{"created":"%s","architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[%s]},"history":[{"created":"%s","created_by":"scripts/mkimage.sh %s"}]}' \
-    "$now" "$arch" "$diffs" "$now" "$tag" >"$tmp/config.json"
+runcfg=${MKIMAGE_CONFIG:-'{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh"]}'}
+printf '{"created":"%s","architecture":"%s","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":[%s]},"history":[{"created":"%s","created_by":"scripts/mkimage.sh %s"}]}' \
+    "$now" "$arch" "$runcfg" "$diffs" "$now" "$tag" >"$tmp/config.json"
 read -r ch cs < <(put "$tmp/config.json")
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
     "$ch" "$cs" "$layers" >"$tmp/manifest.json"

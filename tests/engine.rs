@@ -2,9 +2,16 @@
 //! `berth-engine` writes, run by `berth-runtime`, checked from inside the
 //! container.
 
+use std::path::Path;
+use std::process::Command;
+
+use berth_engine::bundle::{self, BundleOptions};
 use berth_engine::process::{self, ProcessFlags};
 use berth_engine::spec::{self, SecurityFlags};
 use berth_engine::user;
+use berth_image::platform::Platform;
+use berth_image::store::{ImageStore, StoreOptions};
+use berth_tests::registry::TestRegistry;
 use berth_tests::*;
 use serde_json::json;
 
@@ -97,4 +104,130 @@ fn capabilities_and_privileged_lift_the_defaults() {
     );
     assert!(out.contains("procsys=rw"), "{out}");
     assert!(!out.contains("interrupts=0"), "{out}");
+}
+
+fn run_ok(c: &mut Command) {
+    let o = c.output().expect("spawn");
+    assert!(
+        o.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A busybox image with a user `app` (uid 1000, group `app` 1000 and
+/// member of `audio` 29), `WorkingDir /srv`, `Env GREETING=hi` and
+/// `Cmd ["id"]`, pushed to a loopback registry and pulled into a store.
+fn pulled_image(tmp: &Path, reg: &TestRegistry) -> ImageStore {
+    let rootfs = tmp.join("rootfs");
+    run_ok(Command::new(workspace().join("scripts/mkrootfs.sh")).arg(&rootfs));
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::create_dir_all(rootfs.join("srv")).unwrap();
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\naudio:x:29:app\napp:x:1000:\n",
+    )
+    .unwrap();
+    let layout = tmp.join("layout");
+    let config = json!({
+        "User": "app", "WorkingDir": "/srv", "Env": ["PATH=/bin", "GREETING=hi"], "Cmd": ["id"],
+    });
+    run_ok(
+        Command::new(workspace().join("scripts/mkimage.sh"))
+            .env("MKIMAGE_CONFIG", config.to_string())
+            .arg(&layout)
+            .arg("latest")
+            .arg(&rootfs),
+    );
+    reg.push_oci_layout(&layout, "latest", "eng/bb:latest");
+    let store = ImageStore::open(StoreOptions::new(&tmp.join("store"))).expect("store");
+    store
+        .pull(
+            &format!("{}/eng/bb:latest", reg.addr),
+            &Platform::host(),
+            &berth_image::store::NoProgress,
+        )
+        .expect("pull");
+    store
+}
+
+/// A bundle made from a pulled image runs the image's command as the
+/// image's user, in its working directory and environment, with the
+/// generated /etc files; removing it leaves no mount, snapshot or directory,
+/// and a bad USER leaves nothing behind either.
+#[test]
+fn bundle_from_a_pulled_image_runs_and_is_removed() {
+    if !need_root("bundle_from_a_pulled_image_runs_and_is_removed") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = TestRegistry::start();
+    let store = pulled_image(tmp.path(), &reg);
+    let img = store
+        .get(&format!("{}/eng/bb:latest", reg.addr), &Platform::host())
+        .expect("image");
+    let rt = Rt::new();
+    let id = unique("eng-bundle");
+    let dir = tmp.path().join("bundle");
+    let o = BundleOptions {
+        id: id.clone(),
+        hostname: Some("box".into()),
+        process: ProcessFlags {
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "id; pwd; echo $GREETING $HOME; cat /etc/hostname; grep box /etc/hosts".into(),
+            ],
+            ..ProcessFlags::default()
+        },
+        security: SecurityFlags::default(),
+    };
+    let b = bundle::create(&store, &img, &dir, &o).expect("bundle");
+    let o2 = rt.out(&["run", "--bundle", b.dir.to_str().unwrap(), &id]);
+    let (code, out, err) = (
+        o2.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o2.stdout).into_owned(),
+        String::from_utf8_lossy(&o2.stderr).into_owned(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "uid=1000(app) gid=1000(app) groups=29(audio)\n/srv\nhi /home/app\nbox\n127.0.1.1\tbox\n"
+    );
+    bundle::remove(&store, &dir, &id).expect("remove");
+    assert_no_leftovers(&rt, &id, &dir);
+    assert!(!dir.exists());
+    assert!(store
+        .snapshotter()
+        .stat(&bundle::snapshot_key(&id))
+        .unwrap()
+        .is_none());
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(dir.to_str().unwrap()));
+    // Idempotent.
+    bundle::remove(&store, &dir, &id).expect("remove again");
+
+    let bad = BundleOptions {
+        process: ProcessFlags {
+            user: Some("nobody".into()),
+            ..ProcessFlags::default()
+        },
+        ..o
+    };
+    let e = bundle::create(&store, &img, &dir, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nobody") && e.contains(&id), "{e}");
+    assert!(!dir.exists());
+    assert!(store
+        .snapshotter()
+        .stat(&bundle::snapshot_key(&id))
+        .unwrap()
+        .is_none());
 }

@@ -1,7 +1,7 @@
 //! berth's container engine (issue 5, in progress): turns an image plus the
 //! user's options into an OCI bundle for the runtime.
 //!
-//! So far it holds the pure parts, which need neither root nor a rootfs:
+//! So far it holds the parts below; nothing in the CLI uses them yet.
 //! - [`process`]: the process (args, environment, working directory, user)
 //!   from the image config and the flags, with docker's precedence;
 //! - [`user`]: a `USER` resolved against the image's `/etc/passwd` and
@@ -9,10 +9,13 @@
 //! - [`spec`]: the hardened default config (docker's capabilities, masked and
 //!   read-only paths, mounts, namespaces, device rules), with the process and
 //!   the security flags applied;
-//! - [`seccomp`]: the default seccomp profile, docker's in effect.
+//! - [`seccomp`]: the default seccomp profile, docker's in effect;
+//! - [`bundle`]: a bundle from a local image (the container's snapshot
+//!   mounted as its rootfs, generated `/etc` files, `config.json`).
 //!
 //! It knows nothing of registries, snapshots or the runtime's internals.
 
+pub mod bundle;
 pub mod process;
 pub mod seccomp;
 pub mod spec;
