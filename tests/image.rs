@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use berth_tests::registry::TestRegistry;
 use berth_tests::{need_root, unique, workspace};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The `berth` binary under test (`BERTH_BIN`, else the build of this test's profile).
 fn berth_bin() -> PathBuf {
@@ -632,9 +632,10 @@ fn login_with_basic_auth_and_pull() {
     fs::write(
         &helper,
         format!(
-            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\ncat >{}\n\
-             echo '{{\"ServerURL\":\"x\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}'\n",
-            asked.display()
+            "#!/bin/sh\ncase \"$1\" in\n\
+             get) cat >{a}; echo '{{\"ServerURL\":\"x\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}' ;;\n\
+             store) cat >{a}.store ;;\nerase) cat >{a}.erase ;;\n*) exit 2 ;;\nesac\n",
+            a = asked.display()
         ),
     )
     .unwrap();
@@ -661,6 +662,38 @@ fn login_with_basic_auth_and_pull() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(fs::read_to_string(&asked).unwrap(), reg.addr);
+    // login stores through the helper (auths keeps its old entry), logout
+    // erases through it and from auths.
+    let o = c
+        .cmd()
+        .env("PATH", &path)
+        .args(["login", "-u", "alice", "-p", "s3cret", &reg.addr])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stored: Value =
+        serde_json::from_str(&fs::read_to_string(asked.with_extension("store")).unwrap()).unwrap();
+    assert_eq!(
+        (&stored["ServerURL"], &stored["Username"], &stored["Secret"]),
+        (&json!(reg.addr), &json!("alice"), &json!("s3cret"))
+    );
+    let auth: Value =
+        serde_json::from_str(&fs::read_to_string(c.root().join("auth.json")).unwrap()).unwrap();
+    assert_eq!(auth["auths"][&reg.addr]["auth"], "YWxpY2U6d3Jvbmc=");
+    let o = c
+        .cmd()
+        .env("PATH", &path)
+        .args(["logout", &reg.addr])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        fs::read_to_string(asked.with_extension("erase")).unwrap(),
+        reg.addr
+    );
+    let auth: Value =
+        serde_json::from_str(&fs::read_to_string(c.root().join("auth.json")).unwrap()).unwrap();
+    assert!(auth["auths"].get(&reg.addr).is_none(), "{auth}");
     // A helper that fails is named in the error.
     fs::write(&helper, "#!/bin/sh\necho 'keychain locked' >&2\nexit 1\n").unwrap();
     let o = c

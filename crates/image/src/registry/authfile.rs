@@ -10,6 +10,8 @@
 //! found". A `credsStore` whose program is not installed is skipped with a
 //! warning (a config.json copied from a desktop often names one), so that
 //! `auths` still works; a missing `credHelpers` program is an error.
+//! `login` stores through the helper (`store`, a JSON object on stdin) when
+//! one applies, and `logout` erases through it (`erase`) and from `auths`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -100,18 +102,12 @@ impl AuthFile {
     /// The user and password for `registry`: from its credential helper,
     /// else from `auths`. An error names a helper that failed.
     pub fn credentials(&self, registry: &str) -> Result<Option<(String, String)>, RegistryError> {
-        let per_registry = self
-            .doc
-            .get("credHelpers")
-            .and_then(Value::as_object)
-            .and_then(|m| keys_for(registry).iter().find_map(|k| m.get(k)))
-            .and_then(Value::as_str);
-        if let Some(name) = per_registry {
-            return helper_get(&self.path, name, registry, false);
-        }
-        if let Some(name) = self.doc.get("credsStore").and_then(Value::as_str) {
-            if let Some(found) = helper_get(&self.path, name, registry, true)? {
-                return Ok(Some(found));
+        if let Some((name, optional)) = self.helper_for(registry) {
+            let found = helper_get(&self.path, &name, registry, optional)?;
+            // A per-registry helper is the only source; credsStore falls
+            // back to auths when it has nothing.
+            if found.is_some() || !optional {
+                return Ok(found);
             }
         }
         Ok(self.get(registry))
@@ -140,6 +136,76 @@ impl AuthFile {
             }
         }
         None
+    }
+
+    /// The helper that keeps `registry`'s credentials, and whether it is
+    /// only the general `credsStore` (skipped when not installed).
+    fn helper_for(&self, registry: &str) -> Option<(String, bool)> {
+        let per_registry = self
+            .doc
+            .get("credHelpers")
+            .and_then(Value::as_object)
+            .and_then(|m| keys_for(registry).iter().find_map(|k| m.get(k)))
+            .and_then(Value::as_str);
+        if let Some(n) = per_registry {
+            return Some((n.to_string(), false));
+        }
+        self.doc
+            .get("credsStore")
+            .and_then(Value::as_str)
+            .map(|n| (n.to_string(), true))
+    }
+
+    /// Stores credentials for `registry` where `login` should: in its
+    /// credential helper when one applies (as docker), else in `auths`.
+    /// The caller saves the file.
+    pub fn store(&mut self, registry: &str, user: &str, pass: &str) -> Result<(), RegistryError> {
+        if let Some((name, optional)) = self.helper_for(registry) {
+            let input = serde_json::json!({
+                "ServerURL": helper_server(registry),
+                "Username": user,
+                "Secret": pass,
+            })
+            .to_string();
+            if let Some(out) = helper_run(
+                &self.path,
+                &name,
+                "store",
+                registry,
+                input.as_bytes(),
+                optional,
+            )? {
+                return helper_ok(&self.path, &name, registry, &out);
+            }
+        }
+        self.set(registry, user, pass);
+        Ok(())
+    }
+
+    /// Forgets `registry` in its credential helper (if one applies) and in
+    /// `auths`; false when neither had anything. The caller saves the file.
+    pub fn erase(&mut self, registry: &str) -> Result<bool, RegistryError> {
+        let mut erased = false;
+        if let Some((name, optional)) = self.helper_for(registry) {
+            let server = helper_server(registry);
+            if let Some(out) = helper_run(
+                &self.path,
+                &name,
+                "erase",
+                registry,
+                server.as_bytes(),
+                optional,
+            )? {
+                let not_found = String::from_utf8_lossy(&out.stdout)
+                    .contains("credentials not found")
+                    || String::from_utf8_lossy(&out.stderr).contains("credentials not found");
+                if !not_found {
+                    helper_ok(&self.path, &name, registry, &out)?;
+                    erased = true;
+                }
+            }
+        }
+        Ok(self.remove(registry) || erased)
     }
 
     /// Stores credentials for `registry`.
@@ -215,23 +281,20 @@ fn helper_server(registry: &str) -> &str {
     }
 }
 
-/// Runs `docker-credential-NAME get` for `registry`. `optional`: a helper
-/// that is not installed is skipped (None) instead of being an error.
-fn helper_get(
+/// Runs `docker-credential-NAME ACTION` with `input` on stdin; returns its
+/// stdout, stderr and success, or None when the program is not installed
+/// and `optional`.
+fn helper_run(
     file: &Path,
     name: &str,
+    action: &str,
     registry: &str,
+    input: &[u8],
     optional: bool,
-) -> Result<Option<(String, String)>, RegistryError> {
+) -> Result<Option<std::process::Output>, RegistryError> {
     let program = format!("docker-credential-{name}");
-    let fail = |why: String| {
-        RegistryError::AuthFile(
-            file.display().to_string(),
-            format!("credential helper {program} for {registry}: {why}"),
-        )
-    };
     let child = std::process::Command::new(&program)
-        .arg("get")
+        .arg(action)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -242,14 +305,64 @@ fn helper_get(
             tracing::warn!(helper = %program, "credsStore names a helper that is not installed; using auths");
             return Ok(None);
         }
-        Err(e) => return Err(fail(e.to_string())),
+        Err(e) => return Err(helper_err(file, name, registry, e.to_string())),
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A helper that exits without reading is judged by its exit status.
-        let _ = stdin.write_all(helper_server(registry).as_bytes());
+        let _ = stdin.write_all(input);
     }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    parse_helper_output(&out.stdout, &out.stderr, out.status.success()).map_err(fail)
+    child
+        .wait_with_output()
+        .map(Some)
+        .map_err(|e| helper_err(file, name, registry, e.to_string()))
+}
+
+fn helper_err(file: &Path, name: &str, registry: &str, why: String) -> RegistryError {
+    RegistryError::AuthFile(
+        file.display().to_string(),
+        format!("credential helper docker-credential-{name} for {registry}: {why}"),
+    )
+}
+
+/// Runs `docker-credential-NAME get` for `registry`. `optional`: a helper
+/// that is not installed is skipped (None) instead of being an error.
+fn helper_get(
+    file: &Path,
+    name: &str,
+    registry: &str,
+    optional: bool,
+) -> Result<Option<(String, String)>, RegistryError> {
+    let server = helper_server(registry);
+    let Some(out) = helper_run(file, name, "get", registry, server.as_bytes(), optional)? else {
+        return Ok(None);
+    };
+    parse_helper_output(&out.stdout, &out.stderr, out.status.success())
+        .map_err(|why| helper_err(file, name, registry, why))
+}
+
+/// A failed `store`/`erase`: the helper's message.
+fn helper_ok(
+    file: &Path,
+    name: &str,
+    registry: &str,
+    out: &std::process::Output,
+) -> Result<(), RegistryError> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let msg = String::from_utf8_lossy(if out.stdout.is_empty() {
+        &out.stderr
+    } else {
+        &out.stdout
+    })
+    .trim()
+    .to_string();
+    Err(helper_err(
+        file,
+        name,
+        registry,
+        if msg.is_empty() { "failed".into() } else { msg },
+    ))
 }
 
 /// A helper's answer: credentials, None for "not found", or why it failed.

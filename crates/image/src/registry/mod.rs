@@ -653,7 +653,7 @@ impl Client {
             }
         }
         let mut f = authfile::AuthFile::load(&self.inner.auth_path)?;
-        f.set(registry, user, password);
+        f.store(registry, user, password)?;
         f.save()?;
         // Forget what was learned with other credentials.
         self.inner
@@ -667,7 +667,7 @@ impl Client {
     /// Removes stored credentials; false when there were none.
     pub fn logout(&self, registry: &str) -> Result<bool, RegistryError> {
         let mut f = authfile::AuthFile::load(&self.inner.auth_path)?;
-        if !f.remove(registry) {
+        if !f.erase(registry)? {
             return Ok(false);
         }
         f.save()?;
