@@ -17,13 +17,19 @@ fn monitor_bin() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("berth-monitor");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("berth-monitor not built: cargo build -p berth-monitor");
+    // The profile these tests were built with, as for the berth CLI.
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let p = target.join(profile).join("berth-monitor");
+    assert!(
+        p.exists(),
+        "{} is not built: cargo build -p berth-monitor",
+        p.display()
+    );
+    p
 }
 
 /// Starts the monitor on `b`; returns it and the PID line it printed (read
@@ -35,6 +41,17 @@ fn spawn_monitor(
     dir: &Path,
     driver: &str,
 ) -> (std::process::Child, String) {
+    spawn_monitor_with(rt, id, b, dir, driver, run::RestartPolicy::default())
+}
+
+fn spawn_monitor_with(
+    rt: &Rt,
+    id: &str,
+    b: &Bundle,
+    dir: &Path,
+    driver: &str,
+    restart: run::RestartPolicy,
+) -> (std::process::Child, String) {
     let cfg = MonitorConfig {
         runtime: runtime_bin(),
         runtime_root: rt.root.path().to_path_buf(),
@@ -45,6 +62,7 @@ fn spawn_monitor(
         log_max_size: None,
         log_max_file: 1,
         exit_file: dir.join("exit.json"),
+        restart,
     };
     let cfg_path = dir.join("monitor.json");
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
@@ -169,5 +187,51 @@ fn a_failed_start_is_reported_and_cleaned() {
     assert!(run::read_exit(&dir.path().join("exit.json"))
         .unwrap()
         .is_none());
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
+/// `on-failure:2`: a container that keeps failing runs three times, its
+/// log has every run, and the last record counts two restarts. `always`
+/// restarts a clean exit until the stop file appears.
+#[test]
+fn restart_policies_are_carried_out() {
+    if !need_root("restart_policies_are_carried_out") {
+        return;
+    }
+    let rt = Rt::new();
+    let id = unique("mon-restart");
+    let b = Bundle::new(&id, &["sh", "-c", "echo run; exit 3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = run::RestartPolicy::parse("on-failure:2").unwrap();
+    let (child, _) = spawn_monitor_with(&rt, &id, &b, dir.path(), "k8s-file", policy);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exit = run::read_exit(&dir.path().join("exit.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((exit.exit_code, exit.restart_count), (3, 2));
+    let runs = logfile::read_entries(&dir.path().join("ctr.log"), Format::K8sFile).unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_no_leftovers(&rt, &id, b.path());
+
+    let id = unique("mon-always");
+    let b = Bundle::new(&id, &["sh", "-c", "echo run"]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = run::RestartPolicy::parse("always").unwrap();
+    let (child, _) = spawn_monitor_with(&rt, &id, &b, dir.path(), "k8s-file", policy);
+    let log = dir.path().join("ctr.log");
+    wait_until("three runs of the always-restarted container", || {
+        logfile::read_entries(&log, Format::K8sFile)
+            .map(|e| e.len() >= 3)
+            .unwrap_or(false)
+    });
+    std::fs::write(dir.path().join("exit.stop"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exit = run::read_exit(&dir.path().join("exit.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.exit_code, 0);
+    assert!(exit.restart_count >= 2, "{exit:?}");
     assert_no_leftovers(&rt, &id, b.path());
 }

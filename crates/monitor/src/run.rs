@@ -9,8 +9,13 @@
 //! the pipes are then read to their end (every process of the container's
 //! PID namespace is gone by then, so nothing holds them open).
 //!
-//! Not here yet (issue 5): a terminal, stdin and attach, OOM detection,
-//! restart policies.
+//! [`RestartPolicy`] is carried out here too, as docker does: `on-failure[:N]`
+//! restarts after a non-zero exit (at most N times), `always` and
+//! `unless-stopped` after any exit, unless the stop file exists (written by
+//! whoever stops the container on purpose). Restarts wait 100 ms, doubling
+//! up to a minute; the delay starts again after a run of ten seconds.
+//!
+//! Not here yet (issue 5): a terminal, stdin and attach, OOM detection.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -48,6 +53,65 @@ pub struct MonitorConfig {
     pub log_max_file: u32,
     /// Where to write [`ExitRecord`].
     pub exit_file: PathBuf,
+    /// When to start the container again.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+/// docker's `--restart`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartPolicy {
+    /// `no`, `on-failure`, `always` or `unless-stopped`.
+    pub name: String,
+    /// For `on-failure`: the most restarts (0: no limit).
+    #[serde(default)]
+    pub max_retries: u32,
+}
+
+impl RestartPolicy {
+    /// Parses `no`, `on-failure[:N]`, `always`, `unless-stopped`.
+    pub fn parse(s: &str) -> Result<RestartPolicy, String> {
+        let (name, n) = match s.split_once(':') {
+            Some((name, n)) => (name, Some(n)),
+            None => (s, None),
+        };
+        let max_retries = match (name, n) {
+            ("on-failure", Some(n)) => n
+                .parse()
+                .map_err(|_| format!("invalid restart count {n:?} in {s:?}"))?,
+            (_, Some(_)) => return Err(format!("restart policy {name:?} takes no count")),
+            _ => 0,
+        };
+        match name {
+            "" | "no" | "on-failure" | "always" | "unless-stopped" => Ok(RestartPolicy {
+                name: if name.is_empty() {
+                    "no".into()
+                } else {
+                    name.into()
+                },
+                max_retries,
+            }),
+            _ => Err(format!(
+                "invalid restart policy {s:?} (no, on-failure[:N], always, unless-stopped)"
+            )),
+        }
+    }
+
+    /// Whether to start again after `exit_code`, with `restarts` done so
+    /// far, when the container was `stopped` on purpose or not.
+    pub fn should_restart(&self, exit_code: i32, restarts: u32, stopped: bool) -> bool {
+        if stopped {
+            return false;
+        }
+        match self.name.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => {
+                exit_code != 0 && (self.max_retries == 0 || restarts < self.max_retries)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// How the container ended, written as JSON to the exit file.
@@ -60,6 +124,9 @@ pub struct ExitRecord {
     pub exited_at: String,
     /// The init PID it had.
     pub pid: i32,
+    /// How many times the monitor had restarted it before this run.
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 /// Why the container could not be run.
@@ -193,6 +260,7 @@ pub fn supervise(
     pid: i32,
     out_r: OwnedFd,
     err_r: OwnedFd,
+    restart_count: u32,
 ) -> Result<ExitRecord, MonitorError> {
     let format = match cfg.log_driver.as_str() {
         "json-file" => Format::JsonFile,
@@ -281,6 +349,7 @@ pub fn supervise(
         exit_code,
         exited_at: now_rfc3339(Utc::now()),
         pid,
+        restart_count,
     };
     write_exit(&cfg.exit_file, &record)?;
     let _ = cfg
@@ -317,5 +386,70 @@ pub fn read_exit(path: &Path) -> Result<Option<ExitRecord>, MonitorError> {
             .map_err(|e| io_err(format!("parse {}", path.display()))(io::Error::other(e))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
+    }
+}
+
+/// The file whose existence means "stopped on purpose: do not restart".
+pub fn stop_file(cfg: &MonitorConfig) -> PathBuf {
+    cfg.exit_file.with_extension("stop")
+}
+
+/// Supervises the started container, restarting it as its policy says;
+/// returns the last exit record.
+pub fn supervise_with_restarts(
+    cfg: &MonitorConfig,
+    mut pid: i32,
+    mut out_r: OwnedFd,
+    mut err_r: OwnedFd,
+) -> Result<ExitRecord, MonitorError> {
+    let mut restarts = 0;
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let began = std::time::Instant::now();
+        let rec = supervise(cfg, pid, out_r, err_r, restarts)?;
+        if !cfg
+            .restart
+            .should_restart(rec.exit_code, restarts, stop_file(cfg).exists())
+        {
+            return Ok(rec);
+        }
+        if began.elapsed() >= std::time::Duration::from_secs(10) {
+            delay = std::time::Duration::from_millis(100);
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(std::time::Duration::from_secs(60));
+        if stop_file(cfg).exists() {
+            return Ok(rec);
+        }
+        restarts += 1;
+        (pid, out_r, err_r) = start(cfg)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_as_docker() {
+        let p = |s: &str| RestartPolicy::parse(s).unwrap();
+        assert_eq!(p("no").name, "no");
+        assert_eq!(p("on-failure:3").max_retries, 3);
+        assert!(RestartPolicy::parse("on-failure:x").is_err());
+        assert!(RestartPolicy::parse("always:2").is_err());
+        assert!(RestartPolicy::parse("sometimes")
+            .unwrap_err()
+            .contains("sometimes"));
+
+        assert!(!p("no").should_restart(1, 0, false));
+        assert!(p("on-failure").should_restart(1, 100, false));
+        assert!(!p("on-failure").should_restart(0, 0, false));
+        assert!(p("on-failure:2").should_restart(1, 1, false));
+        assert!(!p("on-failure:2").should_restart(1, 2, false));
+        assert!(p("always").should_restart(0, 9, false));
+        assert!(!p("always").should_restart(0, 0, true));
+        assert!(!p("unless-stopped").should_restart(1, 0, true));
+        assert!(RestartPolicy::default().name.is_empty());
+        assert!(!RestartPolicy::default().should_restart(1, 0, false));
     }
 }

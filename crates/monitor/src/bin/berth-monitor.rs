@@ -1,7 +1,8 @@
 //! `berth-monitor CONFIG.json`: one container's monitor. It creates and
 //! starts the container, prints `PID` of its init on stdout and closes
 //! stdout (the caller waits for that line), then logs the container's
-//! output, reaps it and writes its exit record. A failure to start is one
+//! output, reaps it and writes its exit record, and restarts it as its
+//! restart policy says. A failure to start is one
 //! line on stderr and exit code 1.
 //!
 //! No argument parser and no async runtime: the monitor stays small, since
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
         )
         .expect("open /dev/null"),
     );
-    match run::supervise(&cfg, pid, out_r, err_r) {
+    match run::supervise_with_restarts(&cfg, pid, out_r, err_r) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth-monitor: {e}");
