@@ -10,12 +10,16 @@
 //!   read-only paths, mounts, namespaces, device rules), with the process and
 //!   the security flags applied;
 //! - [`seccomp`]: the default seccomp profile, docker's in effect;
+//! - [`command`]: the container's command looked up in its rootfs as
+//!   `execvp` would, for docker's exit codes 127 (not found) and 126 (not
+//!   executable);
 //! - [`bundle`]: a bundle from a local image (the container's snapshot
 //!   mounted as its rootfs, generated `/etc` files, `config.json`).
 //!
 //! It knows nothing of registries, snapshots or the runtime's internals.
 
 pub mod bundle;
+pub mod command;
 pub mod process;
 pub mod seccomp;
 pub mod spec;
