@@ -13,6 +13,7 @@
 //! - [`command`]: the container's command looked up in its rootfs as
 //!   `execvp` would, for docker's exit codes 127 (not found) and 126 (not
 //!   executable);
+//! - [`records`]: container records in the metadata DB, with unique names;
 //! - [`bundle`]: a bundle from a local image (the container's snapshot
 //!   mounted as its rootfs, generated `/etc` files, `config.json`).
 //!
@@ -21,6 +22,7 @@
 pub mod bundle;
 pub mod command;
 pub mod process;
+pub mod records;
 pub mod seccomp;
 pub mod spec;
 pub mod user;

@@ -125,6 +125,10 @@ pub enum MetaError {
     /// A TTL too large to represent.
     #[error("lease {0:?}: TTL out of range")]
     BadTtl(String),
+    /// A caller's own precondition failed inside an update (the message
+    /// names what).
+    #[error("{0}")]
+    Conflict(String),
     /// An I/O error on the lock file.
     #[error("{context}: {source}")]
     Io {
@@ -133,6 +137,79 @@ pub enum MetaError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// A table of JSON records that another part of berth keeps in this DB
+/// (the engine's containers and their names), under the same schema
+/// version, lock and transactions as the image records.
+#[derive(Clone, Copy)]
+pub struct RecordTable(
+    TableDefinition<'static, &'static str, &'static [u8]>,
+    &'static str,
+);
+
+impl RecordTable {
+    /// The table named `name` (which must not be one of this module's).
+    pub const fn new(name: &'static str) -> RecordTable {
+        RecordTable(TableDefinition::new(name), name)
+    }
+}
+
+impl std::fmt::Debug for RecordTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecordTable({:?})", self.1)
+    }
+}
+
+/// Other parts' tables inside one write transaction of [`MetaDb::update_records`].
+pub struct RecordTx<'t> {
+    db: &'t MetaDb,
+    tx: &'t WriteTransaction,
+    context: &'t str,
+}
+
+impl std::fmt::Debug for RecordTx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordTx")
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+impl RecordTx<'_> {
+    /// Record `key` of `table`.
+    pub fn get<T: for<'a> Deserialize<'a>>(
+        &self,
+        table: &RecordTable,
+        key: &str,
+    ) -> Result<Option<T>, MetaError> {
+        let t = self.db.table(self.tx, table.0, self.context)?;
+        self.db.get(&t, key, self.context)
+    }
+
+    /// Every record of `table`.
+    pub fn all<T: for<'a> Deserialize<'a>>(
+        &self,
+        table: &RecordTable,
+    ) -> Result<Vec<T>, MetaError> {
+        let t = self.db.table(self.tx, table.0, self.context)?;
+        self.db.all(&t, self.context)
+    }
+
+    /// Creates or replaces record `key` of `table`.
+    pub fn put<T: Serialize>(
+        &self,
+        table: &RecordTable,
+        key: &str,
+        value: &T,
+    ) -> Result<(), MetaError> {
+        self.db.put(self.tx, table.0, key, value, self.context)
+    }
+
+    /// Removes record `key` of `table`; false if there was none.
+    pub fn remove(&self, table: &RecordTable, key: &str) -> Result<bool, MetaError> {
+        self.db.remove(self.tx, table.0, key, self.context)
+    }
 }
 
 /// The metadata DB. `Send + Sync`; holds no open file between operations.
@@ -408,6 +485,46 @@ impl MetaDb {
                 rec.created = old.created;
             }
             self.put(tx, IMAGES, &r.name, &rec, &ctx)
+        })
+    }
+
+    /// Record `key` of another part's table.
+    pub fn get_record<T: for<'a> Deserialize<'a>>(
+        &self,
+        table: &RecordTable,
+        key: &str,
+    ) -> Result<Option<T>, MetaError> {
+        let ctx = format!("get {} {key}", table.1);
+        Ok(self
+            .read(&ctx, table.0, |t| self.get(t, key, &ctx))?
+            .flatten())
+    }
+
+    /// Every record of another part's table, by key.
+    pub fn list_records<T: for<'a> Deserialize<'a>>(
+        &self,
+        table: &RecordTable,
+    ) -> Result<Vec<T>, MetaError> {
+        let ctx = format!("list {}", table.1);
+        Ok(self
+            .read(&ctx, table.0, |t| self.all(t, &ctx))?
+            .unwrap_or_default())
+    }
+
+    /// Runs `f` on other parts' tables in one write transaction, committed
+    /// when `f` returns Ok (so a check and the writes it guards are atomic
+    /// across processes).
+    pub fn update_records<R>(
+        &self,
+        context: &str,
+        f: impl FnOnce(&RecordTx<'_>) -> Result<R, MetaError>,
+    ) -> Result<R, MetaError> {
+        self.write(context, |tx| {
+            f(&RecordTx {
+                db: self,
+                tx,
+                context,
+            })
         })
     }
 
