@@ -7,6 +7,7 @@
 set -euo pipefail
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/peers.sh"
 repo=$(dirname "$here")
 target=${CARGO_TARGET_DIR:-$repo/target}/release
 [ "$(id -u)" -eq 0 ] || { echo "$0: run as root" >&2; exit 1; }
@@ -72,23 +73,7 @@ conmon_one() {
 }
 
 # containerd-shim-runc-v2, through a private containerd.
-mkdir -p "$work/ctr"
-cat >"$work/ctr/config.toml" <<TOML
-version = 2
-root = "$work/ctr/root"
-state = "$work/ctr/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$work/ctr/sock"
-[ttrpc]
-  address = "$work/ctr/sock.ttrpc"
-[debug]
-  address = "$work/ctr/debug.sock"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$work/ctr/opt"
-TOML
+containerd_config "$work/ctr"
 containerd --config "$work/ctr/config.toml" >"$work/ctr/log" 2>&1 &
 ctr_pid=$!
 for _ in $(seq 100); do ctr -a "$work/ctr/sock" version >/dev/null 2>&1 && break; sleep 0.1; done

@@ -19,6 +19,7 @@
 set -euo pipefail
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/peers.sh"
 repo=$(dirname "$here")
 results=$here/results
 mkdir -p "$results"
@@ -60,23 +61,7 @@ pids+=($!)
 for _ in $(seq 100); do curl -fs "http://$addr/v2/" >/dev/null && break; sleep 0.1; done
 
 # A private containerd.
-mkdir -p "$work/ctr"
-cat >"$work/ctr/config.toml" <<TOML
-version = 2
-root = "$work/ctr/root"
-state = "$work/ctr/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$work/ctr/sock"
-[ttrpc]
-  address = "$work/ctr/sock.ttrpc"
-[debug]
-  address = "$work/ctr/debug.sock"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$work/ctr/opt"
-TOML
+containerd_config "$work/ctr"
 mkdir -p "$work/trash"
 # --prepare helpers: move a store aside; restart containerd on a fresh root.
 cat >"$work/aside.sh" <<SH

@@ -12,24 +12,7 @@ use serde_json::{json, Value};
 
 /// The `berth` binary under test (`BERTH_BIN`, else the build of this test's profile).
 fn berth_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("BERTH_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let p = target.join(profile).join("berth");
-    assert!(
-        p.exists(),
-        "{} is not built: cargo build -p berth",
-        p.display()
-    );
-    p
+    berth_tests::built_bin("berth", "BERTH_BIN")
 }
 
 /// A private berth store root, removed (with any mounts) on drop.

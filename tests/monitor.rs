@@ -11,25 +11,7 @@ use berth_monitor::run::{self, MonitorConfig};
 use berth_tests::*;
 
 fn monitor_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("BERTH_MONITOR") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    // The profile these tests were built with, as for the berth CLI.
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let p = target.join(profile).join("berth-monitor");
-    assert!(
-        p.exists(),
-        "{} is not built: cargo build -p berth-monitor",
-        p.display()
-    );
-    p
+    built_bin("berth-monitor", "BERTH_MONITOR")
 }
 
 /// Starts the monitor on `b`; returns it and the PID line it printed (read

@@ -50,6 +50,30 @@ pub fn runtime_bin() -> PathBuf {
     panic!("berth-runtime not built: run cargo build --release or set BERTH_RUNTIME");
 }
 
+/// A binary of this workspace: `$ENV_VAR` if set, else the build of the
+/// profile these tests were built with (so a stale build of the other
+/// profile is never picked up).
+pub fn built_bin(name: &str, env_var: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let p = target.join(profile).join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: cargo build -p {name}",
+        p.display()
+    );
+    p
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique in this test run: `PREFIX-PID-N`.
