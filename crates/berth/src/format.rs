@@ -175,6 +175,53 @@ pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// Renders a docker `--format` template against a JSON document, as
+/// `inspect` takes it: `{{.State.Status}}` (a path of fields; strings bare,
+/// anything else as JSON) and `{{json .Config}}` (always JSON).
+pub fn template_value(tpl: &str, v: &serde_json::Value) -> Result<String> {
+    let tpl = tpl.replace("\\t", "\t").replace("\\n", "\n");
+    let mut out = String::new();
+    let mut rest = tpl.as_str();
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else {
+            bail!("unclosed {{{{ in template {tpl:?}");
+        };
+        let expr = after[..j].trim();
+        let (json, path) = match expr.strip_prefix("json ") {
+            Some(p) => (true, p.trim()),
+            None => (false, expr),
+        };
+        if !path.starts_with('.') {
+            bail!("unsupported template expression {expr:?}: use {{{{.Field.Sub}}}} or {{{{json .Field}}}}");
+        }
+        let mut cur = v;
+        let mut missing = false;
+        for key in path[1..].split('.').filter(|k| !k.is_empty()) {
+            match cur.get(key) {
+                Some(x) => cur = x,
+                None => {
+                    missing = true;
+                    break;
+                }
+            }
+        }
+        if missing {
+            out.push_str("<no value>");
+        } else {
+            match cur {
+                serde_json::Value::String(s) if !json => out.push_str(s),
+                serde_json::Value::Null if !json => out.push_str("<nil>"),
+                x => out.push_str(&serde_json::to_string(x)?),
+            }
+        }
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +253,21 @@ mod tests {
         let j: serde_json::Value =
             serde_json::from_str(&render(&rows(), &cols, Some("json")).unwrap()).unwrap();
         assert_eq!(j[0]["Tag"], "latest");
+    }
+
+    #[test]
+    fn value_templates() {
+        let v = serde_json::json!({"State": {"Status": "running", "Pid": 42}, "Name": "/web", "Args": ["a"]});
+        assert_eq!(template_value("{{.State.Status}}", &v).unwrap(), "running");
+        assert_eq!(
+            template_value("{{.State.Pid}} {{.Name}}", &v).unwrap(),
+            "42 /web"
+        );
+        assert_eq!(template_value("{{json .Args}}", &v).unwrap(), "[\"a\"]");
+        assert_eq!(template_value("{{json .Name}}", &v).unwrap(), "\"/web\"");
+        assert_eq!(template_value("{{.Nope.X}}", &v).unwrap(), "<no value>");
+        assert!(template_value("{{.State", &v).is_err());
+        assert!(template_value("{{ index .Args 0 }}", &v).is_err());
     }
 
     #[test]

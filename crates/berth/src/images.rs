@@ -23,7 +23,7 @@ use crate::format::{self, Row};
 use crate::progress::Bars;
 use crate::{Cli, TlsArgs};
 
-fn open_store(cli: &Cli, extra_insecure: Option<&str>) -> Result<ImageStore> {
+pub(crate) fn open_store(cli: &Cli, extra_insecure: Option<&str>) -> Result<ImageStore> {
     let mut opts = StoreOptions::new(&cli.root);
     opts.registry.insecure = cli.insecure_registries.clone();
     if let Some(h) = extra_insecure {
@@ -639,7 +639,7 @@ pub struct InspectArgs {
     pub format: Option<String>,
 }
 
-fn inspect_json(img: &LocalImage) -> serde_json::Value {
+pub(crate) fn inspect_json(img: &LocalImage) -> serde_json::Value {
     let cfg = &img.config_json;
     let (repo_tags, repo_digests): (Vec<String>, Vec<String>) = {
         let (r, _) = split_name(&img.record.name);

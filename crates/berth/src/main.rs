@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+mod containers;
 mod format;
 mod images;
 mod progress;
@@ -48,6 +49,14 @@ pub struct Cli {
     /// Dirs with HOST[:PORT]/ca.crt for registry TLS (repeatable).
     #[arg(long = "cert-dir", global = true)]
     pub cert_dirs: Vec<PathBuf>,
+    /// Where runtime state and attach sockets live (normally on tmpfs).
+    #[arg(
+        long = "run-dir",
+        global = true,
+        env = "BERTH_RUN_DIR",
+        default_value = "/run/berth"
+    )]
+    pub run_dir: PathBuf,
     /// The snapshotter: auto, overlay or native.
     #[arg(long, global = true, env = "BERTH_SNAPSHOTTER", default_value = "auto")]
     pub snapshotter: String,
@@ -58,6 +67,42 @@ pub struct Cli {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a container and run it.
+    Run(containers::RunArgs),
+    /// Create a container without starting it.
+    Create(containers::CreateArgs),
+    /// Start containers.
+    Start(containers::StartArgs),
+    /// Stop containers: the stop signal, then SIGKILL after a timeout.
+    Stop(containers::StopArgs),
+    /// Stop and start containers again.
+    Restart(containers::RestartArgs),
+    /// Send a signal to containers.
+    Kill(containers::KillArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// Freeze every process of containers.
+    Pause(containers::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(containers::PauseArgs),
+    /// Wait for containers to exit and print their exit codes.
+    Wait(containers::WaitArgs),
+    /// List containers.
+    #[command(alias = "list")]
+    Ps(containers::PsArgs),
+    /// Show containers' or images' details as JSON.
+    Inspect(containers::InspectArgs),
+    /// Show the processes of a container.
+    Top(containers::TopArgs),
+    /// List a container's published ports.
+    Port(containers::PortArgs),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Container commands.
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Pull an image from a registry.
     Pull(images::PullArgs),
     /// Push an image to a registry.
@@ -114,6 +159,44 @@ pub enum ImageCommand {
     Import(images::ImportArgs),
 }
 
+/// `berth container ...`.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create a container and run it.
+    Run(containers::RunArgs),
+    /// Create a container.
+    Create(containers::CreateArgs),
+    /// Start containers.
+    Start(containers::StartArgs),
+    /// Stop containers.
+    Stop(containers::StopArgs),
+    /// Restart containers.
+    Restart(containers::RestartArgs),
+    /// Signal containers.
+    Kill(containers::KillArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// Pause containers.
+    Pause(containers::PauseArgs),
+    /// Unpause containers.
+    Unpause(containers::PauseArgs),
+    /// Wait for containers.
+    Wait(containers::WaitArgs),
+    /// List containers.
+    #[command(alias = "list", alias = "ps")]
+    Ls(containers::PsArgs),
+    /// Inspect containers.
+    Inspect(containers::InspectArgs),
+    /// Processes of a container.
+    Top(containers::TopArgs),
+    /// Ports of a container.
+    Port(containers::PortArgs),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
+    /// A container's output.
+    Logs(containers::LogsArgs),
+}
+
 /// `berth system ...`.
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
@@ -143,14 +226,14 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {}", message(&e));
-            ExitCode::from(125)
+            ExitCode::from(containers::error_code(&e))
         }
     }
 }
 
 /// The error and its causes on one line, leaving out a cause whose text the
 /// line already holds (library errors often embed their source's message).
-fn message(e: &anyhow::Error) -> String {
+pub(crate) fn message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let c = cause.to_string();
@@ -167,8 +250,25 @@ fn message(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     use Command as C;
+    use ContainerCommand as K;
     use ImageCommand as I;
     match &cli.command {
+        C::Run(a) | C::Container(K::Run(a)) => containers::run(&cli, a),
+        C::Create(a) | C::Container(K::Create(a)) => containers::create(&cli, a),
+        C::Start(a) | C::Container(K::Start(a)) => containers::start(&cli, a),
+        C::Stop(a) | C::Container(K::Stop(a)) => containers::stop(&cli, a),
+        C::Restart(a) | C::Container(K::Restart(a)) => containers::restart(&cli, a),
+        C::Kill(a) | C::Container(K::Kill(a)) => containers::kill(&cli, a),
+        C::Rm(a) | C::Container(K::Rm(a)) => containers::rm(&cli, a),
+        C::Pause(a) | C::Container(K::Pause(a)) => containers::pause(&cli, a),
+        C::Unpause(a) | C::Container(K::Unpause(a)) => containers::unpause(&cli, a),
+        C::Wait(a) | C::Container(K::Wait(a)) => containers::wait(&cli, a),
+        C::Ps(a) | C::Container(K::Ls(a)) => containers::ps(&cli, a),
+        C::Inspect(a) | C::Container(K::Inspect(a)) => containers::inspect(&cli, a),
+        C::Top(a) | C::Container(K::Top(a)) => containers::top(&cli, a),
+        C::Port(a) | C::Container(K::Port(a)) => containers::port(&cli, a),
+        C::Rename(a) | C::Container(K::Rename(a)) => containers::rename(&cli, a),
+        C::Logs(a) | C::Container(K::Logs(a)) => containers::logs(&cli, a),
         C::Pull(a) | C::Image(I::Pull(a)) => images::pull(&cli, a),
         C::Push(a) | C::Image(I::Push(a)) => images::push(&cli, a),
         C::Images(a) | C::Image(I::Ls(a)) => images::images(&cli, a),

@@ -87,7 +87,7 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> BundleError {
 }
 
 /// What a container is made from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BundleOptions {
     /// Container ID (also the default hostname's source).
     pub id: String,
@@ -97,6 +97,8 @@ pub struct BundleOptions {
     pub process: ProcessFlags,
     /// The security flags.
     pub security: SecurityFlags,
+    /// `linux.cgroupsPath`; the runtime's default when None.
+    pub cgroups_path: Option<String>,
 }
 
 /// A made bundle.
@@ -244,6 +246,10 @@ fn fill(
         id: id.clone(),
         source: SpecError::Internal(e.to_string()),
     })?;
+
+    if let Some(p) = &o.cgroups_path {
+        v["linux"]["cgroupsPath"] = json!(p);
+    }
 
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let files = [

@@ -21,6 +21,7 @@
 
 pub mod bundle;
 pub mod command;
+pub mod container;
 pub mod process;
 pub mod records;
 pub mod seccomp;

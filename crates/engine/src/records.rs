@@ -186,6 +186,25 @@ impl ContainerStore {
         }
     }
 
+    /// Replaces the record of `rec.id` (keeping its current name, which only
+    /// [`ContainerStore::rename`] changes).
+    pub fn update(&self, rec: &ContainerRecord) -> Result<(), RecordError> {
+        let r = self
+            .meta
+            .update_records(&format!("update container {}", rec.id), |tx| {
+                let Some(old) = tx.get::<ContainerRecord>(&CONTAINERS, &rec.id)? else {
+                    return Err(MetaError::Conflict("missing".into()));
+                };
+                let mut new = rec.clone();
+                new.name = old.name;
+                tx.put(&CONTAINERS, &rec.id, &new)
+            });
+        match r {
+            Err(MetaError::Conflict(_)) => Err(RecordError::NotFound(rec.id.clone())),
+            r => Ok(r?),
+        }
+    }
+
     /// Removes container `id` and frees its name; false if it was gone.
     pub fn remove(&self, id: &str) -> Result<bool, RecordError> {
         Ok(self

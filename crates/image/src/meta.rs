@@ -213,7 +213,7 @@ impl RecordTx<'_> {
 }
 
 /// The metadata DB. `Send + Sync`; holds no open file between operations.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MetaDb {
     path: PathBuf,
     lock_path: PathBuf,

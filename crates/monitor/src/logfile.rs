@@ -273,7 +273,7 @@ fn parse_stream(s: &str) -> Option<Stream> {
 }
 
 /// One line of a log file (without its newline).
-fn parse_line(line: &[u8], format: Format) -> Option<Entry> {
+pub fn parse_line(line: &[u8], format: Format) -> Option<Entry> {
     match format {
         Format::JsonFile => {
             let v: serde_json::Value = serde_json::from_slice(line).ok()?;

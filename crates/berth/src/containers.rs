@@ -1,0 +1,1627 @@
+//! The container commands: create, run, start, stop, kill, restart, rm,
+//! pause, unpause, wait, ps, inspect, top, port, rename, logs, attach, exec.
+//!
+//! Each command opens the engine, acts on the container records and files
+//! (see `berth_engine::container`) and exits; the container lives on under
+//! its monitor. Exit codes are docker's: 125 when berth fails, 126 when the
+//! command cannot be executed, 127 when it is not found, otherwise the
+//! container's own.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use berth_engine::bundle::BundleOptions;
+use berth_engine::container::{
+    find_binary, Container, ContainerConfig, CreateOptions, Engine, EngineOptions, State, Status,
+};
+use berth_engine::process::ProcessFlags;
+use berth_engine::spec::{Seccomp, SecurityFlags};
+use berth_image::platform::Platform;
+use berth_image::store::{ImageError, LocalImage, NoProgress, PullProgress};
+use berth_monitor::logfile::{self, Entry, Format, Stream};
+use berth_monitor::run::RestartPolicy;
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+use crate::format::{self, Row};
+use crate::progress::Bars;
+use crate::Cli;
+
+/// The engine for `cli`'s root.
+pub fn open_engine(cli: &Cli) -> Result<Engine> {
+    let store = crate::images::open_store(cli, None)?;
+    Ok(Engine::new(
+        store,
+        EngineOptions {
+            root: cli.root.clone(),
+            run_dir: cli.run_dir.clone(),
+            runtime: find_binary("berth-runtime", "BERTH_RUNTIME"),
+            monitor: find_binary("berth-monitor", "BERTH_MONITOR"),
+        },
+    ))
+}
+
+/// The flags of `create` and `run`.
+#[derive(Debug, Clone, Args)]
+#[command(disable_help_flag = true)]
+pub struct CreateFlags {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// The container's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replace the image's entrypoint ("" clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Set a variable (KEY=VALUE, or KEY to take it from here).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read variables from a file.
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// The working directory.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// The user (name|uid[:group|gid]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// The hostname.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// A label (KEY=VALUE).
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Bind mount or volume: HOST:CTR[:ro], NAME:CTR[:ro] or CTR.
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// A tmpfs: CTR[:OPTIONS].
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Memory limit (e.g. 512m).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap).
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// CPUs (e.g. 1.5).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<String>,
+    /// CPUs to run on (0-3, 0,1).
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// The most processes (-1: unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<String>,
+    /// A resource limit: NAME=SOFT[:HARD].
+    #[arg(long = "ulimit")]
+    pub ulimits: Vec<String>,
+    /// Add a capability.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability.
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Give the container every capability and device, unconfined.
+    #[arg(long)]
+    pub privileged: bool,
+    /// A host device: HOST[:CTR[:rwm]].
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+    /// seccomp=PROFILE|unconfined, no-new-privileges, apparmor=, label=.
+    #[arg(long = "security-opt")]
+    pub security_opts: Vec<String>,
+    /// Run a minimal init as PID 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    pub init: bool,
+    /// no, on-failure[:N], always, unless-stopped.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// The signal `stop` sends first.
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before killing.
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<u32>,
+    /// json-file, k8s-file or none.
+    #[arg(long = "log-driver")]
+    pub log_driver: Option<String>,
+    /// max-size=SIZE, max-file=N.
+    #[arg(long = "log-opt")]
+    pub log_opts: Vec<String>,
+    /// none or host (bridge and user networks come with berth's networking).
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// Publish a port (needs a bridge network).
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Another runc-compatible runtime for this container.
+    #[arg(long)]
+    pub runtime: Option<PathBuf>,
+    /// Pull the image: missing, always or never.
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
+    /// The platform of the image (os/arch[/variant]).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// No pull progress.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub flags: CreateFlags,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub flags: CreateFlags,
+}
+
+/// Reads `--env-file` files: `KEY=VALUE` lines, `#` comments, and bare
+/// `KEY` taken from this process's environment.
+fn env_files(files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --env-file {}", f.display()))?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            out.extend(env_value(line));
+        }
+    }
+    Ok(out)
+}
+
+/// `KEY=VALUE` as is; `KEY` from this process's environment, or nothing.
+fn env_value(s: &str) -> Option<String> {
+    if s.contains('=') {
+        return Some(s.to_string());
+    }
+    std::env::var(s).ok().map(|v| format!("{s}={v}"))
+}
+
+/// docker's byte sizes: `10`, `10k`, `10kb`, `2m`, `1g` (powers of 1024).
+pub fn parse_bytes(what: &str, s: &str) -> Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .with_context(|| {
+            format!("invalid {what} {s:?}: use a number with an optional unit (b, k, m, g)")
+        })?;
+    Ok((n * mult as f64) as u64)
+}
+
+fn security_flags(f: &CreateFlags) -> Result<SecurityFlags> {
+    let mut s = SecurityFlags {
+        privileged: f.privileged,
+        cap_add: f.cap_add.clone(),
+        cap_drop: f.cap_drop.clone(),
+        read_only: f.read_only,
+        ..SecurityFlags::default()
+    };
+    for o in &f.security_opts {
+        let (k, v) = o
+            .split_once(['=', ':'])
+            .map_or((o.as_str(), None), |(k, v)| (k, Some(v)));
+        match (k, v) {
+            ("seccomp", Some("unconfined")) => s.seccomp = Seccomp::Unconfined,
+            ("seccomp", Some(path)) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("reading the seccomp profile {path}"))?;
+                let v: serde_json::Value = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing the seccomp profile {path}"))?;
+                s.seccomp = Seccomp::Profile(v);
+            }
+            ("no-new-privileges", None | Some("true")) => s.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => s.no_new_privileges = false,
+            // Accepted and passed to the runtime by the host options.
+            ("apparmor" | "label", Some(_)) => {}
+            _ => bail!(
+                "invalid --security-opt {o:?}: use seccomp=PROFILE|unconfined, \
+                 no-new-privileges, apparmor=PROFILE or label=..."
+            ),
+        }
+    }
+    Ok(s)
+}
+
+/// The image for `name`, pulled first as `policy` says.
+fn image_for(
+    cli: &Cli,
+    engine: &Engine,
+    name: &str,
+    policy: &str,
+    platform: Option<&str>,
+    quiet: bool,
+) -> Result<LocalImage> {
+    let platform = match platform {
+        Some(p) => p.parse::<Platform>()?,
+        None => Platform::host(),
+    };
+    let store = engine.store();
+    let local = match policy {
+        "always" => None,
+        "missing" | "never" => match store.get(name, &platform) {
+            Ok(img) => Some(img),
+            Err(ImageError::NotFound(_)) => None,
+            Err(e) => return Err(e).with_context(|| format!("looking up image {name}")),
+        },
+        other => bail!("invalid --pull {other:?}: use missing, always or never"),
+    };
+    if let Some(img) = local {
+        return Ok(img);
+    }
+    if policy == "never" {
+        bail!("image {name} is not present locally, and --pull=never forbids pulling it");
+    }
+    if !quiet {
+        eprintln!("Unable to find image '{name}' locally; pulling it");
+    }
+    let bars = Bars::new(quiet, "Downloading");
+    let progress: &dyn PullProgress = match &bars {
+        Some(b) => b,
+        None => &NoProgress,
+    };
+    let _ = cli;
+    store
+        .pull(name, &platform, progress)
+        .with_context(|| format!("pulling image {name}"))
+}
+
+/// Makes the container from the flags; returns it.
+fn create_container(
+    cli: &Cli,
+    engine: &Engine,
+    f: &CreateFlags,
+    detach: bool,
+) -> Result<Container> {
+    if !f.publish.is_empty() {
+        bail!("-p/--publish needs a bridge network, which berth does not have yet");
+    }
+    let network = f.network.clone().unwrap_or_else(|| "none".into());
+    if !matches!(network.as_str(), "none" | "host") {
+        bail!("invalid --network {network:?}: berth supports none and host for now");
+    }
+    let restart = match &f.restart {
+        Some(r) => RestartPolicy::parse(r).map_err(|e| anyhow::anyhow!("--restart: {e}"))?,
+        None => RestartPolicy::parse("no").expect("valid"),
+    };
+    if f.rm && restart.name != "no" {
+        bail!("conflicting options: --restart and --rm");
+    }
+    let log_driver = f.log_driver.clone().unwrap_or_else(|| "json-file".into());
+    if !matches!(log_driver.as_str(), "json-file" | "k8s-file" | "none") {
+        bail!("invalid --log-driver {log_driver:?}: use json-file, k8s-file or none");
+    }
+    let mut log_max_size = None;
+    let mut log_max_file = 1;
+    for o in &f.log_opts {
+        match o.split_once('=') {
+            Some(("max-size", v)) => log_max_size = Some(parse_bytes("--log-opt max-size", v)?),
+            Some(("max-file", v)) => {
+                log_max_file = v.parse::<u32>().ok().filter(|n| *n >= 1).with_context(|| {
+                    format!("invalid --log-opt max-file {v:?}: use a number ≥ 1")
+                })?
+            }
+            _ => bail!("invalid --log-opt {o:?}: use max-size=SIZE or max-file=N"),
+        }
+    }
+    if let Some(s) = &f.stop_signal {
+        signal_number(s).with_context(|| format!("invalid --stop-signal {s:?}"))?;
+    }
+    let mut labels = BTreeMap::new();
+    for l in &f.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    if let Some(rt) = &f.runtime {
+        if !rt.is_file() {
+            bail!("--runtime {}: no such file", rt.display());
+        }
+    }
+    let security = security_flags(f)?;
+    let mut env = env_files(&f.env_file)?;
+    env.extend(f.env.iter().filter_map(|e| env_value(e)));
+    let entrypoint = f.entrypoint.as_ref().map(|e| {
+        if e.is_empty() {
+            Vec::new()
+        } else {
+            vec![e.clone()]
+        }
+    });
+    let img = image_for(
+        cli,
+        engine,
+        &f.image,
+        &f.pull,
+        f.platform.as_deref(),
+        f.quiet || detach,
+    )?;
+    let process = ProcessFlags {
+        entrypoint: entrypoint.clone(),
+        cmd: f.command.clone(),
+        env,
+        workdir: f.workdir.clone(),
+        user: f.user.clone(),
+        tty: f.tty,
+    };
+    let image_cfg = img.config.config.clone().unwrap_or_default();
+    let config = ContainerConfig {
+        runtime: f.runtime.clone().unwrap_or_default(),
+        tty: f.tty,
+        open_stdin: f.interactive,
+        stop_signal: f.stop_signal.clone().unwrap_or_default(),
+        stop_timeout: f.stop_timeout.unwrap_or(10),
+        restart,
+        auto_remove: f.rm,
+        log_driver,
+        log_max_size,
+        log_max_file,
+        user: f
+            .user
+            .clone()
+            .or(image_cfg.user.clone())
+            .unwrap_or_default(),
+        entrypoint: entrypoint.or(image_cfg.entrypoint.clone()),
+        cmd: if f.command.is_empty() && f.entrypoint.is_none() {
+            image_cfg.cmd.clone().unwrap_or_default()
+        } else {
+            f.command.clone()
+        },
+        hostname: f.hostname.clone().unwrap_or_default(),
+        labels,
+        network: network.clone(),
+        init: f.init,
+        ..ContainerConfig::default()
+    };
+    let o = CreateOptions {
+        image_name: f.image.clone(),
+        name: f.name.clone(),
+        bundle: BundleOptions {
+            id: String::new(),
+            hostname: f.hostname.clone(),
+            process,
+            security,
+            cgroups_path: None,
+        },
+        config,
+    };
+    Ok(engine.create(&img, o)?)
+}
+
+pub fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let c = create_container(cli, &engine, &a.flags, false)?;
+    println!("{}", c.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `berth rm -f ID` a detached `--rm` container's monitor runs when it
+/// exits for good.
+fn exit_command(cli: &Cli, c: &Container) -> Vec<String> {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "berth".into());
+    vec![
+        exe,
+        "--root".into(),
+        cli.root.display().to_string(),
+        "--run-dir".into(),
+        cli.run_dir.display().to_string(),
+        "rm".into(),
+        "--force".into(),
+        "--volumes".into(),
+        c.id().to_string(),
+    ]
+}
+
+pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let f = &a.flags;
+    let c = create_container(cli, &engine, f, a.detach)?;
+    if a.detach {
+        let exit_cmd = if f.rm {
+            exit_command(cli, &c)
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = engine.start(&c, false, &exit_cmd) {
+            if f.rm {
+                let _ = engine.remove(&c, true);
+            }
+            return Err(e.into());
+        }
+        println!("{}", c.id());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code = match foreground(&engine, &c, f.interactive) {
+        Ok(code) => code,
+        Err(e) => {
+            if f.rm {
+                let _ = engine.remove(&c, true);
+            }
+            return Err(e);
+        }
+    };
+    if f.rm {
+        engine.wait_monitor_gone(&c, Duration::from_secs(30));
+        engine
+            .remove(&c, true)
+            .with_context(|| format!("removing container {}", c.name()))?;
+    }
+    Ok(ExitCode::from(code as u8))
+}
+
+/// Starts `c` and follows it in the foreground until it exits; returns its
+/// exit code.
+fn foreground(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
+    let _ = stdin;
+    engine.start(c, false, &[])?;
+    follow_until_exit(engine, c)
+}
+
+/// Streams the container's log to our stdout/stderr until it exits.
+fn follow_until_exit(engine: &Engine, c: &Container) -> Result<i32> {
+    let opts = LogsOptions {
+        follow: true,
+        ..LogsOptions::default()
+    };
+    print_logs(engine, c, &opts)?;
+    let st = engine.wait_stopped(c, None);
+    Ok(st.exit_code)
+}
+
+/// `start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach to the output and wait for the exit.
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Attach stdin.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    if a.attach || a.interactive {
+        if a.containers.len() != 1 {
+            bail!("you cannot start and attach multiple containers at once");
+        }
+        let c = engine.get(&a.containers[0])?;
+        let code = foreground(&engine, &c, a.interactive)?;
+        return Ok(ExitCode::from(code as u8));
+    }
+    let mut failed = false;
+    for what in &a.containers {
+        let r = engine.get(what).map_err(anyhow::Error::from).and_then(|c| {
+            if engine.state(&c).is_active() {
+                return Ok(());
+            }
+            engine.start(&c, false, &[]).map(|_| ()).map_err(Into::into)
+        });
+        match r {
+            Ok(()) => println!("{what}"),
+            Err(e) => {
+                eprintln!("Error: {}", crate::message(&e));
+                failed = true;
+            }
+        }
+    }
+    Ok(exit_for(failed))
+}
+
+fn exit_for(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::from(125)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Runs `f` on each named container, printing the name as given on
+/// success, as docker does.
+fn each(
+    cli: &Cli,
+    names: &[String],
+    mut f: impl FnMut(&Engine, &Container) -> Result<()>,
+) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let mut failed = false;
+    for what in names {
+        match engine
+            .get(what)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| f(&engine, &c))
+        {
+            Ok(()) => println!("{what}"),
+            Err(e) => {
+                eprintln!("Error: {}", crate::message(&e));
+                failed = true;
+            }
+        }
+    }
+    Ok(exit_for(failed))
+}
+
+/// `stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing.
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    pub time: Option<u32>,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn stop(cli: &Cli, a: &StopArgs) -> Result<ExitCode> {
+    each(cli, &a.containers, |e, c| {
+        e.stop(c, a.time)?;
+        Ok(())
+    })
+}
+
+/// `restart`.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Seconds to wait before killing.
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    pub time: Option<u32>,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn restart(cli: &Cli, a: &RestartArgs) -> Result<ExitCode> {
+    each(cli, &a.containers, |e, c| {
+        e.stop(c, a.time)?;
+        e.wait_monitor_gone(c, Duration::from_secs(30));
+        e.start(c, false, &[])?;
+        Ok(())
+    })
+}
+
+/// A signal name (`TERM`, `SIGTERM`) or number to its number.
+pub fn signal_number(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        bail!("signal {n} is out of range");
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    let sig: nix::sys::signal::Signal = format!("SIG{name}")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))?;
+    Ok(sig as i32)
+}
+
+/// `kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The signal (name or number).
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn kill(cli: &Cli, a: &KillArgs) -> Result<ExitCode> {
+    let n = signal_number(&a.signal).with_context(|| format!("invalid --signal {:?}", a.signal))?;
+    each(cli, &a.containers, |e, c| {
+        e.kill(c, &n.to_string())?;
+        Ok(())
+    })
+}
+
+/// `pause`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn pause(cli: &Cli, a: &PauseArgs) -> Result<ExitCode> {
+    each(cli, &a.containers, |e, c| Ok(e.pause(c)?))
+}
+
+pub fn unpause(cli: &Cli, a: &PauseArgs) -> Result<ExitCode> {
+    each(cli, &a.containers, |e, c| Ok(e.unpause(c)?))
+}
+
+/// `rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill a running container first.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove its anonymous volumes too.
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let mut failed = false;
+    for what in &a.containers {
+        let r = engine.get(what).map_err(anyhow::Error::from).and_then(|c| {
+            let vols = engine.remove(&c, a.force)?;
+            if a.volumes {
+                remove_anonymous_volumes(cli, &vols)?;
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => println!("{what}"),
+            // `rm -f` of a container that is gone is not an error (docker).
+            Err(e) if a.force && is_not_found(&e) => {}
+            Err(e) => {
+                eprintln!("Error: {}", crate::message(&e));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn remove_anonymous_volumes(_cli: &Cli, vols: &[String]) -> Result<()> {
+    let _ = vols;
+    Ok(())
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<berth_engine::records::RecordError>(),
+            Some(berth_engine::records::RecordError::NotFound(_))
+        )
+    })
+}
+
+/// `wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn wait(cli: &Cli, a: &WaitArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let mut failed = false;
+    for what in &a.containers {
+        let r = engine.get(what).map(|c| wait_exit(&engine, &c));
+        match r {
+            Ok(st) => println!("{}", st.exit_code),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(exit_for(failed))
+}
+
+/// Waits until `c` has exited (a created container first has to start).
+fn wait_exit(engine: &Engine, c: &Container) -> State {
+    let mut nap = Duration::from_millis(2);
+    loop {
+        let st = engine.state(c);
+        if matches!(st.status, Status::Exited | Status::Restarting) {
+            return st;
+        }
+        if !engine.dir(c.id()).exists() {
+            return st;
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// `rename`.
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// The container.
+    pub container: String,
+    /// Its new name.
+    pub new_name: String,
+}
+
+pub fn rename(cli: &Cli, a: &RenameArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let c = engine.get(&a.container)?;
+    engine.rename(&c, &a.new_name)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// docker's "Up 5 seconds" durations.
+pub fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        172_800..=1_209_599 => format!("{} days", s / 86400),
+        1_209_600..=5_183_999 => format!("{} weeks", s / 604_800),
+        5_184_000..=63_071_999 => format!("{} months", s / 2_592_000),
+        _ => format!("{} years", s / 31_536_000),
+    }
+}
+
+fn parse_time(s: &Option<String>) -> Option<DateTime<Utc>> {
+    s.as_deref()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The STATUS column: "Up 5 seconds", "Exited (0) 3 minutes ago", ...
+pub fn status_text(st: &State, now: DateTime<Utc>) -> String {
+    let since = |t: &Option<String>| parse_time(t).map(|t| human_duration(now - t));
+    match st.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", since(&st.started_at).unwrap_or_default()),
+        Status::Paused => format!("Up {} (Paused)", since(&st.started_at).unwrap_or_default()),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            st.exit_code,
+            since(&st.finished_at).unwrap_or_default()
+        ),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code,
+            since(&st.finished_at).unwrap_or_default()
+        ),
+    }
+}
+
+/// `ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show every container (the default shows running ones).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Template, `table TEMPLATE` or json.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// KEY=VALUE: id, name, status, ancestor, exited, label.
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+    /// Full IDs and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only the last N created.
+    #[arg(short = 'n', long = "last")]
+    pub last: Option<usize>,
+    /// Only the last created.
+    #[arg(short, long)]
+    pub latest: bool,
+}
+
+fn quote_command(argv: &[String]) -> String {
+    argv.join(" ")
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let t: String = s.chars().take(n.saturating_sub(1)).collect();
+        format!("{t}…")
+    }
+}
+
+fn matches_filter(c: &Container, st: &State, f: &str) -> Result<bool> {
+    let (k, v) = f
+        .split_once('=')
+        .with_context(|| format!("invalid --filter {f:?}: use KEY=VALUE"))?;
+    Ok(match k {
+        "id" => c.id().starts_with(v),
+        "name" => c.name().contains(v),
+        "status" => {
+            let valid = [
+                "created",
+                "running",
+                "paused",
+                "restarting",
+                "exited",
+                "removing",
+                "dead",
+            ];
+            if !valid.contains(&v) {
+                bail!(
+                    "invalid --filter status={v:?}: use one of {}",
+                    valid.join(", ")
+                );
+            }
+            st.status.to_string() == v
+        }
+        "ancestor" => {
+            c.record.image == v
+                || c.record
+                    .image_id
+                    .trim_start_matches("sha256:")
+                    .starts_with(v.trim_start_matches("sha256:"))
+        }
+        "exited" => {
+            let n: i32 = v
+                .parse()
+                .with_context(|| format!("invalid --filter exited={v:?}"))?;
+            st.status == Status::Exited && st.exit_code == n
+        }
+        "label" => match v.split_once('=') {
+            Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
+            None => c.config.labels.contains_key(v),
+        },
+        _ => bail!("invalid --filter {k:?}: use id, name, status, ancestor, exited or label"),
+    })
+}
+
+pub fn ps(cli: &Cli, a: &PsArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let now = Utc::now();
+    let mut all: Vec<(Container, State)> = engine
+        .list()?
+        .into_iter()
+        .map(|c| {
+            let st = engine.state(&c);
+            (c, st)
+        })
+        .collect();
+    all.sort_by(|a, b| b.0.record.created.cmp(&a.0.record.created));
+    let last = if a.latest { Some(1) } else { a.last };
+    let show_all = a.all || last.is_some() || !a.filter.is_empty();
+    let mut rows = Vec::new();
+    for (c, st) in &all {
+        if !show_all
+            && !matches!(
+                st.status,
+                Status::Running | Status::Paused | Status::Restarting
+            )
+        {
+            continue;
+        }
+        let mut keep = true;
+        for f in &a.filter {
+            keep &= matches_filter(c, st, f)?;
+        }
+        if !keep {
+            continue;
+        }
+        let mut r = Row::new();
+        let id = if a.no_trunc {
+            c.id().to_string()
+        } else {
+            c.id()[..12].to_string()
+        };
+        let cmd = quote_command(&c.record.command);
+        let created = parse_time(&Some(c.record.created.clone())).unwrap_or(now);
+        r.insert("ID", id);
+        r.insert("Image", c.record.image.clone());
+        r.insert(
+            "Command",
+            if a.no_trunc {
+                format!("\"{cmd}\"")
+            } else {
+                format!("\"{}\"", truncate(&cmd, 20))
+            },
+        );
+        r.insert(
+            "CreatedAt",
+            created.format("%Y-%m-%d %H:%M:%S %z UTC").to_string(),
+        );
+        r.insert("RunningFor", format::ago(created, now));
+        r.insert("Status", status_text(st, now));
+        r.insert("State", st.status.to_string());
+        r.insert("Ports", String::new());
+        r.insert("Names", c.name().to_string());
+        r.insert(
+            "Labels",
+            c.config
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        r.insert("Networks", c.config.network.clone());
+        rows.push(r);
+        if last.is_some_and(|n| rows.len() >= n) {
+            break;
+        }
+    }
+    if a.quiet {
+        for r in &rows {
+            println!("{}", r["ID"]);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cols = [
+        ("ID", "CONTAINER ID"),
+        ("Image", "IMAGE"),
+        ("Command", "COMMAND"),
+        ("RunningFor", "CREATED"),
+        ("Status", "STATUS"),
+        ("Ports", "PORTS"),
+        ("Names", "NAMES"),
+    ];
+    print!("{}", format::render(&rows, &cols, a.format.as_deref())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `inspect` (containers, then images).
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Go-template-like format: {{.State.Status}}, {{json .Config}}.
+    #[arg(short, long)]
+    pub format: Option<String>,
+    /// container or image (default: either).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Containers or images.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// docker's inspect document for a container.
+pub fn inspect_json(engine: &Engine, c: &Container) -> serde_json::Value {
+    let st = engine.state(c);
+    let dir = engine.dir(c.id());
+    let bundle = engine.bundle_dir(c.id());
+    let cfg = &c.config;
+    let argv = &c.record.command;
+    serde_json::json!({
+        "Id": c.id(),
+        "Created": c.record.created,
+        "Path": argv.first().cloned().unwrap_or_default(),
+        "Args": argv.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": st.status.to_string(),
+            "Running": matches!(st.status, Status::Running | Status::Paused),
+            "Paused": st.status == Status::Paused,
+            "Restarting": st.status == Status::Restarting,
+            "OOMKilled": st.oom_killed,
+            "Dead": false,
+            "Pid": st.pid,
+            "ExitCode": st.exit_code,
+            "Error": st.error,
+            "StartedAt": st.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": st.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        },
+        "Image": c.record.image_id,
+        "ImageName": c.record.image,
+        "ResolvConfPath": bundle.join("resolv.conf"),
+        "HostnamePath": bundle.join("hostname"),
+        "HostsPath": bundle.join("hosts"),
+        "LogPath": if cfg.log_driver == "none" { serde_json::Value::String(String::new()) } else { serde_json::to_value(engine.log_path(c.id())).unwrap_or_default() },
+        "Name": format!("/{}", c.name()),
+        "RestartCount": st.restart_count,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "HostConfig": {
+            "RestartPolicy": {"Name": cfg.restart.name, "MaximumRetryCount": cfg.restart.max_retries},
+            "AutoRemove": cfg.auto_remove,
+            "LogConfig": {"Type": cfg.log_driver, "Config": {
+                "max-size": cfg.log_max_size.map(|s| s.to_string()),
+                "max-file": cfg.log_max_file.to_string(),
+            }},
+            "NetworkMode": cfg.network,
+            "Runtime": if cfg.runtime.as_os_str().is_empty() { engine.options().runtime.clone() } else { cfg.runtime.clone() },
+            "Init": cfg.init,
+            "CgroupParent": cfg.cgroups_path,
+            "Host": cfg.host,
+        },
+        "GraphDriver": {"Name": "overlay", "Data": {"MergedDir": bundle.join("rootfs")}},
+        "Mounts": cfg.host.get("mounts").cloned().unwrap_or_else(|| serde_json::json!([])),
+        "Config": {
+            "Hostname": if cfg.hostname.is_empty() { c.id()[..12].to_string() } else { cfg.hostname.clone() },
+            "User": cfg.user,
+            "Tty": cfg.tty,
+            "OpenStdin": cfg.open_stdin,
+            "Env": cfg.env,
+            "Cmd": cfg.cmd,
+            "Entrypoint": cfg.entrypoint,
+            "Image": c.record.image,
+            "WorkingDir": cfg.working_dir,
+            "Labels": cfg.labels,
+            "StopSignal": cfg.stop_signal,
+            "StopTimeout": cfg.stop_timeout,
+        },
+        "BundlePath": bundle,
+        "StateDir": dir,
+    })
+}
+
+pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let mut out = Vec::new();
+    let want = a.kind.as_deref();
+    if let Some(k) = want {
+        if !matches!(k, "container" | "image") {
+            bail!("invalid --type {k:?}: use container or image");
+        }
+    }
+    for name in &a.names {
+        if want != Some("image") {
+            match engine.get(name) {
+                Ok(c) => {
+                    out.push(inspect_json(&engine, &c));
+                    continue;
+                }
+                Err(e) if want == Some("container") => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
+        let img = engine
+            .store()
+            .get(name, &Platform::host())
+            .with_context(|| format!("no such container or image: {name}"))?;
+        out.push(crate::images::inspect_json(&img));
+    }
+    match &a.format {
+        None => println!("{}", serde_json::to_string_pretty(&out)?),
+        Some(f) => {
+            for v in &out {
+                println!("{}", format::template_value(f, v)?);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The container.
+    pub container: String,
+    /// `ps` options (default -ef).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+pub fn top(cli: &Cli, a: &TopArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let c = engine.get(&a.container)?;
+    let st = engine.state(&c);
+    if !matches!(st.status, Status::Running | Status::Paused) {
+        bail!("container {} is not running", c.name());
+    }
+    let pids = container_pids(&engine, &c)?;
+    let args: Vec<String> = if a.ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        a.ps_args.clone()
+    };
+    let out = Command::new("ps")
+        .args(&args)
+        .output()
+        .context("running ps")?;
+    if !out.status.success() {
+        bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .with_context(|| format!("ps {} prints no PID column", args.join(" ")))?;
+    println!("{header}");
+    for l in lines {
+        let pid: Option<i32> = l.split_whitespace().nth(col).and_then(|p| p.parse().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            println!("{l}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every PID in the container's cgroup, from the runtime's `ps`.
+fn container_pids(engine: &Engine, c: &Container) -> Result<Vec<i32>> {
+    let rt = if c.config.runtime.as_os_str().is_empty() {
+        engine.options().runtime.clone()
+    } else {
+        c.config.runtime.clone()
+    };
+    let out = Command::new(&rt)
+        .arg("--root")
+        .arg(engine.runtime_root())
+        .args(["ps", "--format", "json"])
+        .arg(c.id())
+        .output()
+        .with_context(|| format!("running {}", rt.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} ps: {}",
+            rt.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("parsing the runtime's ps output")
+}
+
+/// `port`.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The container.
+    pub container: String,
+    /// PORT[/PROTO].
+    pub port: Option<String>,
+}
+
+pub fn port(cli: &Cli, a: &PortArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let c = engine.get(&a.container)?;
+    // No container publishes ports until berth has bridge networks.
+    if let Some(p) = &a.port {
+        let p = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("{p}/tcp")
+        };
+        bail!("no public port {p:?} published for {}", c.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines ("all" for every line).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Only output since TIME (RFC 3339, Unix seconds, or 10m ago style 10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only output before TIME.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Prefix each line with its time.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// The container.
+    pub container: String,
+}
+
+/// What to print of a log.
+#[derive(Debug, Default, Clone)]
+pub struct LogsOptions {
+    follow: bool,
+    tail: Option<usize>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    timestamps: bool,
+}
+
+/// A time as `logs --since` takes it: RFC 3339, Unix seconds[.frac], or a
+/// duration before now (`90s`, `10m`, `1h30m`).
+pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        let nanos = (secs.fract() * 1e9) as u32;
+        return DateTime::from_timestamp(secs.trunc() as i64, nanos)
+            .with_context(|| format!("time {s:?} is out of range"));
+    }
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut any = false;
+    for ch in s.chars() {
+        if ch.is_ascii_digit() || ch == '.' {
+            num.push(ch);
+            continue;
+        }
+        let n: f64 = num.parse().with_context(|| format!("invalid time {s:?}"))?;
+        total += n * match ch {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            _ => bail!("invalid time {s:?}: use RFC 3339, Unix seconds, or a duration like 10m"),
+        };
+        num.clear();
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        bail!("invalid time {s:?}: use RFC 3339, Unix seconds, or a duration like 10m");
+    }
+    Ok(now - chrono::Duration::milliseconds((total * 1000.0) as i64))
+}
+
+fn log_format(c: &Container) -> Format {
+    if c.config.log_driver == "k8s-file" {
+        Format::K8sFile
+    } else {
+        Format::JsonFile
+    }
+}
+
+fn write_entry(
+    e: &Entry,
+    o: &LogsOptions,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<()> {
+    if o.since.is_some_and(|s| e.time < s) || o.until.is_some_and(|u| e.time > u) {
+        return Ok(());
+    }
+    let w: &mut dyn Write = match e.stream {
+        Stream::Stdout => out,
+        Stream::Stderr => err,
+    };
+    if o.timestamps {
+        write!(
+            w,
+            "{} ",
+            e.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+        )?;
+    }
+    w.write_all(&e.line)?;
+    w.flush()
+}
+
+/// Prints the log as `o` says; with `follow`, until the container has
+/// exited and its log is read to the end.
+fn print_logs(engine: &Engine, c: &Container, o: &LogsOptions) -> Result<()> {
+    if c.config.log_driver == "none" {
+        bail!(
+            "container {} has the log driver none: there are no logs to read",
+            c.name()
+        );
+    }
+    let path = engine.log_path(c.id());
+    let format = log_format(c);
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let mut out = stdout.lock();
+    let mut err = stderr.lock();
+    // What exists now: the rotated files (oldest first), then the complete
+    // lines of the current file, measured first so that following goes on
+    // from exactly there.
+    let start_ino = std::fs::metadata(&path).ok().map(|m| m.ino());
+    let mut offset = count_complete(&path);
+    let mut entries = Vec::new();
+    let mut rotated = Vec::new();
+    let mut n = 1;
+    loop {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(format!(".{n}"));
+        let p = PathBuf::from(p);
+        if !p.exists() {
+            break;
+        }
+        rotated.push(p);
+        n += 1;
+    }
+    for p in rotated.iter().rev() {
+        entries.extend(
+            logfile::read_entries(p, format)
+                .with_context(|| format!("reading the log of {}", c.name()))?,
+        );
+    }
+    if let Ok(mut f) = File::open(&path) {
+        let mut buf = vec![0u8; offset as usize];
+        f.read_exact(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            entries.extend(logfile::parse_line(line, format));
+        }
+    } else {
+        offset = 0;
+    }
+    let skip = o.tail.map_or(0, |n| entries.len().saturating_sub(n));
+    for e in &entries[skip..] {
+        write_entry(e, o, &mut out, &mut err)?;
+    }
+    if !o.follow {
+        return Ok(());
+    }
+    let mut ino = start_ino;
+    let mut nap = Duration::from_millis(5);
+    loop {
+        let running = {
+            let st = engine.state(c);
+            matches!(
+                st.status,
+                Status::Running | Status::Paused | Status::Restarting | Status::Created
+            )
+        };
+        let cur = File::open(&path).ok();
+        let cur_ino = cur
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.ino());
+        if cur_ino != ino {
+            // Rotated: finish the old file (now PATH.1), then start afresh.
+            if ino.is_some() {
+                let mut old = path.as_os_str().to_os_string();
+                old.push(".1");
+                if let Ok(mut f) = File::open(PathBuf::from(old)) {
+                    read_from(&mut f, offset, format, o, &mut out, &mut err)?;
+                }
+            }
+            ino = cur_ino;
+            offset = 0;
+        }
+        let mut progressed = false;
+        if let Some(mut f) = cur {
+            let n = read_from(&mut f, offset, format, o, &mut out, &mut err)?;
+            progressed = n != offset;
+            offset = n;
+        }
+        if !running && !progressed {
+            return Ok(());
+        }
+        if progressed {
+            nap = Duration::from_millis(5);
+        } else {
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The length of the complete lines of `path`.
+fn count_complete(path: &Path) -> u64 {
+    let Ok(mut f) = File::open(path) else {
+        return 0;
+    };
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    buf.iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i as u64 + 1)
+}
+
+/// Prints the complete lines of `f` from `offset`; returns the new offset.
+fn read_from(
+    f: &mut File,
+    offset: u64,
+    format: Format,
+    o: &LogsOptions,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<u64> {
+    f.seek(SeekFrom::Start(offset))?;
+    let mut r = BufReader::new(f);
+    let mut line = Vec::new();
+    let mut pos = offset;
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 || !line.ends_with(b"\n") {
+            return Ok(pos);
+        }
+        pos += n as u64;
+        line.pop();
+        if let Some(e) = logfile::parse_line(&line, format) {
+            write_entry(&e, o, out, err)?;
+        }
+    }
+}
+
+pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let c = engine.get(&a.container)?;
+    let now = Utc::now();
+    let o = LogsOptions {
+        follow: a.follow,
+        tail: match a.tail.as_str() {
+            "all" | "-1" => None,
+            n => Some(
+                n.parse()
+                    .with_context(|| format!("invalid --tail {n:?}: use a number or all"))?,
+            ),
+        },
+        since: a
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, now))
+            .transpose()?,
+        until: a
+            .until
+            .as_deref()
+            .map(|s| parse_since(s, now))
+            .transpose()?,
+        timestamps: a.timestamps,
+    };
+    print_logs(&engine, &c, &o)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code for a failed command: 127/126 when the container's
+/// command cannot be run, else 125.
+pub fn error_code(e: &anyhow::Error) -> u8 {
+    for c in e.chain() {
+        if let Some(berth_engine::container::ContainerError::Command(ce)) =
+            c.downcast_ref::<berth_engine::container::ContainerError>()
+        {
+            return ce.exit_code();
+        }
+        if let Some(ce) = c.downcast_ref::<berth_engine::command::CommandError>() {
+            return ce.exit_code();
+        }
+    }
+    125
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("x", "10").unwrap(), 10);
+        assert_eq!(parse_bytes("x", "1k").unwrap(), 1024);
+        assert_eq!(parse_bytes("x", "2m").unwrap(), 2 << 20);
+        assert_eq!(parse_bytes("x", "1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("x", "10MB").unwrap(), 10 << 20);
+        let e = parse_bytes("--log-opt max-size", "ten")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max-size") && e.contains("ten"), "{e}");
+        assert!(parse_bytes("x", "-1").is_err());
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(signal_number("TERM").unwrap(), 15);
+        assert_eq!(signal_number("sigkill").unwrap(), 9);
+        assert_eq!(signal_number("SIGUSR1").unwrap(), 10);
+        assert_eq!(signal_number("2").unwrap(), 2);
+        assert!(signal_number("0").is_err());
+        assert!(signal_number("NOPE").is_err());
+    }
+
+    #[test]
+    fn durations_and_times() {
+        let d = chrono::Duration::seconds;
+        assert_eq!(human_duration(d(0)), "Less than a second");
+        assert_eq!(human_duration(d(5)), "5 seconds");
+        assert_eq!(human_duration(d(90)), "About a minute");
+        assert_eq!(human_duration(d(3 * 3600)), "3 hours");
+        let now = Utc::now();
+        assert_eq!(parse_since("10m", now).unwrap(), now - d(600));
+        assert_eq!(parse_since("1h30m", now).unwrap(), now - d(5400));
+        assert_eq!(
+            parse_since("1700000000", now).unwrap().timestamp(),
+            1_700_000_000
+        );
+        assert_eq!(
+            parse_since("2026-01-02T03:04:05Z", now)
+                .unwrap()
+                .timestamp(),
+            DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+                .unwrap()
+                .timestamp()
+        );
+        assert!(parse_since("yesterday", now).is_err());
+        assert!(parse_since("10", now).is_ok());
+        assert!(parse_since("5x", now).is_err());
+    }
+
+    #[test]
+    fn status_column() {
+        let now = Utc::now();
+        let ts = |s: i64| Some((now - chrono::Duration::seconds(s)).to_rfc3339());
+        let mut st = State {
+            status: Status::Running,
+            pid: 1,
+            exit_code: 0,
+            oom_killed: false,
+            started_at: ts(5),
+            finished_at: None,
+            restart_count: 0,
+            error: String::new(),
+        };
+        assert_eq!(status_text(&st, now), "Up 5 seconds");
+        st.status = Status::Paused;
+        assert_eq!(status_text(&st, now), "Up 5 seconds (Paused)");
+        st.status = Status::Exited;
+        st.exit_code = 3;
+        st.finished_at = ts(120);
+        assert_eq!(status_text(&st, now), "Exited (3) 2 minutes ago");
+        st.status = Status::Created;
+        assert_eq!(status_text(&st, now), "Created");
+    }
+
+    #[test]
+    fn env_values() {
+        assert_eq!(env_value("A=1").as_deref(), Some("A=1"));
+        assert_eq!(env_value("BERTH_SURELY_UNSET_VARIABLE"), None);
+        std::env::set_var("BERTH_TEST_ENV_VALUE", "x y");
+        assert_eq!(
+            env_value("BERTH_TEST_ENV_VALUE").as_deref(),
+            Some("BERTH_TEST_ENV_VALUE=x y")
+        );
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("env");
+        std::fs::write(
+            &f,
+            "# comment\n\nA=1\n  B=two words\nBERTH_TEST_ENV_VALUE\n",
+        )
+        .unwrap();
+        assert_eq!(
+            env_files(&[f]).unwrap(),
+            ["A=1", "B=two words", "BERTH_TEST_ENV_VALUE=x y"]
+        );
+        let e = env_files(&[t.path().join("nope")]).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+}

@@ -1,0 +1,1072 @@
+//! Containers from creation to removal, without a daemon: what `berth
+//! create/start/stop/kill/rm/pause/unpause/wait` and `ps` do to one
+//! container, and how its state is read back by any later `berth` process.
+//!
+//! Each container has a directory `<root>/containers/<id>/`:
+//! - `bundle/`: the OCI bundle ([`crate::bundle`]), its rootfs mounted from
+//!   the snapshot `container-<id>` for the container's whole life;
+//! - `monitor.json`: the [`MonitorConfig`] its monitor runs from;
+//! - `run.json`: written by the monitor at every (re)start (PID, time, count);
+//! - `exit.json`: written by the monitor at every exit ([`ExitRecord`]);
+//! - `exit.stop`: present when the container was stopped on purpose, so the
+//!   monitor does not restart it;
+//! - `monitor.pid`, `monitor.err`: the monitor's PID and its stderr;
+//! - `ctr.log`: the container's log (json-file or k8s-file);
+//! - `lock`: `flock`ed by every command that changes the container.
+//!
+//! The attach socket lives under the run dir (`<run>/<id>.attach`), since a
+//! unix socket path must stay under 108 bytes; the runtime's state is under
+//! `<run>/runtime`.
+//!
+//! Invariants:
+//! - The record in the metadata DB is written first at create and removed
+//!   last at rm, so a crash at any point leaves a record that `ps` shows and
+//!   `rm -f` cleans (every removal step is idempotent).
+//! - The state shown is never stored as such: it is derived when asked from
+//!   the monitor's files, the liveness of the recorded PID (checked to be in
+//!   this container's cgroup, so a reused PID is not mistaken for it) and
+//!   the freezer, so nothing can go stale when a process dies.
+//! - Commands that change a container hold its lock; the monitor only ever
+//!   writes its own files, atomically.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_image::store::{ImageStore, LocalImage};
+use berth_monitor::run::{read_exit, ExitRecord, MonitorConfig, RestartPolicy};
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{self, BundleError, BundleOptions};
+use crate::command::{self, CommandError};
+use crate::records::{ContainerRecord, ContainerStore, RecordError};
+
+/// Why a container operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The record lookup or update failed.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The bundle could not be made or removed.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The command is not in the image or not executable (docker's 127/126).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The image store failed.
+    #[error(transparent)]
+    Image(#[from] berth_image::store::ImageError),
+    /// The container is not in a state that allows this.
+    #[error("container {name} is {state}: {what}")]
+    State {
+        /// The container's name.
+        name: String,
+        /// Its state.
+        state: Status,
+        /// What cannot be done.
+        what: String,
+    },
+    /// The monitor could not start the container.
+    #[error("container {name}: {message}")]
+    Start {
+        /// The container's name.
+        name: String,
+        /// The monitor's (or runtime's) message.
+        message: String,
+    },
+    /// The runtime refused a command.
+    #[error("container {name}: {runtime} {command}: {message}")]
+    Runtime {
+        /// The container's name.
+        name: String,
+        /// The runtime binary.
+        runtime: String,
+        /// The runtime command.
+        command: String,
+        /// What it said.
+        message: String,
+    },
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ContainerError {
+    let context = context.into();
+    move |source| ContainerError::Io { context, source }
+}
+
+/// A container's state, in docker's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Made, never started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Exited; the monitor will start it again.
+    Restarting,
+    /// Exited.
+    Exited,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Exited => "exited",
+        })
+    }
+}
+
+/// What the monitor writes at every (re)start of the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// The container's init PID.
+    pub pid: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// Restarts done by the monitor before this run.
+    #[serde(default)]
+    pub restart_count: u32,
+}
+
+/// A container's state, derived from its files and processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    /// The status.
+    pub status: Status,
+    /// The init PID while running, else 0.
+    pub pid: i32,
+    /// The last exit code (0 before any exit).
+    pub exit_code: i32,
+    /// Whether the last exit was an OOM kill.
+    pub oom_killed: bool,
+    /// When it last started.
+    pub started_at: Option<String>,
+    /// When it last exited.
+    pub finished_at: Option<String>,
+    /// How many times the monitor restarted it.
+    pub restart_count: u32,
+    /// A problem found while reading the state, if any.
+    pub error: String,
+}
+
+impl State {
+    /// Whether a process of it may be alive (running, paused, restarting).
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Running | Status::Paused | Status::Restarting
+        )
+    }
+}
+
+/// Everything about a container beyond the record's basics: what it was
+/// made with, kept in the record's `config` so `start`, `inspect` and
+/// `restart` can use it later.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerConfig {
+    /// The runtime binary.
+    pub runtime: PathBuf,
+    /// A terminal for the process (`-t`).
+    pub tty: bool,
+    /// Keep stdin open (`-i`).
+    pub open_stdin: bool,
+    /// The signal `stop` sends first.
+    pub stop_signal: String,
+    /// Seconds `stop` waits before SIGKILL.
+    pub stop_timeout: u32,
+    /// The restart policy.
+    pub restart: RestartPolicy,
+    /// Remove the container when it exits (`--rm`).
+    pub auto_remove: bool,
+    /// `json-file`, `k8s-file` or `none`.
+    pub log_driver: String,
+    /// `--log-opt max-size`.
+    pub log_max_size: Option<u64>,
+    /// `--log-opt max-file`.
+    pub log_max_file: u32,
+    /// The process's environment.
+    pub env: Vec<String>,
+    /// The process's working directory.
+    pub working_dir: String,
+    /// The user as given (`-u` or the image's).
+    pub user: String,
+    /// The entrypoint (the image's, or `--entrypoint`).
+    pub entrypoint: Option<Vec<String>>,
+    /// The command after the entrypoint (the image's `Cmd` or the arguments).
+    pub cmd: Vec<String>,
+    /// The hostname.
+    pub hostname: String,
+    /// `--label`s.
+    pub labels: BTreeMap<String, String>,
+    /// `--network`.
+    pub network: String,
+    /// `--init`.
+    pub init: bool,
+    /// Volumes this container created without a name (removed by `rm -v`).
+    pub anonymous_volumes: Vec<String>,
+    /// The host flags as parsed (mounts, resources, ...), for inspect.
+    pub host: serde_json::Value,
+    /// The cgroup path given to the runtime.
+    pub cgroups_path: String,
+}
+
+/// Where things are and which binaries to use.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// berth's root (images, containers, volumes).
+    pub root: PathBuf,
+    /// The run dir (runtime state, attach sockets), on tmpfs normally.
+    pub run_dir: PathBuf,
+    /// The default runtime.
+    pub runtime: PathBuf,
+    /// The monitor binary.
+    pub monitor: PathBuf,
+}
+
+/// Finds a helper binary: `$ENV`, then beside the current executable, then
+/// berth's libexec dirs, then `PATH`.
+pub fn find_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(d);
+    }
+    dirs.push("/usr/libexec/berth".into());
+    dirs.push("/usr/local/libexec/berth".into());
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// What `create` needs beyond the bundle options.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The image as the user named it.
+    pub image_name: String,
+    /// The name; a generated one when None.
+    pub name: Option<String>,
+    /// The bundle options (the ID in it is ignored: the engine makes one).
+    pub bundle: BundleOptions,
+    /// The rest of the container's configuration.
+    pub config: ContainerConfig,
+}
+
+/// The engine: containers over one image store.
+#[derive(Debug)]
+pub struct Engine {
+    store: ImageStore,
+    records: ContainerStore,
+    opts: EngineOptions,
+}
+
+/// A container: its record and config.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// The record.
+    pub record: ContainerRecord,
+    /// The config from the record.
+    pub config: ContainerConfig,
+}
+
+impl Container {
+    fn from_record(record: ContainerRecord) -> Container {
+        let config = serde_json::from_value(record.config.clone()).unwrap_or_default();
+        Container { record, config }
+    }
+    /// The ID.
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+}
+
+/// An exclusive `flock` on a container's lock file, released on drop.
+#[derive(Debug)]
+pub struct ContainerLock {
+    _file: File,
+}
+
+/// A fresh random container ID: 64 hex characters.
+fn new_id() -> Result<String, ContainerError> {
+    let mut b = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(io_err("read /dev/urandom"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+const ADJECTIVES: [&str; 24] = [
+    "amber", "brisk", "calm", "dapper", "eager", "fleet", "gentle", "hardy", "idle", "jolly",
+    "keen", "lucid", "mellow", "nimble", "placid", "quiet", "rapid", "steady", "tidy", "upbeat",
+    "vivid", "wry", "young", "zesty",
+];
+const NOUNS: [&str; 24] = [
+    "anchor", "barge", "buoy", "capstan", "dinghy", "ferry", "galley", "harbor", "hull", "jetty",
+    "keel", "lantern", "mast", "mooring", "pier", "quay", "rudder", "schooner", "sloop", "tugboat",
+    "wharf", "yawl", "bollard", "cutter",
+];
+
+/// A docker-style generated name (`adjective_noun`), from the ID's bytes.
+fn generated_name(id: &str, attempt: usize) -> String {
+    let b = id.as_bytes();
+    let a = (b[0] as usize * 7 + b[1] as usize) % ADJECTIVES.len();
+    let n = (b[2] as usize * 5 + b[3] as usize) % NOUNS.len();
+    if attempt == 0 {
+        format!("{}_{}", ADJECTIVES[a], NOUNS[n])
+    } else {
+        format!("{}_{}{}", ADJECTIVES[a], NOUNS[n], attempt)
+    }
+}
+
+/// Whether `pid` is alive and in a cgroup whose path names `id`.
+fn pid_in_container(pid: i32, id: &str) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+        Ok(s) => s.contains(id),
+        Err(_) => false,
+    }
+}
+
+/// Whether the cgroup `path` is frozen (v1 freezer or v2 `cgroup.freeze`).
+fn frozen(cgroups_path: &str) -> bool {
+    if cgroups_path.is_empty() {
+        return false;
+    }
+    let rel = cgroups_path.trim_start_matches('/');
+    if let Ok(s) = fs::read_to_string(format!("/sys/fs/cgroup/freezer/{rel}/freezer.state")) {
+        return s.trim() != "THAWED";
+    }
+    fs::read_to_string(format!("/sys/fs/cgroup/{rel}/cgroup.freeze"))
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
+}
+
+fn read_json<T: for<'a> Deserialize<'a>>(path: &Path) -> Option<T> {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// Writes `bytes` to `path` atomically.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ContainerError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes).map_err(io_err(format!("write {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io_err(format!("rename {}", path.display())))
+}
+
+impl Engine {
+    /// The engine over `store` with `opts`.
+    pub fn new(store: ImageStore, opts: EngineOptions) -> Engine {
+        let records = ContainerStore::new(store.meta().clone());
+        Engine {
+            store,
+            records,
+            opts,
+        }
+    }
+
+    /// The image store.
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    /// The container records.
+    pub fn records(&self) -> &ContainerStore {
+        &self.records
+    }
+
+    /// The options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// The directory of container `id`.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.opts.root.join("containers").join(id)
+    }
+
+    /// The bundle directory of container `id`.
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.dir(id).join("bundle")
+    }
+
+    /// The log file of container `id`.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join("ctr.log")
+    }
+
+    /// The attach socket of container `id`.
+    pub fn attach_socket(&self, id: &str) -> PathBuf {
+        self.opts.run_dir.join(format!("{id}.attach"))
+    }
+
+    /// The runtime's `--root`.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.opts.run_dir.join("runtime")
+    }
+
+    /// The container named by `what` (ID, name or ID prefix).
+    pub fn get(&self, what: &str) -> Result<Container, ContainerError> {
+        Ok(Container::from_record(self.records.get(what)?))
+    }
+
+    /// Every container.
+    pub fn list(&self) -> Result<Vec<Container>, ContainerError> {
+        Ok(self
+            .records
+            .list()?
+            .into_iter()
+            .map(Container::from_record)
+            .collect())
+    }
+
+    /// Takes container `id`'s lock (waiting for it). Fails when the
+    /// container was removed meanwhile.
+    pub fn lock(&self, c: &Container) -> Result<ContainerLock, ContainerError> {
+        let dir = self.dir(c.id());
+        let path = dir.join("lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    ContainerError::Record(RecordError::NotFound(c.name().to_string()))
+                } else {
+                    io_err(format!("open {}", path.display()))(e)
+                }
+            })?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err(format!("lock {}", path.display()))(e.into()))?;
+        if !dir.exists() {
+            return Err(RecordError::NotFound(c.name().to_string()).into());
+        }
+        Ok(ContainerLock { _file: f })
+    }
+
+    /// The container's state, derived now.
+    pub fn state(&self, c: &Container) -> State {
+        let dir = self.dir(c.id());
+        let run: Option<RunRecord> = read_json(&dir.join("run.json"));
+        let exit: Option<ExitRecord> = read_exit(&dir.join("exit.json")).ok().flatten();
+        let mut st = State {
+            status: Status::Created,
+            pid: 0,
+            exit_code: exit.as_ref().map_or(0, |e| e.exit_code),
+            oom_killed: exit
+                .as_ref()
+                .and_then(|e| serde_json::to_value(e).ok())
+                .and_then(|v| v["oomKilled"].as_bool())
+                .unwrap_or(false),
+            started_at: run.as_ref().map(|r| r.started_at.clone()),
+            finished_at: exit.as_ref().map(|e| e.exited_at.clone()),
+            restart_count: run.as_ref().map_or(0, |r| r.restart_count),
+            error: String::new(),
+        };
+        let Some(run) = run else {
+            return st;
+        };
+        let this_run_exited = exit
+            .as_ref()
+            .is_some_and(|e| e.pid == run.pid && e.restart_count == run.restart_count);
+        let monitor_alive = self.monitor_pid(c.id()).is_some();
+        if this_run_exited {
+            let e = exit.as_ref().expect("checked");
+            let stopped = dir.join("exit.stop").exists();
+            st.status = if monitor_alive
+                && c.config
+                    .restart
+                    .should_restart(e.exit_code, e.restart_count, stopped)
+            {
+                Status::Restarting
+            } else {
+                Status::Exited
+            };
+            return st;
+        }
+        if pid_in_container(run.pid, c.id()) {
+            st.pid = run.pid;
+            st.status = if frozen(&c.config.cgroups_path) {
+                Status::Paused
+            } else {
+                Status::Running
+            };
+            // An earlier run's exit record is not this run's.
+            st.finished_at = None;
+            return st;
+        }
+        if monitor_alive {
+            // Exited a moment ago; the monitor is writing its record.
+            st.status = Status::Running;
+            st.pid = run.pid;
+            return st;
+        }
+        st.status = Status::Exited;
+        st.exit_code = 255;
+        st.error = "the container's monitor ended without recording its exit".into();
+        st
+    }
+
+    /// The monitor's PID while it lives.
+    pub fn monitor_pid(&self, id: &str) -> Option<i32> {
+        let pid: i32 = fs::read_to_string(self.dir(id).join("monitor.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let s = String::from_utf8_lossy(&cmdline);
+        (s.contains("berth-monitor") && s.contains(id)).then_some(pid)
+    }
+
+    /// Makes a container: record, bundle, monitor config. Undone on failure.
+    pub fn create(
+        &self,
+        img: &LocalImage,
+        mut o: CreateOptions,
+    ) -> Result<Container, ContainerError> {
+        if let Some(top) = img.top_chain_id() {
+            if self
+                .store
+                .snapshotter()
+                .stat(&top.to_string())
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                self.store.ensure_unpacked(img)?;
+            }
+        }
+        let id = new_id()?;
+        o.bundle.id = id.clone();
+        o.config.cgroups_path = format!("/berth/{id}");
+        o.bundle.cgroups_path = Some(o.config.cgroups_path.clone());
+        let mut rec = ContainerRecord {
+            id: id.clone(),
+            name: String::new(),
+            image: o.image_name.clone(),
+            image_id: img.id().to_string(),
+            created: now(),
+            command: Vec::new(),
+            config: serde_json::Value::Null,
+        };
+        rec.config = serde_json::to_value(&o.config)
+            .map_err(|e| io_err("encode config")(io::Error::other(e)))?;
+        match &o.name {
+            Some(n) => {
+                rec.name = n.clone();
+                self.records.create(&rec)?;
+            }
+            None => {
+                let mut attempt = 0;
+                loop {
+                    rec.name = generated_name(&id, attempt);
+                    match self.records.create(&rec) {
+                        Ok(()) => break,
+                        Err(RecordError::NameInUse { .. }) if attempt < 1000 => attempt += 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        let made = self.make_files(img, &rec, &o);
+        match made {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let _ = bundle::remove(&self.store, &self.bundle_dir(&id), &id);
+                let _ = fs::remove_dir_all(self.dir(&id));
+                let _ = self.records.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    fn make_files(
+        &self,
+        img: &LocalImage,
+        rec: &ContainerRecord,
+        o: &CreateOptions,
+    ) -> Result<Container, ContainerError> {
+        let id = &rec.id;
+        let dir = self.dir(id);
+        fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let b = bundle::create(&self.store, img, &self.bundle_dir(id), &o.bundle)?;
+        let mut config = o.config.clone();
+        // The process as made, for inspect and exec.
+        let spec: serde_json::Value = read_json(&b.dir.join("config.json")).unwrap_or_default();
+        let args: Vec<String> =
+            serde_json::from_value(spec["process"]["args"].clone()).unwrap_or_default();
+        config.env = serde_json::from_value(spec["process"]["env"].clone()).unwrap_or_default();
+        config.working_dir = spec["process"]["cwd"].as_str().unwrap_or("/").to_string();
+        if config.stop_signal.is_empty() {
+            config.stop_signal = b.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into());
+        }
+        let mut rec = rec.clone();
+        rec.command = args;
+        rec.config = serde_json::to_value(&config)
+            .map_err(|e| io_err("encode config")(io::Error::other(e)))?;
+        self.records.update(&rec).map_err(ContainerError::Record)?;
+        let c = Container {
+            record: rec,
+            config,
+        };
+        self.write_monitor_config(&c)?;
+        Ok(c)
+    }
+
+    fn monitor_config(&self, c: &Container, wait_attach: bool) -> serde_json::Value {
+        let id = c.id();
+        let dir = self.dir(id);
+        let runtime = if c.config.runtime.as_os_str().is_empty() {
+            self.opts.runtime.clone()
+        } else {
+            c.config.runtime.clone()
+        };
+        let log_path = (c.config.log_driver != "none").then(|| self.log_path(id));
+        let cfg = MonitorConfig {
+            runtime,
+            runtime_root: self.runtime_root(),
+            id: id.to_string(),
+            bundle: self.bundle_dir(id),
+            log_path,
+            log_driver: if c.config.log_driver == "none" {
+                "json-file".into()
+            } else {
+                c.config.log_driver.clone()
+            },
+            log_max_size: c.config.log_max_size,
+            log_max_file: c.config.log_max_file.max(1),
+            exit_file: dir.join("exit.json"),
+            restart: c.config.restart.clone(),
+        };
+        let mut v = serde_json::to_value(cfg).unwrap_or_default();
+        v["terminal"] = c.config.tty.into();
+        v["stdin"] = c.config.open_stdin.into();
+        v["attachSocket"] = serde_json::to_value(self.attach_socket(id)).unwrap_or_default();
+        v["waitAttach"] = wait_attach.into();
+        v["cgroupPath"] = c.config.cgroups_path.clone().into();
+        v["stateFile"] = serde_json::to_value(dir.join("run.json")).unwrap_or_default();
+        v
+    }
+
+    fn write_monitor_config(&self, c: &Container) -> Result<(), ContainerError> {
+        self.write_monitor_config_with(c, false, &[])
+    }
+
+    fn write_monitor_config_with(
+        &self,
+        c: &Container,
+        wait_attach: bool,
+        exit_command: &[String],
+    ) -> Result<(), ContainerError> {
+        let mut v = self.monitor_config(c, wait_attach);
+        if !exit_command.is_empty() {
+            v["exitCommand"] = serde_json::to_value(exit_command).unwrap_or_default();
+        }
+        let path = self.dir(c.id()).join("monitor.json");
+        write_atomic(&path, &serde_json::to_vec(&v).unwrap_or_default())
+    }
+
+    /// Checks that the container's command can be executed, for docker's
+    /// exit codes 127 and 126.
+    pub fn check_command(&self, c: &Container) -> Result<(), ContainerError> {
+        let Some(argv0) = c.record.command.first() else {
+            return Ok(());
+        };
+        let rootfs = self.bundle_dir(c.id()).join("rootfs");
+        command::check(&rootfs, argv0, &c.config.env, &c.config.working_dir)?;
+        Ok(())
+    }
+
+    /// Starts the container under a new monitor; returns its init PID.
+    /// With `wait_attach`, the monitor holds the container after `create`
+    /// until a client attaches. `exit_command` runs when the container
+    /// exits for good (used by `--rm` with `-d`).
+    pub fn start(
+        &self,
+        c: &Container,
+        wait_attach: bool,
+        exit_command: &[String],
+    ) -> Result<i32, ContainerError> {
+        let _lock = self.lock(c)?;
+        let st = self.state(c);
+        if st.is_active() {
+            return Err(ContainerError::State {
+                name: c.name().to_string(),
+                state: st.status,
+                what: "it is already started".into(),
+            });
+        }
+        self.check_command(c)?;
+        let dir = self.dir(c.id());
+        for f in ["exit.json", "exit.stop", "run.json", "monitor.pid"] {
+            let _ = fs::remove_file(dir.join(f));
+        }
+        let _ = fs::remove_file(self.attach_socket(c.id()));
+        fs::create_dir_all(&self.opts.run_dir)
+            .map_err(io_err(format!("create {}", self.opts.run_dir.display())))?;
+        self.write_monitor_config_with(c, wait_attach, exit_command)?;
+        let err_path = dir.join("monitor.err");
+        let err =
+            File::create(&err_path).map_err(io_err(format!("create {}", err_path.display())))?;
+        let mut cmd = Command::new(&self.opts.monitor);
+        cmd.arg(dir.join("monitor.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(err));
+        // SAFETY: the closure only calls setsid(2), which is
+        // async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::setsid().map_err(io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(io_err(format!("run {}", self.opts.monitor.display())))?;
+        fs::write(dir.join("monitor.pid"), child.id().to_string())
+            .map_err(io_err("write monitor.pid"))?;
+        let mut line = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            let _ = out.read_to_string(&mut line);
+        }
+        let pid: Option<i32> = line.trim().parse().ok();
+        match pid {
+            Some(pid) => {
+                // The monitor lives on; it is reaped by whoever inherits it.
+                std::mem::forget(child);
+                if !dir.join("run.json").exists() {
+                    let r = RunRecord {
+                        pid,
+                        started_at: now(),
+                        restart_count: 0,
+                    };
+                    let _ = write_atomic(
+                        &dir.join("run.json"),
+                        &serde_json::to_vec(&r).unwrap_or_default(),
+                    );
+                }
+                Ok(pid)
+            }
+            None => {
+                let _ = child.wait();
+                let msg = fs::read_to_string(&err_path).unwrap_or_default();
+                let msg = msg.trim().trim_start_matches("berth-monitor: ").to_string();
+                let _ = fs::remove_file(dir.join("monitor.pid"));
+                Err(ContainerError::Start {
+                    name: c.name().to_string(),
+                    message: if msg.is_empty() {
+                        "the monitor exited without starting it".into()
+                    } else {
+                        msg
+                    },
+                })
+            }
+        }
+    }
+
+    fn runtime_of(&self, c: &Container) -> PathBuf {
+        if c.config.runtime.as_os_str().is_empty() {
+            self.opts.runtime.clone()
+        } else {
+            c.config.runtime.clone()
+        }
+    }
+
+    /// Runs `runtime --root R COMMAND [FLAGS...] ID [ARGS...]`: `args` is the
+    /// command and its flags, `after` what follows the ID (kill's signal).
+    fn runtime_cmd_with(
+        &self,
+        c: &Container,
+        args: &[&str],
+        after: &[&str],
+    ) -> Result<(), ContainerError> {
+        let rt = self.runtime_of(c);
+        let out = Command::new(&rt)
+            .arg("--root")
+            .arg(self.runtime_root())
+            .args(args)
+            .arg(c.id())
+            .args(after)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err(format!("run {}", rt.display())))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(ContainerError::Runtime {
+            name: c.name().to_string(),
+            runtime: rt.display().to_string(),
+            command: args
+                .iter()
+                .chain(after)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" "),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+
+    /// Runs `runtime --root R ARGS... ID`.
+    fn runtime_cmd(&self, c: &Container, args: &[&str]) -> Result<(), ContainerError> {
+        self.runtime_cmd_with(c, args, &[])
+    }
+
+    /// Sends `sig` through the runtime.
+    fn signal(&self, c: &Container, sig: &str) -> Result<(), ContainerError> {
+        self.runtime_cmd_with(c, &["kill"], &[sig])
+    }
+
+    /// Sends `signal` (a name or number) to the container's init. A kill on
+    /// purpose also keeps the restart policy from starting it again, as in
+    /// docker.
+    pub fn kill(&self, c: &Container, signal: &str) -> Result<(), ContainerError> {
+        let _lock = self.lock(c)?;
+        let st = self.state(c);
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            return Err(ContainerError::State {
+                name: c.name().to_string(),
+                state: st.status,
+                what: "it is not running".into(),
+            });
+        }
+        self.signal(c, signal)
+    }
+
+    /// Waits until the container is no longer running (or `timeout` passes);
+    /// returns its state then.
+    pub fn wait_stopped(&self, c: &Container, timeout: Option<Duration>) -> State {
+        let began = Instant::now();
+        let mut nap = Duration::from_millis(2);
+        loop {
+            let st = self.state(c);
+            if !matches!(st.status, Status::Running | Status::Paused) {
+                return st;
+            }
+            if timeout.is_some_and(|t| began.elapsed() >= t) {
+                return st;
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the container: its stop signal, then SIGKILL after `timeout`
+    /// seconds (the container's own when None). Marks it stopped on purpose.
+    pub fn stop(&self, c: &Container, timeout: Option<u32>) -> Result<State, ContainerError> {
+        let lock = self.lock(c)?;
+        let dir = self.dir(c.id());
+        let st = self.state(c);
+        if !st.is_active() {
+            return Ok(st);
+        }
+        fs::write(dir.join("exit.stop"), b"").map_err(io_err("write exit.stop"))?;
+        if st.status == Status::Restarting {
+            drop(lock);
+            return Ok(self.wait_monitor_gone(c, Duration::from_secs(120)));
+        }
+        let secs = timeout.unwrap_or(if c.config.stop_timeout == 0 {
+            10
+        } else {
+            c.config.stop_timeout
+        });
+        let sig = if c.config.stop_signal.is_empty() {
+            "SIGTERM"
+        } else {
+            &c.config.stop_signal
+        };
+        if secs > 0 {
+            let _ = self.signal(c, sig);
+            if st.status == Status::Paused {
+                let _ = self.runtime_cmd(c, &["resume"]);
+            }
+            let st = self.wait_stopped(c, Some(Duration::from_secs(secs.into())));
+            if !matches!(st.status, Status::Running | Status::Paused) {
+                return Ok(st);
+            }
+        }
+        let _ = self.signal(c, "SIGKILL");
+        if self.state(c).status == Status::Paused {
+            let _ = self.runtime_cmd(c, &["resume"]);
+        }
+        drop(lock);
+        Ok(self.wait_stopped(c, Some(Duration::from_secs(30))))
+    }
+
+    /// Waits for the monitor to end (it ends after deleting the runtime
+    /// state), up to `timeout`.
+    pub fn wait_monitor_gone(&self, c: &Container, timeout: Duration) -> State {
+        let began = Instant::now();
+        let mut nap = Duration::from_millis(1);
+        while self.monitor_pid(c.id()).is_some() && began.elapsed() < timeout {
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(50));
+        }
+        self.state(c)
+    }
+
+    /// Freezes the container.
+    pub fn pause(&self, c: &Container) -> Result<(), ContainerError> {
+        let _lock = self.lock(c)?;
+        let st = self.state(c);
+        if st.status != Status::Running {
+            return Err(ContainerError::State {
+                name: c.name().to_string(),
+                state: st.status,
+                what: "only a running container can be paused".into(),
+            });
+        }
+        self.runtime_cmd(c, &["pause"])
+    }
+
+    /// Thaws the container.
+    pub fn unpause(&self, c: &Container) -> Result<(), ContainerError> {
+        let _lock = self.lock(c)?;
+        let st = self.state(c);
+        if st.status != Status::Paused {
+            return Err(ContainerError::State {
+                name: c.name().to_string(),
+                state: st.status,
+                what: "it is not paused".into(),
+            });
+        }
+        self.runtime_cmd(c, &["resume"])
+    }
+
+    /// Removes the container. A running one is refused unless `force`,
+    /// which kills it first. Every step is idempotent, so this also cleans
+    /// what a crash left half-made. Returns the anonymous volumes it had.
+    pub fn remove(&self, c: &Container, force: bool) -> Result<Vec<String>, ContainerError> {
+        let _lock = match self.lock(c) {
+            Ok(l) => Some(l),
+            // A crash may have left a record without a directory.
+            Err(ContainerError::Record(RecordError::NotFound(_))) => None,
+            Err(e) => return Err(e),
+        };
+        let dir = self.dir(c.id());
+        let st = self.state(c);
+        if st.is_active() {
+            if !force {
+                return Err(ContainerError::State {
+                    name: c.name().to_string(),
+                    state: st.status,
+                    what: "stop it first, or remove it with --force".into(),
+                });
+            }
+            let _ = fs::write(dir.join("exit.stop"), b"");
+            let _ = self.signal(c, "SIGKILL");
+            if st.status == Status::Paused {
+                let _ = self.runtime_cmd(c, &["resume"]);
+            }
+        }
+        // The monitor deletes the runtime's state and then ends.
+        let st = self.wait_monitor_gone(c, Duration::from_secs(30));
+        if let Some(pid) = self.monitor_pid(c.id()) {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid).expect("pid > 0"),
+                rustix::process::Signal::KILL,
+            );
+        }
+        if st.pid > 0 && pid_in_container(st.pid, c.id()) {
+            // No monitor, but the process lives: kill it directly.
+            let _ = self.signal(c, "SIGKILL");
+        }
+        if self.runtime_root().join(c.id()).exists() {
+            let _ = self.runtime_cmd(c, &["delete", "--force"]);
+        }
+        bundle::remove(&self.store, &self.bundle_dir(c.id()), c.id())?;
+        let _ = fs::remove_file(self.attach_socket(c.id()));
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("remove {}", dir.display()))(e)),
+        }
+        self.records.remove(c.id())?;
+        Ok(c.config.anonymous_volumes.clone())
+    }
+
+    /// Renames the container.
+    pub fn rename(&self, c: &Container, new_name: &str) -> Result<(), ContainerError> {
+        let _lock = self.lock(c)?;
+        Ok(self.records.rename(c.id(), new_name)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_names() {
+        let a = new_id().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, new_id().unwrap());
+        let n = generated_name(&a, 0);
+        assert!(crate::records::valid_name(&n), "{n}");
+        assert!(n.contains('_'));
+        assert_eq!(generated_name(&a, 3), format!("{n}3"));
+    }
+
+    #[test]
+    fn status_words_are_dockers() {
+        assert_eq!(Status::Exited.to_string(), "exited");
+        assert_eq!(
+            serde_json::to_value(Status::Paused).unwrap(),
+            serde_json::json!("paused")
+        );
+    }
+
+    #[test]
+    fn frozen_is_false_without_a_cgroup() {
+        assert!(!frozen(""));
+        assert!(!frozen("/berth/no-such-container-here"));
+        assert!(!pid_in_container(0, "x"));
+        assert!(!pid_in_container(
+            std::process::id() as i32,
+            "no-such-id-0123"
+        ));
+    }
+}
