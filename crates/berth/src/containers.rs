@@ -701,7 +701,9 @@ pub struct RmArgs {
 
 pub fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
-    let mut failed = false;
+    // podman's codes: 1 when a container did not exist, 2 when one is
+    // running, 125 for any other failure.
+    let mut code = 0u8;
     for what in &a.containers {
         let r = engine.get(what).map_err(anyhow::Error::from).and_then(|c| {
             let vols = engine.remove(&c, a.force)?;
@@ -716,15 +718,23 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
             Err(e) if a.force && is_not_found(&e) => {}
             Err(e) => {
                 eprintln!("Error: {}", crate::message(&e));
-                failed = true;
+                let this = if is_not_found(&e) {
+                    1
+                } else if e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<berth_engine::container::ContainerError>(),
+                        Some(berth_engine::container::ContainerError::State { .. })
+                    )
+                }) {
+                    2
+                } else {
+                    125
+                };
+                code = code.max(this);
             }
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(code))
 }
 
 fn remove_anonymous_volumes(_cli: &Cli, vols: &[String]) -> Result<()> {

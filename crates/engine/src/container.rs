@@ -352,9 +352,23 @@ fn generated_name(id: &str, attempt: usize) -> String {
     }
 }
 
-/// Whether `pid` is alive and in a cgroup whose path names `id`.
+/// Whether `pid` is alive (not a zombie) and in a cgroup whose path names
+/// `id`.
 fn pid_in_container(pid: i32, id: &str) -> bool {
     if pid <= 0 {
+        return false;
+    }
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')').and_then(|(_, rest)| {
+                rest.split_whitespace()
+                    .next()
+                    .map(|st| st == "Z" || st == "X")
+            })
+        })
+        .unwrap_or(true);
+    if zombie {
         return false;
     }
     match fs::read_to_string(format!("/proc/{pid}/cgroup")) {
@@ -1010,8 +1024,12 @@ impl Engine {
             );
         }
         if st.pid > 0 && pid_in_container(st.pid, c.id()) {
-            // No monitor, but the process lives: kill it directly.
+            // No monitor, but the process lives: kill it and wait for it.
             let _ = self.signal(c, "SIGKILL");
+            let began = Instant::now();
+            while pid_in_container(st.pid, c.id()) && began.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         if self.runtime_root().join(c.id()).exists() {
             let _ = self.runtime_cmd(c, &["delete", "--force"]);

@@ -1,0 +1,701 @@
+//! End-to-end tests of `berth`'s container commands: images pulled from a
+//! loopback `docker-registry`, containers run by berth-runtime (or
+//! `BERTH_RUNTIME`) under berth-monitor. Each test has its own registry,
+//! store root, run dir and names; the Drop guard removes every container
+//! and checks that nothing is left behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use berth_tests::registry::TestRegistry;
+use berth_tests::{need_root, unique, wait_until, workspace};
+use serde_json::Value;
+
+fn berth_bin() -> PathBuf {
+    berth_tests::built_bin("berth", "BERTH_BIN")
+}
+
+/// One test's berth: a store root, a run dir, a registry holding busybox
+/// as `IMAGE`.
+pub struct Env {
+    pub root: tempfile::TempDir,
+    pub run_dir: PathBuf,
+    pub reg: TestRegistry,
+    pub image: String,
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let o = c.output().expect("spawn");
+    assert!(
+        o.status.success(),
+        "{c:?} failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+impl Env {
+    pub fn new(test: &str) -> Env {
+        let name = unique(test);
+        let root = tempfile::Builder::new()
+            .prefix(&format!("berth-ctr-{name}-"))
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        let run_dir = PathBuf::from(format!("/run/bt-{name}"));
+        let reg = TestRegistry::start();
+        let rootfs = root.path().join("img-rootfs");
+        let layout = root.path().join("img-layout");
+        run_ok(Command::new(workspace().join("scripts/mkrootfs.sh")).arg(&rootfs));
+        run_ok(
+            Command::new(workspace().join("scripts/mkimage.sh"))
+                .arg(&layout)
+                .arg("latest")
+                .arg(&rootfs),
+        );
+        reg.push_oci_layout(&layout, "latest", "test/bb:latest");
+        let image = format!("{}/test/bb:latest", reg.addr);
+        Env {
+            root,
+            run_dir,
+            reg,
+            image,
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(berth_bin());
+        c.arg("--root")
+            .arg(self.root.path())
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn out(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run berth")
+    }
+
+    /// Runs berth; returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.out(args);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "berth {args:?} failed:\n{out}{err}");
+        out
+    }
+
+    /// Runs berth expecting exit code `code`; returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let (c, out, err) = self.run(args);
+        assert_eq!(c, code, "berth {args:?}: want exit {code}:\n{out}{err}");
+        err
+    }
+
+    pub fn inspect(&self, what: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.ok(&["inspect", what])).expect("json");
+        v[0].clone()
+    }
+
+    pub fn status(&self, what: &str) -> String {
+        self.inspect(what)["State"]["Status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn wait_status(&self, what: &str, want: &str) {
+        wait_until(&format!("{what} to be {want}"), || {
+            self.status(what) == want
+        });
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.ok(&["ps", "-aq", "--no-trunc"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Asserts that no container is left: no record, directory, mount,
+    /// cgroup, monitor or container process, attach socket or runtime state.
+    pub fn assert_clean(&self, ids: &[String]) {
+        assert!(self.ids().is_empty(), "records left: {:?}", self.ids());
+        let dir = self.root.path().join("containers");
+        let left: Vec<_> = fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "container dirs left: {left:?}");
+        let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let r = self.root.path().to_string_lossy();
+        assert!(!mi.contains(r.as_ref()), "mounts under {r} left");
+        for id in ids {
+            for e in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+                let d = e.path().join("berth").join(id);
+                assert!(!d.exists(), "cgroup {} left", d.display());
+            }
+            for e in fs::read_dir("/proc").unwrap().flatten() {
+                if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
+                    let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                    assert!(!cmd.contains(id.as_str()), "process left: {cmd}");
+                }
+                // A zombie is not a process left running: this host's PID 1
+                // does not reap the orphans it inherits.
+                let zombie = fs::read_to_string(e.path().join("stat"))
+                    .map(|s| {
+                        s.rsplit_once(')')
+                            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                    })
+                    .unwrap_or(true);
+                if let Ok(cg) = fs::read_to_string(e.path().join("cgroup")) {
+                    assert!(
+                        zombie || !cg.contains(id.as_str()),
+                        "process left in {id}'s cgroup"
+                    );
+                }
+            }
+            assert!(!self.run_dir.join(format!("{id}.attach")).exists());
+            assert!(!self.run_dir.join("runtime").join(id).exists());
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let ids = self
+            .out(&["ps", "-aq", "--no-trunc"])
+            .stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect::<Vec<_>>();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = self.out(&args);
+        }
+        // Anything a failed test left mounted under the root.
+        let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let r = self.root.path().to_string_lossy().into_owned();
+        let mut mounts: Vec<&str> = mi
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(r.as_str()))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+        let _ = fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+fn id_of(env: &Env, name: &str) -> String {
+    env.inspect(name)["Id"].as_str().unwrap().to_string()
+}
+
+/// `run` pulls the image, runs the command in the foreground with its
+/// stdout and stderr apart, returns its exit code, and `--rm` leaves
+/// nothing behind.
+#[test]
+fn run_pulls_and_passes_output_and_exit_code() {
+    if !need_root("run_pulls_and_passes_output_and_exit_code") {
+        return;
+    }
+    let env = Env::new("ctr-run");
+    let (code, out, err) = env.run(&[
+        "run",
+        "--rm",
+        &env.image,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert_eq!(out, "out\n");
+    assert!(err.ends_with("err\n"), "{err}");
+    env.assert_clean(&[]);
+    // The image is now local: listed, and a second run does not pull.
+    assert!(env.ok(&["images"]).contains("test/bb"));
+    let (code, out, err) = env.run(&["run", "--rm", "--pull", "never", &env.image, "true"]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+}
+
+/// The whole lifecycle of a detached container, seen through ps and
+/// inspect at each step.
+#[test]
+fn detached_lifecycle() {
+    if !need_root("detached_lifecycle") {
+        return;
+    }
+    let env = Env::new("ctr-life");
+    let name = unique("web");
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-l",
+            "tier=front",
+            &env.image,
+            "sh",
+            "-c",
+            "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    assert_eq!(env.status(&name), "running");
+    wait_until("the first line", || env.ok(&["logs", &name]) == "started\n");
+    let ps = env.ok(&["ps"]);
+    assert!(
+        ps.contains(&id[..12]) && ps.contains(&name) && ps.contains("Up "),
+        "{ps}"
+    );
+    let i = env.inspect(&id[..10]);
+    assert_eq!(i["Name"], format!("/{name}"));
+    assert_eq!(i["Config"]["Labels"]["tier"], "front");
+    let pid = i["State"]["Pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    assert_eq!(
+        env.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Running}}",
+            &name
+        ]),
+        "running true\n"
+    );
+    // top shows the container's processes (and only those).
+    let top = env.ok(&["top", &name]);
+    assert!(top.starts_with("UID") && top.contains("sleep"), "{top}");
+    assert!(!top.contains("berth-monitor"), "{top}");
+
+    env.ok(&["pause", &name]);
+    assert_eq!(env.status(&name), "paused");
+    assert!(env.ok(&["ps"]).contains("(Paused)"));
+    env.fails(&["pause", &name], 125);
+    env.ok(&["unpause", &name]);
+    assert_eq!(env.status(&name), "running");
+
+    // rm refuses a running container; stop runs the trap (exit 0).
+    let e = env.fails(&["rm", &name], 2);
+    assert!(e.contains(&name) && e.contains("--force"), "{e}");
+    assert_eq!(env.ok(&["stop", &name]), format!("{name}\n"));
+    let i = env.inspect(&name);
+    assert_eq!(i["State"]["Status"], "exited");
+    assert_eq!(i["State"]["ExitCode"], 0);
+    assert!(env.ok(&["logs", &name]).ends_with("bye\n"));
+    assert!(!env.ok(&["ps"]).contains(&name));
+    assert!(env.ok(&["ps", "-a"]).contains("Exited (0)"));
+
+    // Started again, then killed with a signal: 128 + 9.
+    env.ok(&["start", &name]);
+    assert_eq!(env.status(&name), "running");
+    env.ok(&["kill", &name]);
+    env.wait_status(&name, "exited");
+    assert_eq!(env.inspect(&name)["State"]["ExitCode"], 137);
+    env.ok(&["restart", "-t", "1", &name]);
+    assert_eq!(env.status(&name), "running");
+    env.ok(&["kill", "-s", "TERM", &name]);
+    env.wait_status(&name, "exited");
+    assert_eq!(env.inspect(&name)["State"]["ExitCode"], 0);
+
+    let new = unique("renamed");
+    env.ok(&["rename", &name, &new]);
+    assert_eq!(env.inspect(&id)["Name"], format!("/{new}"));
+    assert_eq!(env.ok(&["rm", &new]), format!("{new}\n"));
+    env.assert_clean(&[id]);
+}
+
+/// docker's exit codes: 125 for berth's own errors, 127 for a command not
+/// found, 126 for one that cannot be executed; none leaves anything behind.
+#[test]
+fn exit_codes_and_bad_input_leave_nothing() {
+    if !need_root("exit_codes_and_bad_input_leave_nothing") {
+        return;
+    }
+    let env = Env::new("ctr-bad");
+    let e = env.fails(&["run", "--rm", &env.image, "no-such-command"], 127);
+    assert!(e.contains("no-such-command"), "{e}");
+    let e = env.fails(&["run", "--rm", &env.image, "/etc/passwd"], 126);
+    assert!(e.contains("/etc/passwd"), "{e}");
+    let e = env.fails(&["run", &env.image, "no-such-command"], 127);
+    assert!(e.contains("no-such-command"), "{e}");
+    // Without --rm the container stays, created, as docker leaves it.
+    assert_eq!(env.ids().len(), 1);
+    let left = env.ids();
+    env.ok(&["rm", &left[0]]);
+
+    let missing = format!("{}/test/missing:latest", env.reg.addr);
+    let e = env.fails(&["run", "--rm", &missing, "true"], 125);
+    assert!(e.contains("test/missing"), "{e}");
+    let e = env.fails(&["run", "--restart", "sometimes", &env.image, "true"], 125);
+    assert!(e.contains("sometimes"), "{e}");
+    let e = env.fails(
+        &["run", "--log-opt", "max-size=lots", &env.image, "true"],
+        125,
+    );
+    assert!(e.contains("max-size") && e.contains("lots"), "{e}");
+    let e = env.fails(
+        &["run", "--rm", "--restart", "always", &env.image, "true"],
+        125,
+    );
+    assert!(e.contains("--restart") && e.contains("--rm"), "{e}");
+    let e = env.fails(
+        &["run", "--stop-signal", "SIGNOPE", &env.image, "true"],
+        125,
+    );
+    assert!(e.contains("SIGNOPE"), "{e}");
+    let e = env.fails(&["run", "-w", "relative", &env.image, "true"], 125);
+    assert!(e.contains("relative"), "{e}");
+    let e = env.fails(&["run", "-u", "nobody-here", &env.image, "true"], 125);
+    assert!(e.contains("nobody-here"), "{e}");
+    let e = env.fails(&["run", "--name", "bad name", &env.image, "true"], 125);
+    assert!(e.contains("bad name"), "{e}");
+
+    let name = unique("taken");
+    env.ok(&["create", "--name", &name, &env.image, "true"]);
+    let e = env.fails(&["run", "--name", &name, &env.image, "true"], 125);
+    assert!(e.contains(&name) && e.contains("already in use"), "{e}");
+    let e = env.fails(&["start", "no-such-container"], 125);
+    assert!(e.contains("no-such-container"), "{e}");
+    let e = env.fails(&["logs", "no-such-container"], 125);
+    assert!(e.contains("no-such-container"), "{e}");
+    let id = id_of(&env, &name);
+    assert_eq!(env.ids(), [id.clone()]);
+    env.ok(&["rm", &name]);
+    env.assert_clean(&[id]);
+}
+
+/// `logs` reads both formats, with --tail, --timestamps and --since,
+/// follows until the container exits, and reads across rotated files.
+#[test]
+fn logs_formats_follow_and_rotation() {
+    if !need_root("logs_formats_follow_and_rotation") {
+        return;
+    }
+    let env = Env::new("ctr-logs");
+    let script = "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2";
+    for driver in ["json-file", "k8s-file"] {
+        let name = unique(driver);
+        env.ok(&[
+            "run",
+            "--name",
+            &name,
+            "--log-driver",
+            driver,
+            &env.image,
+            "sh",
+            "-c",
+            script,
+        ]);
+        let (_, out, err) = env.run(&["logs", &name]);
+        assert_eq!(out, "line1\nline2\nline3\nline4\nline5\n", "{driver}");
+        assert_eq!(err, "oops\n", "{driver}");
+        assert_eq!(env.ok(&["logs", "--tail", "2", &name]), "line5\n");
+        let ts = env.ok(&["logs", "-t", "-n", "2", &name]);
+        assert!(ts.ends_with("Z line5\n") && ts.starts_with("20"), "{ts}");
+        assert_eq!(
+            env.ok(&["logs", "--since", "2000-01-01T00:00:00Z", "-n", "2", &name]),
+            "line5\n"
+        );
+        assert_eq!(
+            env.run(&["logs", "--until", "2000-01-01T00:00:00Z", &name])
+                .1,
+            ""
+        );
+        let file = env.inspect(&name)["LogPath"].as_str().unwrap().to_string();
+        let body = fs::read_to_string(&file).unwrap();
+        match driver {
+            "json-file" => assert!(
+                body.starts_with("{\"log\":\"line1\\n\",\"stream\":\"stdout\""),
+                "{body}"
+            ),
+            _ => assert!(
+                body.lines().next().unwrap().ends_with(" stdout F line1"),
+                "{body}"
+            ),
+        }
+    }
+    // -f follows a running container to its end.
+    let name = unique("follow");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        &env.image,
+        "sh",
+        "-c",
+        "echo a; sleep 0.5; echo b",
+    ]);
+    assert_eq!(env.ok(&["logs", "-f", &name]), "a\nb\n");
+    // Rotation at 1 KiB with two files kept: the newest lines survive.
+    let name = unique("rotate");
+    env.ok(&[
+        "run",
+        "--name",
+        &name,
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=2",
+        &env.image,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done",
+    ]);
+    let file = PathBuf::from(env.inspect(&name)["LogPath"].as_str().unwrap());
+    let mut rotated = file.clone().into_os_string();
+    rotated.push(".1");
+    assert!(Path::new(&rotated).exists());
+    let mut third = file.clone().into_os_string();
+    third.push(".2");
+    assert!(!Path::new(&third).exists());
+    assert!(fs::metadata(&file).unwrap().len() <= 1024);
+    let out = env.ok(&["logs", &name]);
+    assert!(
+        out.ends_with("line-199\n") && !out.contains("line-0\n"),
+        "{out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let first: usize = lines[0].trim_start_matches("line-").parse().unwrap();
+    assert_eq!(lines.len(), 200 - first, "the kept lines are contiguous");
+    // The none driver keeps nothing, and says so.
+    let name = unique("nolog");
+    env.ok(&[
+        "run",
+        "--name",
+        &name,
+        "--log-driver",
+        "none",
+        &env.image,
+        "echo",
+        "x",
+    ]);
+    let e = env.fails(&["logs", &name], 125);
+    assert!(e.contains("none"), "{e}");
+}
+
+/// `wait` blocks until exit and prints the code; restart policies are
+/// carried out by the monitor, and a stop is not undone by them.
+#[test]
+fn wait_and_restart_policies() {
+    if !need_root("wait_and_restart_policies") {
+        return;
+    }
+    let env = Env::new("ctr-wait");
+    let name = unique("w");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        &env.image,
+        "sh",
+        "-c",
+        "sleep 0.3; exit 5",
+    ]);
+    assert_eq!(env.ok(&["wait", &name]), "5\n");
+
+    let name = unique("onfail");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--restart",
+        "on-failure:2",
+        &env.image,
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    wait_until("two restarts", || {
+        let i = env.inspect(&name);
+        i["State"]["Status"] == "exited" && i["RestartCount"] == 2
+    });
+    assert_eq!(env.ok(&["logs", &name]), "run\nrun\nrun\n");
+    assert_eq!(
+        env.inspect(&name)["HostConfig"]["RestartPolicy"]["Name"],
+        "on-failure"
+    );
+
+    let name = unique("always");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--restart",
+        "always",
+        &env.image,
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]);
+    wait_until("a restart", || {
+        env.inspect(&name)["RestartCount"].as_u64() >= Some(1)
+    });
+    env.ok(&["stop", "-t", "1", &name]);
+    let i = env.inspect(&name);
+    assert_eq!(i["State"]["Status"], "exited");
+    let n = i["RestartCount"].clone();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(
+        env.inspect(&name)["RestartCount"],
+        n,
+        "restarted after stop"
+    );
+    assert_eq!(env.status(&name), "exited");
+}
+
+/// ps's filters, formats and quiet mode.
+#[test]
+fn ps_filters_and_formats() {
+    if !need_root("ps_filters_and_formats") {
+        return;
+    }
+    let env = Env::new("ctr-ps");
+    let up = unique("up");
+    let down = unique("down");
+    env.ok(&[
+        "run", "-d", "--name", &up, "-l", "app=one", &env.image, "sleep", "30",
+    ]);
+    assert_eq!(
+        env.run(&["run", "--name", &down, &env.image, "sh", "-c", "exit 4"])
+            .0,
+        4
+    );
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["ps", "--format", "{{.Names}}"];
+        a.extend_from_slice(args);
+        env.ok(&a).lines().map(str::to_string).collect()
+    };
+    assert_eq!(names(&[]), [up.clone()]);
+    assert_eq!(names(&["-a"]).len(), 2);
+    assert_eq!(names(&["-a", "--filter", "status=exited"]), [down.clone()]);
+    assert_eq!(names(&["--filter", "exited=4"]), [down.clone()]);
+    assert_eq!(names(&["--filter", "label=app=one"]), [up.clone()]);
+    assert_eq!(names(&["--filter", &format!("name={up}")]), [up.clone()]);
+    assert_eq!(
+        names(&["-a", "--filter", "ancestor=nothing-like-it"]).len(),
+        0
+    );
+    assert_eq!(
+        names(&["-a", "--filter", &format!("ancestor={}", env.image)]).len(),
+        2
+    );
+    assert_eq!(names(&["-n", "1"]), [down.clone()]);
+    let e = env.fails(&["ps", "--filter", "status=sleepy"], 125);
+    assert!(e.contains("sleepy"), "{e}");
+    let e = env.fails(&["ps", "--filter", "color=red"], 125);
+    assert!(e.contains("color"), "{e}");
+    let q = env.ok(&["ps", "-aq"]);
+    assert_eq!(q.lines().count(), 2);
+    assert!(q.lines().all(|l| l.len() == 12));
+    let t = env.ok(&["ps", "-a", "--format", "table {{.Names}}\\t{{.State}}"]);
+    assert!(t.starts_with("NAMES"), "{t}");
+    let j: Value = serde_json::from_str(&env.ok(&["ps", "-a", "--format", "json"])).unwrap();
+    assert_eq!(j.as_array().unwrap().len(), 2);
+}
+
+/// Concurrent berth processes on the same names and containers stay
+/// consistent: one of several runs claiming a name wins; parallel
+/// `rm -f`s of one container all succeed and leave nothing.
+#[test]
+fn concurrent_commands_are_safe() {
+    if !need_root("concurrent_commands_are_safe") {
+        return;
+    }
+    let env = Env::new("ctr-conc");
+    env.ok(&["pull", &env.image]);
+    let name = unique("race");
+    let kids: Vec<_> = (0..4)
+        .map(|_| {
+            env.cmd()
+                .args(["run", "-d", "--name", &name, &env.image, "sleep", "30"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = kids
+        .into_iter()
+        .map(|k| k.wait_with_output().unwrap().status.code().unwrap())
+        .collect();
+    assert_eq!(codes.iter().filter(|&&c| c == 0).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|&c| c == 0 || c == 125), "{codes:?}");
+    assert_eq!(env.ids().len(), 1);
+    let id = id_of(&env, &name);
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            env.cmd()
+                .args(["rm", "-f", &name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    env.assert_clean(&[id]);
+}
+
+/// A killed monitor (as after a crash) does not make ps lie: the container
+/// still runs and is shown running; `rm -f` still cleans everything.
+#[test]
+fn crash_of_the_monitor_is_shown_truthfully_and_cleaned() {
+    if !need_root("crash_of_the_monitor_is_shown_truthfully_and_cleaned") {
+        return;
+    }
+    let env = Env::new("ctr-crash");
+    let name = unique("orphan");
+    env.ok(&["run", "-d", "--name", &name, &env.image, "sleep", "30"]);
+    let id = id_of(&env, &name);
+    let dir = env.root.path().join("containers").join(&id);
+    let mon: i32 = fs::read_to_string(dir.join("monitor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(mon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the monitor to die", || {
+        !Path::new(&format!("/proc/{mon}/cmdline")).exists()
+            || fs::read(format!("/proc/{mon}/cmdline")).map_or(true, |c| c.is_empty())
+    });
+    assert_eq!(env.status(&name), "running");
+    env.ok(&["rm", "-f", &name]);
+    env.assert_clean(&[id]);
+
+    // A container whose start failed half-way is created, and rm cleans it.
+    let name = unique("half");
+    env.ok(&["create", "--name", &name, &env.image, "true"]);
+    let id = id_of(&env, &name);
+    let bundle = env.root.path().join("containers").join(&id).join("bundle");
+    fs::remove_file(bundle.join("config.json")).unwrap();
+    let e = env.fails(&["start", &name], 125);
+    assert!(e.contains(&name), "{e}");
+    assert_eq!(env.status(&name), "created");
+    env.ok(&["rm", &name]);
+    env.assert_clean(&[id]);
+}
