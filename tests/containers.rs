@@ -373,7 +373,7 @@ fn exit_codes_and_bad_input_leave_nothing() {
     let e = env.fails(&["logs", "no-such-container"], 125);
     assert!(e.contains("no-such-container"), "{e}");
     let id = id_of(&env, &name);
-    assert_eq!(env.ids(), [id.clone()]);
+    assert_eq!(env.ids(), [id.as_str()]);
     env.ok(&["rm", &name]);
     env.assert_clean(&[id]);
 }
@@ -583,12 +583,12 @@ fn ps_filters_and_formats() {
         a.extend_from_slice(args);
         env.ok(&a).lines().map(str::to_string).collect()
     };
-    assert_eq!(names(&[]), [up.clone()]);
+    assert_eq!(names(&[]), [up.as_str()]);
     assert_eq!(names(&["-a"]).len(), 2);
-    assert_eq!(names(&["-a", "--filter", "status=exited"]), [down.clone()]);
-    assert_eq!(names(&["--filter", "exited=4"]), [down.clone()]);
-    assert_eq!(names(&["--filter", "label=app=one"]), [up.clone()]);
-    assert_eq!(names(&["--filter", &format!("name={up}")]), [up.clone()]);
+    assert_eq!(names(&["-a", "--filter", "status=exited"]), [down.as_str()]);
+    assert_eq!(names(&["--filter", "exited=4"]), [down.as_str()]);
+    assert_eq!(names(&["--filter", "label=app=one"]), [up.as_str()]);
+    assert_eq!(names(&["--filter", &format!("name={up}")]), [up.as_str()]);
     assert_eq!(
         names(&["-a", "--filter", "ancestor=nothing-like-it"]).len(),
         0
@@ -597,7 +597,7 @@ fn ps_filters_and_formats() {
         names(&["-a", "--filter", &format!("ancestor={}", env.image)]).len(),
         2
     );
-    assert_eq!(names(&["-n", "1"]), [down.clone()]);
+    assert_eq!(names(&["-n", "1"]), [down.as_str()]);
     let e = env.fails(&["ps", "--filter", "status=sleepy"], 125);
     assert!(e.contains("sleepy"), "{e}");
     let e = env.fails(&["ps", "--filter", "color=red"], 125);
