@@ -18,6 +18,7 @@ fn berth_bin() -> PathBuf {
 
 /// One test's berth: a store root, a run dir, a registry holding busybox
 /// as `IMAGE`.
+#[derive(Debug)]
 pub struct Env {
     pub root: tempfile::TempDir,
     pub run_dir: PathBuf,
