@@ -28,6 +28,7 @@ use berth_monitor::logfile::{self, Entry, Format, Stream};
 use berth_monitor::run::RestartPolicy;
 use chrono::{DateTime, Utc};
 use clap::Args;
+use serde_json::Value;
 
 use crate::format::{self, Row};
 use crate::progress::Bars;
@@ -1513,6 +1514,141 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
     };
     print_logs(&engine, &c, &o)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set a variable (KEY=VALUE, or KEY to take it from here).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read variables from a file.
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// The user (name|uid[:group|gid]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// The working directory.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// The container.
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Sets `var` (`KEY=VALUE`) in `env`, replacing one of the same name.
+fn set_env(env: &mut Vec<String>, var: &str) {
+    let key = var.split_once('=').map_or(var, |(k, _)| k);
+    let prefix = format!("{key}=");
+    match env.iter_mut().find(|e| e.starts_with(&prefix)) {
+        Some(e) => *e = var.to_string(),
+        None => env.push(var.to_string()),
+    }
+}
+
+pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let c = engine.get(&a.container)?;
+    let st = engine.state(&c);
+    if st.status != Status::Running {
+        bail!(
+            "container {} is {}: exec needs a running container",
+            c.name(),
+            st.status
+        );
+    }
+    let bundle = engine.bundle_dir(c.id());
+    let spec: Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("config.json")).context("reading the container's config")?,
+    )
+    .context("parsing the container's config")?;
+    let mut process = spec["process"].clone();
+    let mut env: Vec<String> = serde_json::from_value(process["env"].clone()).unwrap_or_default();
+    for e in env_files(&a.env_file)?.iter().chain(
+        a.env
+            .iter()
+            .filter_map(|e| env_value(e))
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        if !e.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+            bail!("invalid environment variable {e:?}");
+        }
+        set_env(&mut env, e);
+    }
+    let rootfs = bundle.join("rootfs");
+    if let Some(u) = &a.user {
+        let passwd = berth_engine::bundle::read_in_root(&rootfs, "etc/passwd")?;
+        let group = berth_engine::bundle::read_in_root(&rootfs, "etc/group")?;
+        let r = berth_engine::user::resolve(u, passwd.as_deref(), group.as_deref())
+            .with_context(|| format!("exec in {}", c.name()))?;
+        process["user"] = serde_json::json!({
+            "uid": r.uid, "gid": r.gid, "additionalGids": r.additional_gids,
+        });
+        set_env(&mut env, &format!("HOME={}", r.home));
+    }
+    if let Some(w) = &a.workdir {
+        if !w.starts_with('/') {
+            bail!("the working directory {w:?} is invalid: it needs to be an absolute path");
+        }
+        process["cwd"] = w.clone().into();
+    }
+    if a.tty {
+        set_env(&mut env, "TERM=xterm");
+    }
+    let cwd = process["cwd"].as_str().unwrap_or("/").to_string();
+    berth_engine::command::check(&rootfs, &a.command[0], &env, &cwd)
+        .map_err(berth_engine::container::ContainerError::Command)?;
+    process["args"] = serde_json::to_value(&a.command)?;
+    process["env"] = serde_json::to_value(&env)?;
+    process["terminal"] = a.tty.into();
+    let file = tempfile::Builder::new()
+        .prefix("exec-")
+        .suffix(".json")
+        .tempfile_in(engine.dir(c.id()))
+        .context("writing the exec process")?;
+    std::fs::write(file.path(), serde_json::to_vec(&process)?)?;
+    let rt = if c.config.runtime.as_os_str().is_empty() {
+        engine.options().runtime.clone()
+    } else {
+        c.config.runtime.clone()
+    };
+    let mut cmd = Command::new(&rt);
+    cmd.arg("--root")
+        .arg(engine.runtime_root())
+        .arg("exec")
+        .arg("--process")
+        .arg(file.path());
+    if a.detach {
+        cmd.arg("--detach");
+    }
+    cmd.arg(c.id());
+    if a.detach {
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+    } else if !a.interactive {
+        cmd.stdin(std::process::Stdio::null());
+    }
+    let st = cmd
+        .status()
+        .with_context(|| format!("running {}", rt.display()))?;
+    let code = st
+        .code()
+        .or_else(|| std::os::unix::process::ExitStatusExt::signal(&st).map(|s| 128 + s))
+        .unwrap_or(125);
+    Ok(ExitCode::from(code as u8))
 }
 
 /// The exit code for a failed command: 127/126 when the container's

@@ -100,6 +100,8 @@ pub enum Command {
     Rename(containers::RenameArgs),
     /// Show a container's output.
     Logs(containers::LogsArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
     /// Container commands.
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -195,6 +197,8 @@ pub enum ContainerCommand {
     Rename(containers::RenameArgs),
     /// A container's output.
     Logs(containers::LogsArgs),
+    /// Run a command in a container.
+    Exec(containers::ExecArgs),
 }
 
 /// `berth system ...`.
@@ -269,6 +273,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         C::Port(a) | C::Container(K::Port(a)) => containers::port(&cli, a),
         C::Rename(a) | C::Container(K::Rename(a)) => containers::rename(&cli, a),
         C::Logs(a) | C::Container(K::Logs(a)) => containers::logs(&cli, a),
+        C::Exec(a) | C::Container(K::Exec(a)) => containers::exec(&cli, a),
         C::Pull(a) | C::Image(I::Pull(a)) => images::pull(&cli, a),
         C::Push(a) | C::Image(I::Push(a)) => images::push(&cli, a),
         C::Images(a) | C::Image(I::Ls(a)) => images::images(&cli, a),

@@ -119,7 +119,7 @@ pub fn snapshot_key(id: &str) -> String {
 
 /// Reads `path` (relative) inside `root`, resolved as if `root` were `/`.
 /// None when it does not exist.
-fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, BundleError> {
+pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, BundleError> {
     let dir = fs::File::open(root).map_err(io(format!("open {}", root.display())))?;
     let fd: OwnedFd = match openat2(
         &dir,
