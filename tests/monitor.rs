@@ -34,7 +34,15 @@ fn spawn_monitor_with(
     driver: &str,
     restart: run::RestartPolicy,
 ) -> (std::process::Child, String) {
-    let cfg = MonitorConfig {
+    let mut cfg = config(rt, id, b, dir, driver);
+    cfg.restart = restart;
+    spawn(&cfg, dir)
+}
+
+/// The monitor's config for `b`: log `DIR/ctr.log`, exit record
+/// `DIR/exit.json`, no terminal, stdin or attach socket.
+fn config(rt: &Rt, id: &str, b: &Bundle, dir: &Path, driver: &str) -> MonitorConfig {
+    MonitorConfig {
         runtime: runtime_bin(),
         runtime_root: rt.root.path().to_path_buf(),
         id: id.to_string(),
@@ -44,10 +52,21 @@ fn spawn_monitor_with(
         log_max_size: None,
         log_max_file: 1,
         exit_file: dir.join("exit.json"),
-        restart,
-    };
+        restart: run::RestartPolicy::default(),
+        terminal: false,
+        stdin: false,
+        attach_socket: None,
+        wait_attach: false,
+        cgroup_path: None,
+        state_file: None,
+    }
+}
+
+/// Starts the monitor with `cfg` (written to `DIR/monitor.json`); returns
+/// it and the PID line it printed.
+fn spawn(cfg: &MonitorConfig, dir: &Path) -> (std::process::Child, String) {
     let cfg_path = dir.join("monitor.json");
-    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    std::fs::write(&cfg_path, serde_json::to_vec(cfg).unwrap()).unwrap();
     let mut child = Command::new(monitor_bin())
         .arg(&cfg_path)
         .stdin(Stdio::null())

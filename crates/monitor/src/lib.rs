@@ -9,5 +9,6 @@
 //!
 //! The `berth-monitor` binary runs [`run`] for one container.
 
+pub mod attach;
 pub mod logfile;
 pub mod run;
