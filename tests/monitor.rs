@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use berth_monitor::attach::{self, Msg};
 use berth_monitor::logfile::{self, Format, Stream};
 use berth_monitor::run::{self, MonitorConfig};
 use berth_tests::*;
@@ -234,5 +235,324 @@ fn restart_policies_are_carried_out() {
         .unwrap();
     assert_eq!(exit.exit_code, 0);
     assert!(exit.restart_count >= 2, "{exit:?}");
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
+/// A test's attach client: one seqpacket connection to the monitor.
+struct Client(std::os::fd::OwnedFd);
+
+impl Client {
+    fn connect(path: &Path) -> Client {
+        Client(attach::connect(path).expect("connect to the attach socket"))
+    }
+
+    fn send(&self, m: Msg<'_>) {
+        let mut p = Vec::new();
+        m.encode(&mut p);
+        rustix::net::send(&self.0, &p, rustix::net::SendFlags::NOSIGNAL).expect("send");
+    }
+
+    /// The next message (bounded wait against hangs); None at hang-up.
+    fn recv(&self) -> Option<Vec<u8>> {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.0,
+            rustix::event::PollFlags::IN,
+        )];
+        let t = rustix::event::Timespec {
+            tv_sec: 20,
+            tv_nsec: 0,
+        };
+        let n = rustix::event::poll(&mut fds, Some(&t)).expect("poll");
+        assert!(n > 0, "no attach message within 20 s");
+        let mut buf = vec![0u8; 1 + attach::MAX_DATA];
+        let (_, n) =
+            rustix::net::recv(&self.0, &mut buf[..], rustix::net::RecvFlags::empty()).unwrap();
+        (n > 0).then(|| buf[..n].to_vec())
+    }
+
+    /// Output (types 1 and 2, tagged) until the container's exit message;
+    /// returns them and the exit code.
+    fn until_exit(&self) -> (Vec<(u8, Vec<u8>)>, i32) {
+        let mut out = Vec::new();
+        loop {
+            let m = self.recv().expect("hang-up before the exit message");
+            match Msg::decode(&m).unwrap() {
+                Msg::Stdout(b) => out.push((attach::STDOUT, b.to_vec())),
+                Msg::Stderr(b) => out.push((attach::STDERR, b.to_vec())),
+                Msg::Exit(c) => return (out, c),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// stdout bytes until `want` has arrived.
+    fn stdout_until(&self, want: &str) -> String {
+        let mut got = String::new();
+        while !got.contains(want) {
+            let m = self.recv().expect("hang-up");
+            match Msg::decode(&m).unwrap() {
+                Msg::Stdout(b) => got.push_str(&String::from_utf8_lossy(b)),
+                other => panic!("unexpected {other:?} while waiting for {want:?} in {got:?}"),
+            }
+        }
+        got
+    }
+}
+
+fn joined(out: &[(u8, Vec<u8>)], t: u8) -> String {
+    out.iter()
+        .filter(|(k, _)| *k == t)
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .collect()
+}
+
+fn log_text(dir: &Path) -> String {
+    logfile::read_entries(&dir.join("ctr.log"), Format::K8sFile)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e.stream, Stream::Stdout, "{e:?}");
+            String::from_utf8_lossy(&e.line).into_owned()
+        })
+        .collect()
+}
+
+/// `-i`: `cat` reads what a client sends; its output comes back as type 1
+/// and goes to the log; `4` closes its stdin so it exits 0, and the client
+/// gets the exit message; the socket is gone once the monitor exits.
+#[test]
+fn stdin_through_an_attach_client() {
+    if !need_root("stdin_through_an_attach_client") {
+        return;
+    }
+    let rt = Rt::new();
+    let id = unique("mon-stdin");
+    let b = Bundle::new(&id, &["cat"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("attach.sock");
+    let mut cfg = config(&rt, &id, &b, dir.path(), "k8s-file");
+    cfg.stdin = true;
+    cfg.attach_socket = Some(sock.clone());
+    cfg.wait_attach = true;
+    let (child, pid) = spawn(&cfg, dir.path());
+    assert!(pid.trim().parse::<i32>().is_ok(), "{pid:?}");
+    let c = Client::connect(&sock);
+    c.send(Msg::Stdin(b"hello\n"));
+    assert_eq!(c.stdout_until("hello\n"), "hello\n");
+    c.send(Msg::Stdin(b"bye"));
+    c.send(Msg::CloseStdin);
+    let (out, code) = c.until_exit();
+    assert_eq!((joined(&out, attach::STDOUT), code), ("bye".to_string(), 0));
+    assert_eq!(c.recv(), None, "hang-up after the last exit");
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(log_text(dir.path()), "hello\nbye");
+    assert!(!sock.exists(), "attach socket left behind");
+    let exit = run::read_exit(&dir.path().join("exit.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((exit.exit_code, exit.oom_killed), (0, false));
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
+/// A terminal: the container's stdio is a /dev/pts device whose size is
+/// what the client sent with `5`; all output is type 1 and stdout in the
+/// log; `4` is ignored with a terminal (docker's behaviour), so the
+/// container goes on reading.
+#[test]
+fn terminal_through_the_pty() {
+    if !need_root("terminal_through_the_pty") {
+        return;
+    }
+    let rt = Rt::new();
+    let id = unique("mon-tty");
+    let mut b = Bundle::new(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "read a; stty size; tty; echo err >&2; read b; echo \"b=$b\"",
+        ],
+    );
+    b.edit(|c| c["process"]["terminal"] = serde_json::json!(true));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("attach.sock");
+    let mut cfg = config(&rt, &id, &b, dir.path(), "k8s-file");
+    cfg.terminal = true;
+    cfg.stdin = true;
+    cfg.attach_socket = Some(sock.clone());
+    cfg.wait_attach = true;
+    let (child, _) = spawn(&cfg, dir.path());
+    let c = Client::connect(&sock);
+    c.send(Msg::Resize { rows: 33, cols: 77 });
+    c.send(Msg::Stdin(b"go\n"));
+    c.send(Msg::CloseStdin);
+    let got = c.stdout_until("err");
+    c.send(Msg::Stdin(b"still\n"));
+    let (out, code) = c.until_exit();
+    assert_eq!(code, 0);
+    assert!(out.iter().all(|(t, _)| *t == attach::STDOUT), "{out:?}");
+    let all = got + &joined(&out, attach::STDOUT);
+    assert!(all.contains("33 77\r\n/dev/pts/"), "{all:?}");
+    assert!(all.contains("b=still"), "{all:?}");
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(log_text(dir.path()).contains("33 77"));
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
+/// `waitAttach`: a container that prints at once, its first line received
+/// by a client that connects after the PID line.
+#[test]
+fn wait_attach_sees_the_first_byte() {
+    if !need_root("wait_attach_sees_the_first_byte") {
+        return;
+    }
+    let rt = Rt::new();
+    let id = unique("mon-wait");
+    let b = Bundle::new(&id, &["sh", "-c", "echo first; echo second >&2; exit 4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("attach.sock");
+    let mut cfg = config(&rt, &id, &b, dir.path(), "k8s-file");
+    cfg.attach_socket = Some(sock.clone());
+    cfg.wait_attach = true;
+    let (child, _) = spawn(&cfg, dir.path());
+    let c = Client::connect(&sock);
+    let (out, code) = c.until_exit();
+    assert_eq!(code, 4);
+    assert_eq!(joined(&out, attach::STDOUT), "first\n");
+    assert_eq!(joined(&out, attach::STDERR), "second\n");
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
+/// Two clients both get the output; one that hangs up does not disturb
+/// the other.
+#[test]
+fn two_clients_and_a_detach() {
+    if !need_root("two_clients_and_a_detach") {
+        return;
+    }
+    let rt = Rt::new();
+    let id = unique("mon-two");
+    let b = Bundle::new(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "read x; echo \"one $x\"; read y; echo \"two $y\"",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("attach.sock");
+    let mut cfg = config(&rt, &id, &b, dir.path(), "k8s-file");
+    cfg.stdin = true;
+    cfg.attach_socket = Some(sock.clone());
+    cfg.wait_attach = true;
+    let (child, _) = spawn(&cfg, dir.path());
+    let a = Client::connect(&sock);
+    let b2 = Client::connect(&sock);
+    a.send(Msg::Stdin(b"a\n"));
+    assert_eq!(a.stdout_until("one a\n"), "one a\n");
+    assert_eq!(b2.stdout_until("one a\n"), "one a\n");
+    drop(b2);
+    a.send(Msg::Stdin(b"b\n"));
+    let (out, code) = a.until_exit();
+    assert_eq!(
+        (joined(&out, attach::STDOUT), code),
+        ("two b\n".to_string(), 0)
+    );
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(log_text(dir.path()), "one a\ntwo b\n");
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
+/// A container over its 8 MiB memory limit (no swap) is OOM-killed: 137
+/// and `oomKilled`; a normal exit under the same limit is not.
+#[test]
+fn oom_kill_is_recorded() {
+    if !need_root("oom_kill_is_recorded") {
+        return;
+    }
+    let rt = Rt::new();
+    // busybox tail keeps a whole newline-free input in memory.
+    for (args, code, oom) in [
+        (
+            &["sh", "-c", "head -c 67108864 /dev/zero | tail"][..],
+            137,
+            true,
+        ),
+        (
+            &["sh", "-c", "head -c 1024 /dev/zero | tail >/dev/null"][..],
+            0,
+            false,
+        ),
+    ] {
+        let id = unique("mon-oom");
+        let mut b = Bundle::new(&id, args);
+        b.edit(|c| {
+            c["linux"]["resources"]["memory"] =
+                serde_json::json!({"limit": 8 << 20, "swap": 8 << 20})
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&rt, &id, &b, dir.path(), "k8s-file");
+        cfg.cgroup_path = Some(format!("/berth-test-{id}"));
+        let (child, _) = spawn(&cfg, dir.path());
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let exit = run::read_exit(&dir.path().join("exit.json"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((exit.exit_code, exit.oom_killed), (code, oom), "{args:?}");
+        assert_no_leftovers(&rt, &id, b.path());
+    }
+}
+
+/// The state file names the running init and is rewritten with
+/// `restartCount` 1 after a restart; clients stay connected across it and
+/// get one exit message per run.
+#[test]
+fn state_file_follows_restarts() {
+    if !need_root("state_file_follows_restarts") {
+        return;
+    }
+    let rt = Rt::new();
+    let id = unique("mon-state");
+    let b = Bundle::new(&id, &["sh", "-c", "read x; exit 1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("attach.sock");
+    let state = dir.path().join("run.json");
+    let mut cfg = config(&rt, &id, &b, dir.path(), "k8s-file");
+    cfg.stdin = true;
+    cfg.attach_socket = Some(sock.clone());
+    cfg.wait_attach = true;
+    cfg.state_file = Some(state.clone());
+    cfg.restart = run::RestartPolicy::parse("on-failure:1").unwrap();
+    let (child, pid) = spawn(&cfg, dir.path());
+    let pid: i32 = pid.trim().parse().unwrap_or_else(|_| panic!("{pid:?}"));
+    let c = Client::connect(&sock);
+    wait_until("the state file", || {
+        run::read_run(&state).unwrap().is_some()
+    });
+    let first = run::read_run(&state).unwrap().unwrap();
+    assert_eq!((first.pid, first.restart_count), (pid, 0));
+    c.send(Msg::Stdin(b"x\n"));
+    assert_eq!(c.until_exit().1, 1);
+    wait_until("the restart's state file", || {
+        run::read_run(&state).unwrap().unwrap().restart_count == 1
+    });
+    let second = run::read_run(&state).unwrap().unwrap();
+    assert_ne!(second.pid, pid);
+    assert!(second.started_at > first.started_at, "{first:?} {second:?}");
+    c.send(Msg::Stdin(b"y\n"));
+    assert_eq!(c.until_exit().1, 1);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exit = run::read_exit(&dir.path().join("exit.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((exit.pid, exit.restart_count), (second.pid, 1));
     assert_no_leftovers(&rt, &id, b.path());
 }
