@@ -556,3 +556,194 @@ fn state_file_follows_restarts() {
     assert_eq!((exit.pid, exit.restart_count), (second.pid, 1));
     assert_no_leftovers(&rt, &id, b.path());
 }
+
+/// Not a test: the child of `relay_under_a_real_terminal` (under a pty)
+/// and `relay_pipes_more_than_the_buffers_hold` (with
+/// `BERTH_TEST_RELAY_PIPE`: stdin closed at its end, no tty), run by this
+/// test binary with the socket in `BERTH_TEST_RELAY_SOCKET`; exits with the
+/// container's exit code.
+#[test]
+fn relay_child_helper() {
+    let Some(sock) = std::env::var_os("BERTH_TEST_RELAY_SOCKET") else {
+        return;
+    };
+    let tty = std::env::var_os("BERTH_TEST_RELAY_PIPE").is_none();
+    let opts = attach::RelayOptions {
+        stdin: true,
+        close_stdin: !tty,
+        tty,
+        until_exit: true,
+    };
+    let code = attach::relay(Path::new(&sock), &opts).expect("relay");
+    std::process::exit(code.unwrap_or(100));
+}
+
+/// Reads `master` until its text contains `want` (bounded).
+fn read_until(master: &std::os::fd::OwnedFd, got: &mut String, want: &str) {
+    let mut buf = [0u8; 4096];
+    while !got.contains(want) {
+        let mut fds = [rustix::event::PollFd::new(
+            master,
+            rustix::event::PollFlags::IN,
+        )];
+        let t = rustix::event::Timespec {
+            tv_sec: 20,
+            tv_nsec: 0,
+        };
+        let n = rustix::event::poll(&mut fds, Some(&t)).expect("poll");
+        assert!(n > 0, "no {want:?} within 20 s in {got:?}");
+        let n = rustix::io::read(master, &mut buf).expect("read the pty");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// `relay` with a terminal, in a child on a real pty: our terminal goes raw
+/// while it runs and is restored after; its size reaches the container at
+/// once and again after SIGWINCH; keys reach the container and its output
+/// comes back; the container's exit code is returned.
+#[test]
+fn relay_under_a_real_terminal() {
+    if !need_root("relay_under_a_real_terminal") {
+        return;
+    }
+    use rustix::termios::{tcgetattr, tcgetwinsize, tcsetwinsize, LocalModes, Winsize};
+    let rt = Rt::new();
+    let id = unique("mon-relay");
+    let mut b = Bundle::new(
+        &id,
+        &["sh", "-c", "read a; stty size; read b; stty size; exit 3"],
+    );
+    b.edit(|c| c["process"]["terminal"] = serde_json::json!(true));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("attach.sock");
+    let mut cfg = config(&rt, &id, &b, dir.path(), "k8s-file");
+    cfg.terminal = true;
+    cfg.stdin = true;
+    cfg.attach_socket = Some(sock.clone());
+    cfg.wait_attach = true;
+    let (monitor, pid) = spawn(&cfg, dir.path());
+    let pid: i32 = pid.trim().parse().unwrap_or_else(|_| panic!("{pid:?}"));
+
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let size = |rows, cols| Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    tcsetwinsize(&master, size(40, 100)).unwrap();
+    let cooked = LocalModes::ICANON | LocalModes::ECHO;
+    assert!(tcgetattr(&master).unwrap().local_modes.contains(cooked));
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "relay_child_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BERTH_TEST_RELAY_SOCKET", &sock)
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .expect("spawn the relay child");
+    wait_until("the relay's raw mode", || {
+        !tcgetattr(&master)
+            .unwrap()
+            .local_modes
+            .intersects(LocalModes::ICANON | LocalModes::ECHO)
+    });
+    let mut got = String::new();
+    rustix::io::write(&master, b"one\r").unwrap();
+    read_until(&master, &mut got, "40 100");
+    tcsetwinsize(&master, size(50, 120)).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGWINCH,
+    )
+    .unwrap();
+    // The container's own terminal, through its init's stdin.
+    let ctr_tty = std::fs::File::open(format!("/proc/{pid}/fd/0")).unwrap();
+    wait_until("the container's terminal to be resized", || {
+        tcgetwinsize(&ctr_tty).map(|w| (w.ws_row, w.ws_col)).ok() == Some((50, 120))
+    });
+    drop(ctr_tty);
+    rustix::io::write(&master, b"two\r").unwrap();
+    read_until(&master, &mut got, "50 120");
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(3), "{got:?}");
+    assert!(
+        tcgetattr(&master).unwrap().local_modes.contains(cooked),
+        "the terminal was not restored"
+    );
+    let o = monitor.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_no_leftovers(&rt, &id, b.path());
+}
+
+/// `relay` without a terminal, as `cat FILE | berth run -i IMAGE cat`
+/// would: 4 MiB (more than the socket buffers hold) through the
+/// container and back, stdin closed at its end, exit code 0.
+#[test]
+fn relay_pipes_more_than_the_buffers_hold() {
+    if !need_root("relay_pipes_more_than_the_buffers_hold") {
+        return;
+    }
+    let rt = Rt::new();
+    let id = unique("mon-pipe");
+    let b = Bundle::new(&id, &["cat"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("attach.sock");
+    let mut cfg = config(&rt, &id, &b, dir.path(), "k8s-file");
+    cfg.stdin = true;
+    cfg.attach_socket = Some(sock.clone());
+    cfg.wait_attach = true;
+    let (monitor, _) = spawn(&cfg, dir.path());
+    let mut data = String::new();
+    let mut i = 0;
+    while data.len() < 4 << 20 {
+        data.push_str(&format!("line {i}\n"));
+        i += 1;
+    }
+    let input = dir.path().join("input");
+    std::fs::write(&input, &data).unwrap();
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "relay_child_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BERTH_TEST_RELAY_SOCKET", &sock)
+        .env("BERTH_TEST_RELAY_PIPE", "1")
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .expect("run the relay child");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // libtest's "running 1 test" comes first.
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.ends_with(&data) && out.len() - data.len() < 100,
+        "{} bytes back of {}: {:?}",
+        out.len(),
+        data.len(),
+        &out[..out.len().min(200)]
+    );
+    let o = monitor.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_no_leftovers(&rt, &id, b.path());
+}

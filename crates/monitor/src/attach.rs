@@ -27,6 +27,7 @@
 //! Paths longer than a `sockaddr_un` holds are reached through
 //! `/proc/self/fd/N/NAME` with `N` an `O_PATH` descriptor of the directory.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -478,18 +479,13 @@ fn resize_packet() -> Option<Vec<u8>> {
     Some(p)
 }
 
-/// Sends a whole packet on the (blocking) socket.
-fn send_packet(sock: &OwnedFd, p: &[u8]) -> Result<(), AttachError> {
-    loop {
-        match rustix::net::send(sock, p, SendFlags::NOSIGNAL) {
-            Ok(_) => return Ok(()),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(io_err("send to the monitor")(e)),
-        }
-    }
-}
-
 /// [`relay`] on a socket from [`connect`].
+///
+/// Packets to the monitor are sent without blocking and queued when the
+/// socket is full (the monitor reads a client only as fast as the
+/// container takes its stdin); our stdin is not read while some wait, and
+/// the monitor's output is read all the while, so we are never dropped for
+/// being slow because the container is.
 pub fn relay_fd(sock: OwnedFd, opts: &RelayOptions) -> Result<Option<i32>, AttachError> {
     let stdin = rustix::stdio::stdin();
     let _raw = if opts.tty && opts.stdin {
@@ -498,17 +494,22 @@ pub fn relay_fd(sock: OwnedFd, opts: &RelayOptions) -> Result<Option<i32>, Attac
         None
     };
     let winch = if opts.tty { Winch::install() } else { None };
+    let mut queue: VecDeque<Vec<u8>> = VecDeque::new();
     if opts.tty {
-        if let Some(p) = resize_packet() {
-            send_packet(&sock, &p)?;
-        }
+        queue.extend(resize_packet());
     }
     let mut stdin_open = opts.stdin;
     let mut buf = vec![0u8; 1 + MAX_DATA];
     loop {
+        flush_queue(&sock, &mut queue)?;
         let (sock_ev, in_ev, winch_ev) = {
-            let mut fds = vec![PollFd::new(&sock, PollFlags::IN)];
-            if stdin_open {
+            let mut ev = PollFlags::IN;
+            if !queue.is_empty() {
+                ev |= PollFlags::OUT;
+            }
+            let mut fds = vec![PollFd::new(&sock, ev)];
+            let read_stdin = stdin_open && queue.is_empty();
+            if read_stdin {
                 fds.push(PollFd::new(&stdin, PollFlags::IN));
             }
             if let Some(w) = &winch {
@@ -520,7 +521,7 @@ pub fn relay_fd(sock: OwnedFd, opts: &RelayOptions) -> Result<Option<i32>, Attac
                 Err(e) => return Err(io_err("poll")(e)),
             }
             let s = fds[0].revents();
-            let i = if stdin_open {
+            let i = if read_stdin {
                 fds[1].revents()
             } else {
                 PollFlags::empty()
@@ -532,8 +533,20 @@ pub fn relay_fd(sock: OwnedFd, opts: &RelayOptions) -> Result<Option<i32>, Attac
             };
             (s, i, w)
         };
-        if !sock_ev.is_empty() {
-            let n = match rustix::net::recv(&sock, &mut buf[..], RecvFlags::TRUNC) {
+        // A resize goes before keys typed after it.
+        if !winch_ev.is_empty() {
+            if let Some(w) = &winch {
+                let mut drain = [0u8; 64];
+                let _ = rustix::io::read(&w.read, &mut drain);
+            }
+            queue.extend(resize_packet());
+        }
+        if sock_ev.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
+            let n = match rustix::net::recv(
+                &sock,
+                &mut buf[..],
+                RecvFlags::TRUNC | RecvFlags::DONTWAIT,
+            ) {
                 Ok((_, n)) => n,
                 Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
                 Err(Errno::CONNRESET) => 0,
@@ -551,32 +564,44 @@ pub fn relay_fd(sock: OwnedFd, opts: &RelayOptions) -> Result<Option<i32>, Attac
                 Msg::Exit(code) if opts.until_exit => return Ok(Some(code)),
                 _ => {}
             }
-            continue;
         }
         if !in_ev.is_empty() {
             match rustix::io::read(stdin, &mut buf[1..]) {
+                Err(Errno::INTR) | Err(Errno::AGAIN) => {}
                 Ok(0) | Err(_) => {
                     stdin_open = false;
                     if opts.close_stdin {
-                        send_packet(&sock, &[CLOSE_STDIN])?;
+                        queue.push_back(vec![CLOSE_STDIN]);
                     }
                 }
                 Ok(n) => {
                     buf[0] = STDIN;
-                    send_packet(&sock, &buf[..1 + n])?;
+                    queue.push_back(buf[..1 + n].to_vec());
                 }
             }
         }
-        if !winch_ev.is_empty() {
-            if let Some(w) = &winch {
-                let mut drain = [0u8; 64];
-                let _ = rustix::io::read(&w.read, &mut drain);
+    }
+}
+
+/// Sends queued packets until the socket is full (or drops them when the
+/// monitor hung up).
+fn flush_queue(sock: &OwnedFd, queue: &mut VecDeque<Vec<u8>>) -> Result<(), AttachError> {
+    while let Some(p) = queue.front() {
+        match rustix::net::send(sock, p, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+            Ok(_) => {
+                queue.pop_front();
             }
-            if let Some(p) = resize_packet() {
-                send_packet(&sock, &p)?;
+            Err(Errno::AGAIN) => return Ok(()),
+            Err(Errno::INTR) => {}
+            // The monitor is gone: what it sent before is still to be read.
+            Err(Errno::PIPE) | Err(Errno::CONNRESET) => {
+                queue.clear();
+                return Ok(());
             }
+            Err(e) => return Err(io_err("send to the monitor")(e)),
         }
     }
+    Ok(())
 }
 
 fn write_out(w: &mut impl Write, b: &[u8]) -> Result<(), AttachError> {
@@ -651,7 +676,7 @@ mod tests {
             let (_, n) = rustix::net::recv(c, &mut buf[..], RecvFlags::empty()).unwrap();
             assert_eq!(Msg::decode(&buf[..n]).unwrap(), Msg::Stdout(b"hello"));
         }
-        send_packet(&c1, &[CLOSE_STDIN]).unwrap();
+        flush_queue(&c1, &mut VecDeque::from([vec![CLOSE_STDIN]])).unwrap();
         let n = s.recv(0, &mut buf).unwrap();
         assert_eq!(Msg::decode(&buf[..n]).unwrap(), Msg::CloseStdin);
         drop(c1);
