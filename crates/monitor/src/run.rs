@@ -1,21 +1,35 @@
-//! The monitor's life with one container: create and start it through a
-//! runc-compatible runtime with stdout and stderr on pipes, write what comes
-//! out to the log, reap the container, record how it ended, and delete its
-//! runtime state.
+//! The monitor's life with one container ([`Monitor`]): create and start it
+//! through a runc-compatible runtime, write what comes out to the log and
+//! to the attach clients, feed it stdin, reap it, record how it ended, and
+//! delete its runtime state.
 //!
-//! The monitor makes itself a child subreaper, so the container's init
-//! (whose parent, the runtime's `create`, exits at once) becomes its child
-//! and is reaped here. A pidfd of the init wakes the loop when it exits;
-//! the pipes are then read to their end (every process of the container's
-//! PID namespace is gone by then, so nothing holds them open).
+//! Its stdio: without a terminal, stdout and stderr are pipes, and stdin is
+//! a pipe whose write end the monitor holds (`stdin`) or /dev/null. With
+//! `terminal`, the runtime gets `--console-socket` (a stream socket in the
+//! monitor's state dir, reached through `/proc/PID/fd/N/` when its path is
+//! too long) and sends the pty master over it (SCM_RIGHTS); all output is
+//! read from the master and logged as stdout, and stdin is written to it.
+//! Writes to the container's stdin never block: what it has not taken
+//! waits, and the clients are not read meanwhile.
+//!
+//! One `poll` loop ([`Monitor`]'s `turn`) serves the output fds, the
+//! init's pidfd, the stdin fd and the attach socket ([`crate::attach`]);
+//! there are no threads. The monitor makes itself a child subreaper, so the
+//! container's init (whose parent, the runtime's `create`, exits at once)
+//! becomes its child and is reaped here. When the pidfd says the init
+//! exited, the output is read to its end (every process of the container's
+//! PID namespace is gone by then, so nothing holds the pipes or the pty
+//! open); then the cgroup's OOM kill count is read (before `delete`
+//! removes the cgroup), the exit record written, the runtime state deleted
+//! and the exit sent to the clients.
 //!
 //! [`RestartPolicy`] is carried out here too, as docker does: `on-failure[:N]`
 //! restarts after a non-zero exit (at most N times), `always` and
 //! `unless-stopped` after any exit, unless the stop file exists (written by
 //! whoever stops the container on purpose). Restarts wait 100 ms, doubling
-//! up to a minute; the delay starts again after a run of ten seconds.
-//!
-//! Not here yet (issue 5): a terminal, stdin and attach, OOM detection.
+//! up to a minute (the attach socket is served meanwhile); the delay starts
+//! again after a run of ten seconds. Each start rewrites the state file
+//! ([`RunRecord`]); every record is written atomically (temp file, rename).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -555,7 +569,8 @@ impl Monitor {
             }
             self.turn(Some(run), Some(left))?;
         }
-        Ok(())
+        // What the client sent at once (its terminal size) goes first.
+        self.turn(Some(run), Some(Duration::ZERO))
     }
 
     /// Serves the attach socket for `d` (the container is not running).
