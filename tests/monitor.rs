@@ -358,7 +358,8 @@ fn stdin_through_an_attach_client() {
 /// A terminal: the container's stdio is a /dev/pts device whose size is
 /// what the client sent with `5`; all output is type 1 and stdout in the
 /// log; `4` is ignored with a terminal (docker's behaviour), so the
-/// container goes on reading.
+/// container goes on reading. The console and attach sockets have paths
+/// longer than `sockaddr_un` holds.
 #[test]
 fn terminal_through_the_pty() {
     if !need_root("terminal_through_the_pty") {
@@ -376,8 +377,12 @@ fn terminal_through_the_pty() {
     );
     b.edit(|c| c["process"]["terminal"] = serde_json::json!(true));
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("attach.sock");
+    // Socket paths too long for sockaddr_un: reached through /proc/PID/fd.
+    let deep = dir.path().join("d".repeat(100));
+    std::fs::create_dir(&deep).unwrap();
+    let sock = deep.join("attach.sock");
     let mut cfg = config(&rt, &id, &b, dir.path(), "k8s-file");
+    cfg.exit_file = deep.join("exit.json");
     cfg.terminal = true;
     cfg.stdin = true;
     cfg.attach_socket = Some(sock.clone());
@@ -398,6 +403,13 @@ fn terminal_through_the_pty() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(log_text(dir.path()).contains("33 77"));
+    assert!(!sock.exists(), "attach socket left behind");
+    let exit = run::read_exit(&cfg.exit_file).unwrap().unwrap();
+    assert_eq!(exit.exit_code, 0);
+    assert!(
+        !deep.join("exit.runtime").exists(),
+        "runtime state dir left"
+    );
     assert_no_leftovers(&rt, &id, b.path());
 }
 
