@@ -1,9 +1,14 @@
 //! `berth-monitor CONFIG.json`: one container's monitor. It creates and
 //! starts the container, prints `PID` of its init on stdout and closes
 //! stdout (the caller waits for that line), then logs the container's
-//! output, reaps it and writes its exit record, and restarts it as its
-//! restart policy says. A failure to start is one
+//! output, serves its attach socket, reaps it and writes its exit record,
+//! and restarts it as its restart policy says. A failure to start is one
 //! line on stderr and exit code 1.
+//!
+//! With `waitAttach` the PID line comes right after `create`; the monitor
+//! then waits (up to 30 s) for the first attach client before `start`, so
+//! that client sees all output. A `start` that fails after that line is
+//! reported the same way (stderr, exit 1, no exit record).
 //!
 //! No argument parser and no async runtime: the monitor stays small, since
 //! one runs per container.
@@ -11,7 +16,12 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use berth_monitor::run::{self, MonitorConfig};
+use berth_monitor::run::{self, Monitor, MonitorConfig};
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("berth-monitor: {e}");
+    ExitCode::from(1)
+}
 
 fn main() -> ExitCode {
     let Some(path) = std::env::args_os().nth(1) else {
@@ -31,16 +41,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (pid, out_r, err_r) = match run::start(&cfg) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("berth-monitor: {e}");
-            return ExitCode::from(1);
-        }
+    let wait_attach = cfg.wait_attach && cfg.attach_socket.is_some();
+    let mut m = match Monitor::new(cfg) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
     };
+    let mut ctr = match m.create() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if !wait_attach {
+        if let Err(e) = m.start(&ctr, 0) {
+            return fail(e);
+        }
+    }
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{pid}");
+        let _ = writeln!(out, "{}", ctr.pid);
         let _ = out.flush();
     }
     // The caller reads until end of file: stdout must not stay open here.
@@ -52,11 +69,16 @@ fn main() -> ExitCode {
         )
         .expect("open /dev/null"),
     );
-    match run::supervise_with_restarts(&cfg, pid, out_r, err_r) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("berth-monitor: {e}");
-            ExitCode::from(1)
+    if wait_attach {
+        if let Err(e) = m
+            .wait_attach(&mut ctr, run::WAIT_ATTACH)
+            .and_then(|_| m.start(&ctr, 0))
+        {
+            return fail(e);
         }
+    }
+    match m.supervise_with_restarts(ctr) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }
