@@ -24,6 +24,7 @@ use berth_engine::process::ProcessFlags;
 use berth_engine::spec::{Seccomp, SecurityFlags};
 use berth_image::platform::Platform;
 use berth_image::store::{ImageError, LocalImage, NoProgress, PullProgress};
+use berth_monitor::attach::{self, RelayOptions};
 use berth_monitor::logfile::{self, Entry, Format, Stream};
 use berth_monitor::run::RestartPolicy;
 use chrono::{DateTime, Utc};
@@ -502,23 +503,84 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(code as u8))
 }
 
-/// Starts `c` and follows it in the foreground until it exits; returns its
-/// exit code.
+/// Starts `c` with its output (and stdin, with `stdin`) attached here, from
+/// its first byte, until it exits; returns its exit code.
 fn foreground(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
-    let _ = stdin;
-    engine.start(c, false, &[])?;
-    follow_until_exit(engine, c)
+    engine.start(c, true, &[])?;
+    let sock = engine.attach_socket(c.id());
+    let fd = attach::connect(&sock).with_context(|| format!("attaching to {}", c.name()))?;
+    let opts = RelayOptions {
+        stdin,
+        close_stdin: stdin,
+        tty: c.config.tty,
+        until_exit: true,
+    };
+    match attach::relay_fd(fd, &opts).with_context(|| format!("attached to {}", c.name()))? {
+        Some(code) => Ok(code),
+        // Dropped by the monitor (too slow a reader) or its end: the exit
+        // record tells.
+        None => exit_after_hangup(engine, c),
+    }
 }
 
-/// Streams the container's log to our stdout/stderr until it exits.
-fn follow_until_exit(engine: &Engine, c: &Container) -> Result<i32> {
-    let opts = LogsOptions {
-        follow: true,
-        ..LogsOptions::default()
+/// The exit code once the monitor has hung up on us.
+fn exit_after_hangup(engine: &Engine, c: &Container) -> Result<i32> {
+    loop {
+        let st = engine.state(c);
+        match st.status {
+            Status::Exited | Status::Restarting => return Ok(st.exit_code),
+            Status::Created if engine.monitor_pid(c.id()).is_none() => {
+                let err = std::fs::read_to_string(engine.dir(c.id()).join("monitor.err"))
+                    .unwrap_or_default();
+                bail!(
+                    "container {} did not start: {}",
+                    c.name(),
+                    err.trim().trim_start_matches("berth-monitor: ")
+                );
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// `attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Do not forward stdin.
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Accepted for docker compatibility (signals are not proxied).
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sig_proxy: bool,
+    /// The container.
+    pub container: String,
+}
+
+pub fn attach_cmd(cli: &Cli, a: &AttachArgs) -> Result<ExitCode> {
+    let engine = open_engine(cli)?;
+    let c = engine.get(&a.container)?;
+    let st = engine.state(&c);
+    if !matches!(st.status, Status::Running | Status::Paused) {
+        bail!(
+            "you cannot attach to container {}: it is {}",
+            c.name(),
+            st.status
+        );
+    }
+    let stdin = !a.no_stdin && c.config.open_stdin;
+    let opts = RelayOptions {
+        stdin,
+        close_stdin: false,
+        tty: c.config.tty,
+        until_exit: true,
     };
-    print_logs(engine, c, &opts)?;
-    let st = engine.wait_stopped(c, None);
-    Ok(st.exit_code)
+    let code = match attach::relay(&engine.attach_socket(c.id()), &opts)
+        .with_context(|| format!("attaching to {}", c.name()))?
+    {
+        Some(code) => code,
+        None => exit_after_hangup(&engine, &c)?,
+    };
+    Ok(ExitCode::from(code as u8))
 }
 
 /// `start`.
@@ -1582,7 +1644,7 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .iter(),
     ) {
-        if !e.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+        if e.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             bail!("invalid environment variable {e:?}");
         }
         set_env(&mut env, e);

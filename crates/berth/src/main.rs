@@ -102,6 +102,8 @@ pub enum Command {
     Logs(containers::LogsArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
+    /// Attach to a running container's output (and stdin).
+    Attach(containers::AttachArgs),
     /// Container commands.
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -199,6 +201,8 @@ pub enum ContainerCommand {
     Logs(containers::LogsArgs),
     /// Run a command in a container.
     Exec(containers::ExecArgs),
+    /// Attach to a container.
+    Attach(containers::AttachArgs),
 }
 
 /// `berth system ...`.
@@ -274,6 +278,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         C::Rename(a) | C::Container(K::Rename(a)) => containers::rename(&cli, a),
         C::Logs(a) | C::Container(K::Logs(a)) => containers::logs(&cli, a),
         C::Exec(a) | C::Container(K::Exec(a)) => containers::exec(&cli, a),
+        C::Attach(a) | C::Container(K::Attach(a)) => containers::attach_cmd(&cli, a),
         C::Pull(a) | C::Image(I::Pull(a)) => images::pull(&cli, a),
         C::Push(a) | C::Image(I::Push(a)) => images::push(&cli, a),
         C::Images(a) | C::Image(I::Ls(a)) => images::images(&cli, a),

@@ -6,7 +6,7 @@
 //! - `bundle/`: the OCI bundle ([`crate::bundle`]), its rootfs mounted from
 //!   the snapshot `container-<id>` for the container's whole life;
 //! - `monitor.json`: the [`MonitorConfig`] its monitor runs from;
-//! - `run.json`: written by the monitor at every (re)start (PID, time, count);
+//! - `run.json`: written by the monitor at every (re)start ([`RunRecord`]);
 //! - `exit.json`: written by the monitor at every exit ([`ExitRecord`]);
 //! - `exit.stop`: present when the container was stopped on purpose, so the
 //!   monitor does not restart it;
@@ -38,7 +38,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_image::store::{ImageStore, LocalImage};
-use berth_monitor::run::{read_exit, ExitRecord, MonitorConfig, RestartPolicy};
+use berth_monitor::run::{
+    read_exit, read_run, ExitRecord, MonitorConfig, RestartPolicy, RunRecord,
+};
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -133,19 +135,6 @@ impl std::fmt::Display for Status {
             Status::Exited => "exited",
         })
     }
-}
-
-/// What the monitor writes at every (re)start of the container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunRecord {
-    /// The container's init PID.
-    pub pid: i32,
-    /// RFC 3339.
-    pub started_at: String,
-    /// Restarts done by the monitor before this run.
-    #[serde(default)]
-    pub restart_count: u32,
 }
 
 /// A container's state, derived from its files and processes.
@@ -502,17 +491,13 @@ impl Engine {
     /// The container's state, derived now.
     pub fn state(&self, c: &Container) -> State {
         let dir = self.dir(c.id());
-        let run: Option<RunRecord> = read_json(&dir.join("run.json"));
+        let run: Option<RunRecord> = read_run(&dir.join("run.json")).ok().flatten();
         let exit: Option<ExitRecord> = read_exit(&dir.join("exit.json")).ok().flatten();
         let mut st = State {
             status: Status::Created,
             pid: 0,
             exit_code: exit.as_ref().map_or(0, |e| e.exit_code),
-            oom_killed: exit
-                .as_ref()
-                .and_then(|e| serde_json::to_value(e).ok())
-                .and_then(|v| v["oomKilled"].as_bool())
-                .unwrap_or(false),
+            oom_killed: exit.as_ref().is_some_and(|e| e.oom_killed),
             started_at: run.as_ref().map(|r| r.started_at.clone()),
             finished_at: exit.as_ref().map(|e| e.exited_at.clone()),
             restart_count: run.as_ref().map_or(0, |r| r.restart_count),
@@ -665,26 +650,26 @@ impl Engine {
             record: rec,
             config,
         };
-        self.write_monitor_config(&c)?;
+        self.write_monitor_config(&c, false, &[])?;
         Ok(c)
     }
 
-    fn monitor_config(&self, c: &Container, wait_attach: bool) -> serde_json::Value {
+    fn monitor_config(
+        &self,
+        c: &Container,
+        wait_attach: bool,
+        exit_command: &[String],
+    ) -> MonitorConfig {
         let id = c.id();
         let dir = self.dir(id);
-        let runtime = if c.config.runtime.as_os_str().is_empty() {
-            self.opts.runtime.clone()
-        } else {
-            c.config.runtime.clone()
-        };
-        let log_path = (c.config.log_driver != "none").then(|| self.log_path(id));
-        let cfg = MonitorConfig {
-            runtime,
+        let none = c.config.log_driver == "none";
+        MonitorConfig {
+            runtime: self.runtime_of(c),
             runtime_root: self.runtime_root(),
             id: id.to_string(),
             bundle: self.bundle_dir(id),
-            log_path,
-            log_driver: if c.config.log_driver == "none" {
+            log_path: (!none).then(|| self.log_path(id)),
+            log_driver: if none {
                 "json-file".into()
             } else {
                 c.config.log_driver.clone()
@@ -693,33 +678,27 @@ impl Engine {
             log_max_file: c.config.log_max_file.max(1),
             exit_file: dir.join("exit.json"),
             restart: c.config.restart.clone(),
-        };
-        let mut v = serde_json::to_value(cfg).unwrap_or_default();
-        v["terminal"] = c.config.tty.into();
-        v["stdin"] = c.config.open_stdin.into();
-        v["attachSocket"] = serde_json::to_value(self.attach_socket(id)).unwrap_or_default();
-        v["waitAttach"] = wait_attach.into();
-        v["cgroupPath"] = c.config.cgroups_path.clone().into();
-        v["stateFile"] = serde_json::to_value(dir.join("run.json")).unwrap_or_default();
-        v
+            terminal: c.config.tty,
+            stdin: c.config.open_stdin,
+            attach_socket: Some(self.attach_socket(id)),
+            wait_attach,
+            cgroup_path: Some(c.config.cgroups_path.clone()),
+            state_file: Some(dir.join("run.json")),
+            exit_command: exit_command.to_vec(),
+        }
     }
 
-    fn write_monitor_config(&self, c: &Container) -> Result<(), ContainerError> {
-        self.write_monitor_config_with(c, false, &[])
-    }
-
-    fn write_monitor_config_with(
+    fn write_monitor_config(
         &self,
         c: &Container,
         wait_attach: bool,
         exit_command: &[String],
     ) -> Result<(), ContainerError> {
-        let mut v = self.monitor_config(c, wait_attach);
-        if !exit_command.is_empty() {
-            v["exitCommand"] = serde_json::to_value(exit_command).unwrap_or_default();
-        }
+        let cfg = self.monitor_config(c, wait_attach, exit_command);
         let path = self.dir(c.id()).join("monitor.json");
-        write_atomic(&path, &serde_json::to_vec(&v).unwrap_or_default())
+        let bytes = serde_json::to_vec(&cfg)
+            .map_err(|e| io_err("encode the monitor config")(io::Error::other(e)))?;
+        write_atomic(&path, &bytes)
     }
 
     /// Checks that the container's command can be executed, for docker's
@@ -760,7 +739,7 @@ impl Engine {
         let _ = fs::remove_file(self.attach_socket(c.id()));
         fs::create_dir_all(&self.opts.run_dir)
             .map_err(io_err(format!("create {}", self.opts.run_dir.display())))?;
-        self.write_monitor_config_with(c, wait_attach, exit_command)?;
+        self.write_monitor_config(c, wait_attach, exit_command)?;
         let err_path = dir.join("monitor.err");
         let err =
             File::create(&err_path).map_err(io_err(format!("create {}", err_path.display())))?;
@@ -791,17 +770,6 @@ impl Engine {
             Some(pid) => {
                 // The monitor lives on; it is reaped by whoever inherits it.
                 std::mem::forget(child);
-                if !dir.join("run.json").exists() {
-                    let r = RunRecord {
-                        pid,
-                        started_at: now(),
-                        restart_count: 0,
-                    };
-                    let _ = write_atomic(
-                        &dir.join("run.json"),
-                        &serde_json::to_vec(&r).unwrap_or_default(),
-                    );
-                }
                 Ok(pid)
             }
             None => {

@@ -97,6 +97,10 @@ pub struct MonitorConfig {
     /// Where to write [`RunRecord`] each time the container starts.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// A command to run when the container has exited for good (no more
+    /// restarts): how a detached `--rm` container removes itself.
+    #[serde(default)]
+    pub exit_command: Vec<String>,
 }
 
 /// How long `waitAttach` waits for the first client.

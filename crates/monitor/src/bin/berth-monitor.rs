@@ -77,7 +77,23 @@ fn main() -> ExitCode {
             return fail(e);
         }
     }
-    match m.supervise_with_restarts(ctr) {
+    let exit_command = m.config().exit_command.clone();
+    let r = m.supervise_with_restarts(ctr);
+    // The monitor's own resources (the attach socket) go before the exit
+    // command runs, since it removes the container.
+    drop(m);
+    if let Some((prog, args)) = exit_command.split_first() {
+        // exec, not spawn: the command (`berth rm`) waits for this monitor
+        // to be gone, which it is once this process is the command.
+        use std::os::unix::process::CommandExt;
+        let e = std::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .exec();
+        return fail(format!("exit command {prog}: {e}"));
+    }
+    match r {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
