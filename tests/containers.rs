@@ -700,3 +700,196 @@ fn crash_of_the_monitor_is_shown_truthfully_and_cleaned() {
     env.ok(&["rm", &name]);
     env.assert_clean(&[id]);
 }
+
+/// `-i` pipes stdin and closes it at its end; `-it` gives a real terminal
+/// (driven here through `script`), sized like ours.
+#[test]
+fn stdin_and_terminal() {
+    if !need_root("stdin_and_terminal") {
+        return;
+    }
+    let env = Env::new("ctr-tty");
+    env.ok(&["pull", "-q", &env.image]);
+    let mut child = env
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "-i",
+            &env.image,
+            "sh",
+            "-c",
+            "cat; echo done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(b"one\ntwo\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "one\ntwo\ndone\n");
+    // Without -i the container's stdin is empty.
+    let mut child = env
+        .cmd()
+        .args(["run", "--rm", &env.image, "sh", "-c", "cat; echo end"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(b"ignored\n");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout),
+        "end\n"
+    );
+
+    let inner = format!(
+        "stty rows 33 cols 77; {} --root {} --run-dir {} run --rm -it {} sh -c 'tty; stty -a | head -1; exit 3'",
+        berth_bin().display(),
+        env.root.path().display(),
+        env.run_dir.display(),
+        env.image
+    );
+    // `script` gives the command a pty; its own stdin stays open a while.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 3 | script -qec \"{inner}\" /dev/null"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("rows 33; columns 77"), "{out}");
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    env.assert_clean(&[]);
+}
+
+/// `attach` joins a running container's output and stdin from another
+/// berth process, and returns its exit code.
+#[test]
+fn attach_from_another_process() {
+    if !need_root("attach_from_another_process") {
+        return;
+    }
+    let env = Env::new("ctr-attach");
+    let name = unique("att");
+    env.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        &name,
+        &env.image,
+        "sh",
+        "-c",
+        "read x; echo got $x; exit 6",
+    ]);
+    let mut child = env
+        .cmd()
+        .args(["attach", &name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.as_mut().unwrap().write_all(b"hello\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "got hello\n");
+    assert_eq!(o.status.code(), Some(6));
+    let e = env.fails(&["attach", &name], 125);
+    assert!(e.contains(&name) && e.contains("exited"), "{e}");
+}
+
+/// A detached `--rm` container removes itself when it exits.
+#[test]
+fn detached_rm_removes_itself() {
+    if !need_root("detached_rm_removes_itself") {
+        return;
+    }
+    let env = Env::new("ctr-drm");
+    let id = env
+        .ok(&["run", "-d", "--rm", &env.image, "sh", "-c", "sleep 0.2"])
+        .trim()
+        .to_string();
+    wait_until("the container to remove itself", || env.ids().is_empty());
+    env.assert_clean(&[id]);
+}
+
+/// `exec` runs in the container with its environment, as another user, in
+/// another directory, and passes the exit code; a missing command is 127.
+#[test]
+fn exec_in_a_running_container() {
+    if !need_root("exec_in_a_running_container") {
+        return;
+    }
+    let env = Env::new("ctr-exec");
+    let name = unique("ex");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-e",
+        "FROM_RUN=1",
+        &env.image,
+        "sleep",
+        "30",
+    ]);
+    let (code, out, _) = env.run(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo $FROM_RUN $HOSTNAME; exit 4",
+    ]);
+    assert_eq!(code, 4);
+    assert_eq!(out, format!("1 {}\n", &id_of(&env, &name)[..12]));
+    let out = env.ok(&[
+        "exec",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=y",
+        &name,
+        "sh",
+        "-c",
+        "id -u; pwd; echo $X",
+    ]);
+    assert_eq!(out, "65534\n/tmp\ny\n");
+    let e = env.fails(&["exec", &name, "no-such-tool"], 127);
+    assert!(e.contains("no-such-tool"), "{e}");
+    let e = env.fails(&["exec", &name, "/etc/passwd"], 126);
+    assert!(e.contains("/etc/passwd"), "{e}");
+    env.ok(&["exec", "-d", &name, "sh", "-c", "echo bg > /tmp/bg"]);
+    wait_until("the detached exec", || {
+        env.run(&["exec", &name, "cat", "/tmp/bg"]).1 == "bg\n"
+    });
+    let mut child = env
+        .cmd()
+        .args(["exec", "-i", &name, "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout),
+        "piped\n"
+    );
+    env.ok(&["stop", "-t", "0", &name]);
+    let e = env.fails(&["exec", &name, "true"], 125);
+    assert!(e.contains("exited"), "{e}");
+}
