@@ -60,6 +60,7 @@ fn config(rt: &Rt, id: &str, b: &Bundle, dir: &Path, driver: &str) -> MonitorCon
         wait_attach: false,
         cgroup_path: None,
         state_file: None,
+        exit_command: Vec::new(),
     }
 }
 
