@@ -893,3 +893,79 @@ fn exec_in_a_running_container() {
     let e = env.fails(&["exec", &name, "true"], 125);
     assert!(e.contains("exited"), "{e}");
 }
+
+/// info, version, system df and prune; rmi refuses an image a container
+/// uses.
+#[test]
+fn system_commands_and_images_in_use() {
+    if !need_root("system_commands_and_images_in_use") {
+        return;
+    }
+    let env = Env::new("ctr-sys");
+    let up = unique("up");
+    let done = unique("done");
+    env.ok(&["run", "-d", "--name", &up, &env.image, "sleep", "30"]);
+    env.ok(&[
+        "run",
+        "--name",
+        &done,
+        &env.image,
+        "sh",
+        "-c",
+        "head -c 100000 /dev/zero > /blob",
+    ]);
+    let info: Value = serde_json::from_str(&env.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(info["Containers"], 2);
+    assert_eq!(info["ContainersRunning"], 1);
+    assert_eq!(info["ContainersStopped"], 1);
+    assert_eq!(info["Images"], 1);
+    assert_eq!(
+        env.ok(&["info", "-f", "{{.Host.Architecture}}"]).trim(),
+        std::env::consts::ARCH
+    );
+    let v = env.ok(&["version"]);
+    assert!(
+        v.contains(env!("CARGO_PKG_VERSION")) && v.contains("Runtime:"),
+        "{v}"
+    );
+    let df = env.ok(&["system", "df"]);
+    let line = df
+        .lines()
+        .find(|l| l.starts_with("Containers"))
+        .unwrap()
+        .to_string();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cols[1..3], ["2", "1"], "{df}");
+    assert!(cols[3].ends_with("kB"), "the written file counts: {df}");
+
+    let e = env.fails(&["rmi", &env.image], 1);
+    assert!(e.contains(&up) && e.contains(&done), "{e}");
+    assert!(env.ok(&["images"]).contains("test/bb"));
+    env.ok(&["image", "prune", "-a"]);
+    assert!(
+        env.ok(&["images"]).contains("test/bb"),
+        "prune -a keeps images in use"
+    );
+
+    // Without --force, prune asks; "n" cancels and keeps everything.
+    let mut child = env
+        .cmd()
+        .args(["system", "prune"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    }
+    assert!(!child.wait_with_output().unwrap().status.success());
+    assert_eq!(env.ids().len(), 2);
+    let out = env.ok(&["system", "prune", "-f"]);
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert_eq!(env.ids().len(), 1, "the running container stays");
+    env.ok(&["rm", "-f", &up]);
+    env.ok(&["system", "prune", "-a", "-f"]);
+    assert!(!env.ok(&["images"]).contains("test/bb"));
+    env.assert_clean(&[]);
+}

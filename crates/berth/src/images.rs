@@ -162,7 +162,7 @@ struct Listed {
     created: Option<DateTime<Utc>>,
 }
 
-fn split_name(name: &str) -> (String, String) {
+pub(crate) fn split_name(name: &str) -> (String, String) {
     if let Some((repo, _)) = name.split_once('@') {
         return (repo.to_string(), "<none>".to_string());
     }
@@ -371,10 +371,34 @@ pub struct RmiArgs {
     pub force: bool,
 }
 
+/// The names of the containers made from the image `name` (none when
+/// there is no such image).
+fn containers_using(store: &ImageStore, name: &str) -> Result<Vec<String>> {
+    let Ok(img) = store.get(name, &Platform::host()) else {
+        return Ok(Vec::new());
+    };
+    let id = img.id().to_string();
+    let records = berth_engine::records::ContainerStore::new(store.meta().clone()).list()?;
+    Ok(records
+        .into_iter()
+        .filter(|r| r.image_id == id)
+        .map(|r| r.name)
+        .collect())
+}
+
 pub fn rmi(cli: &Cli, a: &RmiArgs) -> Result<ExitCode> {
     let store = open_store(cli, None)?;
     let mut failed = false;
     for i in &a.images {
+        let users = containers_using(&store, i)?;
+        if !users.is_empty() && !a.force {
+            eprintln!(
+                "Error: image {i} is in use by container(s) {}: remove them first, or untag it with --force",
+                users.join(", ")
+            );
+            failed = true;
+            continue;
+        }
         match store.remove(i, a.force) {
             Ok(names) => {
                 for n in names {
@@ -803,7 +827,7 @@ pub fn history(cli: &Cli, a: &HistoryArgs) -> Result<ExitCode> {
 /// `image prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove every image, not only dangling ones (berth has no containers yet that could use them).
+    /// Remove every image that no container uses, not only dangling ones.
     #[arg(short, long)]
     pub all: bool,
     /// Don't ask (berth never asks; accepted for compatibility).
@@ -815,7 +839,7 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
     let store = open_store(cli, None)?;
     for rec in store.list()? {
         let dangling = split_name(&rec.name).1 == "<none>";
-        if a.all || dangling {
+        if (a.all || dangling) && containers_using(&store, &rec.name)?.is_empty() {
             store.meta().delete_image(&rec.name)?;
             println!("Untagged: {}", rec.name);
         }

@@ -14,6 +14,7 @@ mod containers;
 mod format;
 mod images;
 mod progress;
+mod system;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -107,6 +108,10 @@ pub enum Command {
     /// Container commands.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Show system-wide information.
+    Info(system::FormatArgs),
+    /// Show the versions of berth and its runtime.
+    Version(system::FormatArgs),
     /// Pull an image from a registry.
     Pull(images::PullArgs),
     /// Push an image to a registry.
@@ -212,6 +217,12 @@ pub enum SystemCommand {
     Check(images::CheckArgs),
     /// Remove unreferenced content and snapshots.
     Gc(images::GcArgs),
+    /// Show disk usage of images and containers.
+    Df(system::DfArgs),
+    /// Remove stopped containers and dangling (or, with -a, unused) images.
+    Prune(system::PruneArgs),
+    /// Show system-wide information.
+    Info(system::FormatArgs),
 }
 
 /// Flags shared by registry commands.
@@ -294,5 +305,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         C::Image(I::Prune(a)) => images::prune(&cli, a),
         C::System(SystemCommand::Check(a)) => images::check(&cli, a),
         C::System(SystemCommand::Gc(a)) => images::gc(&cli, a),
+        C::System(SystemCommand::Df(a)) => system::df(&cli, a),
+        C::System(SystemCommand::Prune(a)) => system::prune(&cli, a),
+        C::Info(a) | C::System(SystemCommand::Info(a)) => system::info(&cli, a),
+        C::Version(a) => system::version(&cli, a),
     }
 }
