@@ -969,3 +969,76 @@ fn system_commands_and_images_in_use() {
     assert!(!env.ok(&["images"]).contains("test/bb"));
     env.assert_clean(&[]);
 }
+
+/// `--runtime` runs one container on another runc-compatible runtime
+/// (runc), through the whole lifecycle; `start -a` attaches from the start.
+#[test]
+fn another_runtime_and_start_attached() {
+    if !need_root("another_runtime_and_start_attached") {
+        return;
+    }
+    let env = Env::new("ctr-runc");
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc is installed by scripts/install-deps.sh");
+    let name = unique("onrunc");
+    env.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        runc,
+        "--name",
+        &name,
+        &env.image,
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(env.inspect(&name)["HostConfig"]["Runtime"], runc);
+    assert_eq!(env.status(&name), "running");
+    assert_eq!(env.ok(&["exec", &name, "echo", "hi"]), "hi\n");
+    env.ok(&["pause", &name]);
+    assert_eq!(env.status(&name), "paused");
+    env.ok(&["unpause", &name]);
+    assert!(env.ok(&["top", &name]).contains("sleep"));
+    let id = id_of(&env, &name);
+    env.ok(&["rm", "-f", &name]);
+    let (code, out, _) = env.run(&[
+        "run",
+        "--rm",
+        "--runtime",
+        runc,
+        &env.image,
+        "sh",
+        "-c",
+        "echo via runc; exit 2",
+    ]);
+    assert_eq!((code, out.as_str()), (2, "via runc\n"));
+    let e = env.fails(
+        &["run", "--runtime", "/no/such/runtime", &env.image, "true"],
+        125,
+    );
+    assert!(e.contains("/no/such/runtime"), "{e}");
+
+    let name = unique("later");
+    env.ok(&[
+        "create",
+        "--name",
+        &name,
+        &env.image,
+        "sh",
+        "-c",
+        "echo first; exit 9",
+    ]);
+    assert_eq!(env.status(&name), "created");
+    let (code, out, _) = env.run(&["start", "-a", &name]);
+    assert_eq!((code, out.as_str()), (9, "first\n"));
+    // No ports are published without a bridge network.
+    assert_eq!(env.ok(&["port", &name]), "");
+    let e = env.fails(&["port", &name, "80"], 125);
+    assert!(e.contains("80/tcp"), "{e}");
+    let e = env.fails(&["run", "-p", "8080:80", &env.image, "true"], 125);
+    assert!(e.contains("--publish"), "{e}");
+    env.ok(&["rm", &name]);
+    env.assert_clean(&[id]);
+}
