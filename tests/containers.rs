@@ -1042,3 +1042,39 @@ fn another_runtime_and_start_attached() {
     env.ok(&["rm", &name]);
     env.assert_clean(&[id]);
 }
+
+/// A foreground `run` passes the signals it gets to the container
+/// (docker's --sig-proxy).
+#[test]
+fn foreground_run_proxies_signals() {
+    if !need_root("foreground_run_proxies_signals") {
+        return;
+    }
+    let env = Env::new("ctr-sig");
+    env.ok(&["pull", "-q", &env.image]);
+    let child = env
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            &env.image,
+            "sh",
+            "-c",
+            "trap 'echo got INT; exit 7' INT; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut out = child.stdout.unwrap();
+    let mut first = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"ready\n");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "got INT\n");
+    let st = nix::sys::wait::waitpid(pid, None).unwrap();
+    assert_eq!(st, nix::sys::wait::WaitStatus::Exited(pid, 7));
+    env.assert_clean(&[]);
+}

@@ -507,6 +507,8 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
 /// its first byte, until it exits; returns its exit code.
 fn foreground(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
     engine.start(c, true, &[])?;
+    // Only now: the monitor must not inherit the blocked signals.
+    proxy_signals(engine, c)?;
     let sock = engine.attach_socket(c.id());
     let fd = attach::connect(&sock).with_context(|| format!("attaching to {}", c.name()))?;
     let opts = RelayOptions {
@@ -521,6 +523,43 @@ fn foreground(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
         // record tells.
         None => exit_after_hangup(engine, c),
     }
+}
+
+/// Forwards the signals this process gets (INT, TERM, HUP, QUIT, USR1,
+/// USR2) to the container's init, as docker's `--sig-proxy` does: they are
+/// blocked here and taken by a thread that runs the runtime's `kill`.
+fn proxy_signals(engine: &Engine, c: &Container) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    set.thread_block()
+        .context("blocking signals to proxy them")?;
+    let rt = engine.runtime_of(c);
+    let root = engine.runtime_root();
+    let id = c.id().to_string();
+    std::thread::spawn(move || loop {
+        let Ok(sig) = set.wait() else { return };
+        let _ = Command::new(&rt)
+            .arg("--root")
+            .arg(&root)
+            .arg("kill")
+            .arg(&id)
+            .arg((sig as i32).to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    });
+    Ok(())
 }
 
 /// The exit code once the monitor has hung up on us.

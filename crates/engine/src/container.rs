@@ -789,7 +789,8 @@ impl Engine {
         }
     }
 
-    fn runtime_of(&self, c: &Container) -> PathBuf {
+    /// The runtime binary of `c`.
+    pub fn runtime_of(&self, c: &Container) -> PathBuf {
         if c.config.runtime.as_os_str().is_empty() {
             self.opts.runtime.clone()
         } else {
