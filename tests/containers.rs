@@ -1052,7 +1052,7 @@ fn foreground_run_proxies_signals() {
     }
     let env = Env::new("ctr-sig");
     env.ok(&["pull", "-q", &env.image]);
-    let child = env
+    let mut child = env
         .cmd()
         .args([
             "run",
@@ -1066,7 +1066,7 @@ fn foreground_run_proxies_signals() {
         .spawn()
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let mut out = child.stdout.unwrap();
+    let mut out = child.stdout.take().unwrap();
     let mut first = [0u8; 6];
     std::io::Read::read_exact(&mut out, &mut first).unwrap();
     assert_eq!(&first, b"ready\n");
@@ -1074,7 +1074,6 @@ fn foreground_run_proxies_signals() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert_eq!(rest, "got INT\n");
-    let st = nix::sys::wait::waitpid(pid, None).unwrap();
-    assert_eq!(st, nix::sys::wait::WaitStatus::Exited(pid, 7));
+    assert_eq!(child.wait().unwrap().code(), Some(7));
     env.assert_clean(&[]);
 }
