@@ -984,6 +984,16 @@ impl Engine {
                 let _ = self.runtime_cmd(c, &["resume"]);
             }
         }
+        // A monitor of a container that never started is holding it after
+        // `create` for an attach that will not come (its `berth run` died):
+        // nothing of its own to finish, so it is stopped at once.
+        if st.status == Status::Created {
+            if let Some(pid) = self.monitor_pid(c.id()) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
         // The monitor deletes the runtime's state and then ends.
         let st = self.wait_monitor_gone(c, Duration::from_secs(30));
         if let Some(pid) = self.monitor_pid(c.id()) {
