@@ -186,6 +186,8 @@ fn bundle_from_a_pulled_image_runs_and_is_removed() {
             ..ProcessFlags::default()
         },
         security: SecurityFlags::default(),
+        host: Default::default(),
+        volumes: berth_engine::volumes::VolumeStore::new(tmp.path()),
     };
     let b = bundle::create(&store, &img, &dir, &o).expect("bundle");
     let o2 = rt.out(&["run", "--bundle", b.dir.to_str().unwrap(), &id]);
