@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 mod format;
 mod images;
 mod progress;
+mod volumes;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -84,6 +85,9 @@ pub enum Command {
     /// System commands.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Volume commands.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
 }
 
 /// `berth image ...`.
@@ -184,5 +188,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         C::Image(I::Prune(a)) => images::prune(&cli, a),
         C::System(SystemCommand::Check(a)) => images::check(&cli, a),
         C::System(SystemCommand::Gc(a)) => images::gc(&cli, a),
+        C::Volume(c) => volumes::run(&cli, c),
     }
 }

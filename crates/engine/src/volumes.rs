@@ -284,6 +284,18 @@ impl VolumeStore {
     }
 }
 
+/// The volumes the containers of `records` mount: each record's
+/// `config.host` is the [`crate::host::HostConfig`] its bundle applied
+/// ([`crate::bundle::Bundle::host`]). A record without one mounts none.
+pub fn in_use(records: &[crate::records::ContainerRecord]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter_map(|r| r.config.get("host"))
+        .filter_map(|h| serde_json::from_value::<crate::host::HostConfig>(h.clone()).ok())
+        .flat_map(|h| h.volume_names())
+        .collect()
+}
+
 fn write_meta(dir: &Path, meta: &VolumeMeta) -> Result<(), VolumeError> {
     let tmp = dir.join(format!("{META}.tmp"));
     let body = serde_json::to_vec_pretty(meta).map_err(|e| VolumeError::BadMeta {
@@ -310,6 +322,36 @@ mod tests {
         assert_eq!(r.len(), 64);
         assert!(valid_name(&r) && r.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(r, random_name().unwrap());
+    }
+
+    #[test]
+    fn in_use_reads_the_records_host_config() {
+        let mut h = crate::host::HostConfig::default();
+        h.mounts.push(crate::host::Mount {
+            destination: "/d".into(),
+            source: crate::host::MountSource::Volume {
+                name: Some("vol1".into()),
+                anonymous: false,
+            },
+            read_only: false,
+            propagation: None,
+            relabel: None,
+            nocopy: false,
+        });
+        let rec = |config| crate::records::ContainerRecord {
+            id: "a".repeat(64),
+            name: "c".into(),
+            image: "i".into(),
+            image_id: "x".into(),
+            created: String::new(),
+            command: vec![],
+            config,
+        };
+        let recs = [
+            rec(serde_json::json!({"host": h})),
+            rec(serde_json::Value::Null),
+        ];
+        assert_eq!(in_use(&recs), BTreeSet::from(["vol1".to_string()]));
     }
 
     #[test]
