@@ -406,3 +406,115 @@ fn bad_input_is_refused_and_leaves_nothing() {
         .collect();
     assert_eq!(left, [vol]);
 }
+
+fn berth(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(built_bin("berth", "BERTH_BIN"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("spawn berth")
+}
+
+fn stdout_ok(root: &Path, args: &[&str]) -> String {
+    let o = berth(root, args);
+    assert!(
+        o.status.success(),
+        "berth {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `berth volume`: create (twice is an error), ls, inspect, rm refusing a
+/// volume a container record mounts, prune of anonymous volumes only
+/// unless `--all`.
+#[test]
+fn volume_commands() {
+    if !need_root("volume_commands") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path();
+    assert_eq!(
+        stdout_ok(root, &["volume", "create", "--label", "k=v", "vol-a"]),
+        "vol-a\n"
+    );
+    let o = berth(root, &["volume", "create", "vol-a"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let unnamed = stdout_ok(root, &["volume", "create"]);
+    let unnamed = unnamed.trim();
+    assert_eq!(unnamed.len(), 64);
+    let store = VolumeStore::new(root);
+    let (anon, _) = store
+        .create(
+            &berth_engine::volumes::random_name().unwrap(),
+            Default::default(),
+            true,
+            true,
+        )
+        .unwrap();
+    let ls = stdout_ok(root, &["volume", "ls"]);
+    assert!(ls.starts_with("DRIVER  "), "{ls}");
+    assert!(
+        ls.contains("VOLUME NAME") && ls.contains("local   vol-a"),
+        "{ls}"
+    );
+    let mut q: Vec<String> = stdout_ok(root, &["volume", "ls", "-q"])
+        .lines()
+        .map(String::from)
+        .collect();
+    q.sort();
+    let mut want = vec!["vol-a".to_string(), unnamed.to_string(), anon.name.clone()];
+    want.sort();
+    assert_eq!(q, want);
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout_ok(root, &["volume", "inspect", "vol-a"])).unwrap();
+    assert_eq!(doc[0]["Labels"], json!({"k": "v"}));
+    assert_eq!(
+        doc[0]["Mountpoint"],
+        json!(root.join("volumes/vol-a/_data"))
+    );
+    let o = berth(root, &["volume", "inspect", "nope"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such volume: nope"));
+
+    // A container record whose host config mounts vol-a keeps it.
+    let mut host = HostFlags {
+        volumes: vec!["vol-a:/data".into()],
+        ..HostFlags::default()
+    }
+    .parse(&mut SecurityFlags::default())
+    .unwrap();
+    host.prepare(root, &store, &[]).unwrap();
+    let meta = berth_image::meta::MetaDb::open(&root.join("meta.redb")).unwrap();
+    berth_engine::records::ContainerStore::new(meta)
+        .create(&berth_engine::records::ContainerRecord {
+            id: "b".repeat(64),
+            name: "user-of-vol-a".into(),
+            image: "busybox".into(),
+            image_id: "sha256:x".into(),
+            created: String::new(),
+            command: vec![],
+            config: json!({"host": host}),
+        })
+        .unwrap();
+    let o = berth(root, &["volume", "rm", "vol-a"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("remove vol-a: volume is in use"),
+        "{o:?}"
+    );
+    assert_eq!(stdout_ok(root, &["volume", "rm", "-f", "nope"]), "");
+
+    let pruned = stdout_ok(root, &["volume", "prune", "-f"]);
+    assert!(
+        pruned.starts_with(&format!("Deleted Volumes:\n{}\n\n", anon.name)),
+        "{pruned}"
+    );
+    let pruned = stdout_ok(root, &["volume", "prune", "-f", "-a"]);
+    assert!(
+        pruned.contains(unnamed) && !pruned.contains("vol-a"),
+        "{pruned}"
+    );
+    assert_eq!(stdout_ok(root, &["volume", "ls", "-q"]), "vol-a\n");
+}
