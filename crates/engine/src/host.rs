@@ -577,7 +577,27 @@ fn cpu_list(s: &str) -> Option<BTreeSet<u32>> {
     Some(out)
 }
 
-fn parse_resources(f: &HostFlags) -> Result<Resources, HostError> {
+/// Whether this host's memory cgroup limits swap: the v1 `memsw` files,
+/// or a cgroup2 memory controller (which always has `memory.swap.max`).
+fn swap_accounting() -> bool {
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    !v1.is_dir() || v1.join("memory.memsw.limit_in_bytes").exists()
+}
+
+/// The CPUs this process may run on, as docker counts them for `--cpus`
+/// (not reduced by a CPU quota, unlike `available_parallelism`).
+fn host_cpus() -> usize {
+    rustix::thread::sched_getaffinity(None)
+        .map(|s| s.count() as usize)
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The resource flags; `swap_ok` says whether the host limits swap (when
+/// it does not, docker drops the default swap limit; an explicit one is an
+/// error here).
+fn parse_resources(f: &HostFlags, swap_ok: bool) -> Result<Resources, HostError> {
     let mut r = Resources::default();
     if let Some(m) = &f.memory {
         let v = parse_bytes(m).map_err(|e| invalid("--memory", m, e))?;
@@ -609,9 +629,16 @@ fn parse_resources(f: &HostFlags) -> Result<Resources, HostError> {
                 _ => {}
             }
         }
+        if v != 0 && !swap_ok {
+            return Err(invalid(
+                "--memory-swap",
+                sw,
+                "this host's kernel does not limit swap (no swap accounting in the memory cgroup)",
+            ));
+        }
         r.memory_swap = (v != 0).then_some(v);
     }
-    if let (Some(m), None) = (r.memory, r.memory_swap) {
+    if let (Some(m), None, true) = (r.memory, r.memory_swap, swap_ok) {
         r.memory_swap = Some(m.saturating_mul(2));
     }
     if let Some(c) = &f.cpus {
@@ -621,7 +648,7 @@ fn parse_resources(f: &HostFlags) -> Result<Resources, HostError> {
             .ok()
             .filter(|v: &f64| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| invalid("--cpus", c, "expected a number of CPUs like 1.5"))?;
-        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ncpu = host_cpus();
         let quota = (v * 100_000.0).round() as i64;
         if v != 0.0 && (quota < 1000 || v > ncpu as f64) {
             return Err(invalid(
@@ -747,14 +774,14 @@ impl HostFlags {
     /// exists. `security` receives `seccomp=` and `no-new-privileges`.
     pub fn parse(&self, security: &mut SecurityFlags) -> Result<HostConfig, HostError> {
         let mut h = HostConfig {
-            resources: parse_resources(self)?,
+            resources: parse_resources(self, swap_accounting())?,
             ..HostConfig::default()
         };
         let mut dests = BTreeSet::new();
         for v in &self.volumes {
             let m = parse_volume(v)?;
             if let MountSource::Bind { source } = &m.source {
-                if fs::symlink_metadata(source).is_err() {
+                if fs::metadata(source).is_err() {
                     return Err(HostError::BindSource(source.display().to_string()));
                 }
             }
@@ -1158,26 +1185,30 @@ mod tests {
 
     #[test]
     fn memory_and_swap_follow_dockers_rules() {
-        let r = parse(|f| f.memory = Some("512m".into())).unwrap().resources;
+        fn res(f: impl FnOnce(&mut HostFlags)) -> Result<Resources, HostError> {
+            parse_resources(&flags(f), true)
+        }
+        fn err(f: impl FnOnce(&mut HostFlags)) -> String {
+            res(f).unwrap_err().to_string()
+        }
+        let r = res(|f| f.memory = Some("512m".into())).unwrap();
         assert_eq!(r.memory, Some(512 << 20));
         assert_eq!(
             r.memory_swap,
             Some(1 << 30),
             "swap defaults to twice memory"
         );
-        let r = parse(|f| {
+        let r = res(|f| {
             f.memory = Some("512m".into());
             f.memory_swap = Some("-1".into());
         })
-        .unwrap()
-        .resources;
+        .unwrap();
         assert_eq!(r.memory_swap, Some(-1));
-        let r = parse(|f| {
+        let r = res(|f| {
             f.memory = Some("512m".into());
             f.memory_swap = Some("1g".into());
         })
-        .unwrap()
-        .resources;
+        .unwrap();
         assert_eq!(r.memory_swap, Some(1 << 30));
         let e = err(|f| f.memory = Some("lots".into()));
         assert!(e.contains("--memory") && e.contains("\"lots\""), "{e}");
@@ -1195,6 +1226,21 @@ mod tests {
             f.memory_swap = Some("x".into());
         });
         assert!(e.contains("--memory-swap"), "{e}");
+
+        // Without swap accounting: no default swap, and an explicit one is refused.
+        let no_swap = |f: HostFlags| parse_resources(&f, false);
+        let r = no_swap(flags(|f| f.memory = Some("512m".into()))).unwrap();
+        assert_eq!((r.memory, r.memory_swap), (Some(512 << 20), None));
+        let e = no_swap(flags(|f| {
+            f.memory = Some("512m".into());
+            f.memory_swap = Some("1g".into());
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--memory-swap") && e.contains("swap accounting"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1527,7 +1573,12 @@ mod tests {
             json!(["rw", "noexec", "nosuid", "nodev", "size=1m"])
         );
         let r = &v["linux"]["resources"];
-        assert_eq!(r["memory"], json!({"limit": 64 << 20, "swap": 128 << 20}));
+        let swap = if swap_accounting() {
+            json!({"limit": 64 << 20, "swap": 128 << 20})
+        } else {
+            json!({"limit": 64 << 20})
+        };
+        assert_eq!(r["memory"], swap);
         assert_eq!(
             r["cpu"],
             json!({"quota": 25000, "period": 100000, "cpus": "0"})
