@@ -20,8 +20,10 @@ use berth_engine::bundle::BundleOptions;
 use berth_engine::container::{
     find_binary, Container, ContainerConfig, CreateOptions, Engine, EngineOptions, State, Status,
 };
+use berth_engine::host::{HostConfig, HostFlags};
 use berth_engine::process::ProcessFlags;
-use berth_engine::spec::{Seccomp, SecurityFlags};
+use berth_engine::spec::SecurityFlags;
+use berth_engine::volumes::VolumeStore;
 use berth_image::platform::Platform;
 use berth_image::store::{ImageError, LocalImage, NoProgress, PullProgress};
 use berth_monitor::attach::{self, RelayOptions};
@@ -242,7 +244,9 @@ pub fn parse_bytes(what: &str, s: &str) -> Result<u64> {
     Ok((n * mult as f64) as u64)
 }
 
-fn security_flags(f: &CreateFlags) -> Result<SecurityFlags> {
+/// The security flags and the parsed host flags (mounts, resources,
+/// devices, network, `--security-opt`).
+fn security_and_host(f: &CreateFlags) -> Result<(SecurityFlags, HostConfig)> {
     let mut s = SecurityFlags {
         privileged: f.privileged,
         cap_add: f.cap_add.clone(),
@@ -250,30 +254,22 @@ fn security_flags(f: &CreateFlags) -> Result<SecurityFlags> {
         read_only: f.read_only,
         ..SecurityFlags::default()
     };
-    for o in &f.security_opts {
-        let (k, v) = o
-            .split_once(['=', ':'])
-            .map_or((o.as_str(), None), |(k, v)| (k, Some(v)));
-        match (k, v) {
-            ("seccomp", Some("unconfined")) => s.seccomp = Seccomp::Unconfined,
-            ("seccomp", Some(path)) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("reading the seccomp profile {path}"))?;
-                let v: serde_json::Value = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("parsing the seccomp profile {path}"))?;
-                s.seccomp = Seccomp::Profile(v);
-            }
-            ("no-new-privileges", None | Some("true")) => s.no_new_privileges = true,
-            ("no-new-privileges", Some("false")) => s.no_new_privileges = false,
-            // Accepted and passed to the runtime by the host options.
-            ("apparmor" | "label", Some(_)) => {}
-            _ => bail!(
-                "invalid --security-opt {o:?}: use seccomp=PROFILE|unconfined, \
-                 no-new-privileges, apparmor=PROFILE or label=..."
-            ),
-        }
-    }
-    Ok(s)
+    let flags = HostFlags {
+        volumes: f.volumes.clone(),
+        tmpfs: f.tmpfs.clone(),
+        memory: f.memory.clone(),
+        memory_swap: f.memory_swap.clone(),
+        cpus: f.cpus.clone(),
+        cpu_shares: f.cpu_shares.clone(),
+        cpuset_cpus: f.cpuset_cpus.clone(),
+        pids_limit: f.pids_limit.clone(),
+        ulimits: f.ulimits.clone(),
+        devices: f.devices.clone(),
+        network: f.network.clone(),
+        security_opts: f.security_opts.clone(),
+    };
+    let host = flags.parse(&mut s)?;
+    Ok((s, host))
 }
 
 /// The image for `name`, pulled first as `policy` says.
@@ -330,9 +326,6 @@ fn create_container(
         bail!("-p/--publish needs a bridge network, which berth does not have yet");
     }
     let network = f.network.clone().unwrap_or_else(|| "none".into());
-    if !matches!(network.as_str(), "none" | "host") {
-        bail!("invalid --network {network:?}: berth supports none and host for now");
-    }
     let restart = match &f.restart {
         Some(r) => RestartPolicy::parse(r).map_err(|e| anyhow::anyhow!("--restart: {e}"))?,
         None => RestartPolicy::parse("no").expect("valid"),
@@ -370,7 +363,7 @@ fn create_container(
             bail!("--runtime {}: no such file", rt.display());
         }
     }
-    let security = security_flags(f)?;
+    let (security, host) = security_and_host(f)?;
     let mut env = env_files(&f.env_file)?;
     env.extend(f.env.iter().filter_map(|e| env_value(e)));
     let entrypoint = f.entrypoint.as_ref().map(|e| {
@@ -434,6 +427,8 @@ fn create_container(
             process,
             security,
             cgroups_path: None,
+            host,
+            volumes: VolumeStore::new(&cli.root),
         },
         config,
     };
@@ -810,7 +805,7 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
         let r = engine.get(what).map_err(anyhow::Error::from).and_then(|c| {
             let vols = engine.remove(&c, a.force)?;
             if a.volumes {
-                remove_anonymous_volumes(cli, &vols)?;
+                remove_anonymous_volumes(cli, &engine, &vols)?;
             }
             Ok(())
         });
@@ -839,8 +834,22 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn remove_anonymous_volumes(_cli: &Cli, vols: &[String]) -> Result<()> {
-    let _ = vols;
+/// Removes the anonymous volumes of a removed container, unless another
+/// container mounts them.
+fn remove_anonymous_volumes(cli: &Cli, engine: &Engine, vols: &[String]) -> Result<()> {
+    if vols.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<_> = engine.list()?.into_iter().map(|c| c.record).collect();
+    let in_use = berth_engine::volumes::in_use(&records);
+    let store = VolumeStore::new(&cli.root);
+    for v in vols {
+        if !in_use.contains(v) {
+            store
+                .remove(v, &in_use)
+                .with_context(|| format!("removing volume {v}"))?;
+        }
+    }
     Ok(())
 }
 

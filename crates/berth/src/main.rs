@@ -15,6 +15,7 @@ mod format;
 mod images;
 mod progress;
 mod system;
+mod volumes;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -138,6 +139,9 @@ pub enum Command {
     /// System commands.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Volume commands.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
 }
 
 /// `berth image ...`.
@@ -309,5 +313,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         C::System(SystemCommand::Prune(a)) => system::prune(&cli, a),
         C::Info(a) | C::System(SystemCommand::Info(a)) => system::info(&cli, a),
         C::Version(a) => system::version(&cli, a),
+        C::Volume(c) => volumes::run(&cli, c),
     }
 }

@@ -8,8 +8,16 @@
 //! `container-<id>`; it is an active snapshot, so image GC keeps it and its
 //! parents.
 //!
-//! [`create`] undoes everything it did when a later step fails; [`remove`]
-//! is idempotent, so it also cleans after a crash at any point.
+//! The host flags ([`crate::host`]) are applied once the rootfs is mounted:
+//! volumes are made (and filled from the image) before `config.json` is
+//! written. With `--network host` the container gets the host's hostname
+//! (unless one is given), the host's `/etc/hosts` with its own name added
+//! and the host's `resolv.conf` as is, as podman does. A generated file is
+//! left out when a `-v` or `--tmpfs` mount is at its place.
+//!
+//! [`create`] undoes everything it did when a later step fails, including
+//! the volumes it made; [`remove`] is idempotent, so it also cleans after a
+//! crash at any point (volumes are the caller's: `rm -v`).
 
 use std::fs;
 use std::io::Read;
@@ -22,9 +30,11 @@ use berth_image::store::{ImageStore, LocalImage};
 use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
 use serde_json::json;
 
+use crate::host::{HostConfig, HostError, Network};
 use crate::process::{self, ProcessError, ProcessFlags};
 use crate::spec::{self, SecurityFlags, SpecError};
 use crate::user::{self, UserError};
+use crate::volumes::VolumeStore;
 
 /// The largest `/etc/passwd` or `/etc/group` read from an image.
 const MAX_ETC_FILE: u64 = 4 << 20;
@@ -71,6 +81,15 @@ pub enum BundleError {
         #[source]
         source: SpecError,
     },
+    /// A host flag could not be applied.
+    #[error("container {id}: {source}")]
+    Host {
+        /// The container.
+        id: String,
+        /// Why.
+        #[source]
+        source: HostError,
+    },
     /// A file operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -87,7 +106,7 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> BundleError {
 }
 
 /// What a container is made from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BundleOptions {
     /// Container ID (also the default hostname's source).
     pub id: String,
@@ -99,6 +118,10 @@ pub struct BundleOptions {
     pub security: SecurityFlags,
     /// `linux.cgroupsPath`; the runtime's default when None.
     pub cgroups_path: Option<String>,
+    /// The parsed host flags ([`crate::host::HostFlags::parse`]).
+    pub host: HostConfig,
+    /// Where volumes live.
+    pub volumes: VolumeStore,
 }
 
 /// A made bundle.
@@ -110,6 +133,11 @@ pub struct Bundle {
     pub snapshot: String,
     /// The image's stop signal, if any.
     pub stop_signal: Option<String>,
+    /// The host flags as applied: every volume named (anonymous ones and the
+    /// image's `Volumes` included). Keep this one in the container record.
+    pub host: HostConfig,
+    /// The volumes this create made.
+    pub volumes_created: Vec<String>,
 }
 
 /// The snapshot key of container `id`.
@@ -168,6 +196,23 @@ fn hosts(hostname: &str) -> String {
     )
 }
 
+/// `/etc/hosts` for a container on the host's network: the host's, plus the
+/// container's name when the host's does not have it.
+fn host_hosts(host: &str, hostname: &str) -> String {
+    let mut out = host.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let named = host.lines().any(|l| {
+        let l = l.split('#').next().unwrap_or_default();
+        l.split_whitespace().skip(1).any(|n| n == hostname)
+    });
+    if !named {
+        out.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    out
+}
+
 /// Makes the bundle for `img` in `dir` (which must not exist yet).
 pub fn create(
     store: &ImageStore,
@@ -194,33 +239,65 @@ pub fn create(
                 .map_err(snap_err)
         })
         .and_then(|mounts| mount_all(&mounts, &rootfs).map_err(snap_err));
-    let made = mounted.and_then(|_| fill(img, dir, &rootfs, o));
+    let mut host = o.host.clone();
+    let mut created = Vec::new();
+    let made = mounted.and_then(|_| fill(img, dir, &rootfs, o, &mut host, &mut created));
     match made {
         Ok(stop_signal) => Ok(Bundle {
             dir: dir.to_path_buf(),
             snapshot: key,
             stop_signal,
+            host,
+            volumes_created: created,
         }),
         Err(e) => {
             let _ = remove(store, dir, &o.id);
+            for v in &created {
+                let _ = o.volumes.remove(v, &Default::default());
+            }
             Err(e)
         }
     }
 }
 
 /// Writes the generated files and `config.json` into a bundle whose rootfs
-/// is mounted. Returns the image's stop signal.
+/// is mounted, after preparing `host`'s volumes (their names go to
+/// `created` as they are made). Returns the image's stop signal.
 fn fill(
     img: &LocalImage,
     dir: &Path,
     rootfs: &Path,
     o: &BundleOptions,
+    host: &mut HostConfig,
+    created: &mut Vec<String>,
 ) -> Result<Option<String>, BundleError> {
     let id = o.id.clone();
-    let hostname = o
-        .hostname
-        .clone()
-        .unwrap_or_else(|| o.id.chars().take(12).collect());
+    let host_err = |source| BundleError::Host {
+        id: o.id.clone(),
+        source,
+    };
+    let host_net = host.network == Network::Host;
+    let hostname = o.hostname.clone().unwrap_or_else(|| {
+        if host_net {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            o.id.chars().take(12).collect()
+        }
+    });
+    let image_volumes: Vec<String> = img
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.volumes.as_ref())
+        .map(|v| v.keys().cloned().collect())
+        .unwrap_or_default();
+    created.extend(
+        host.prepare(rootfs, &o.volumes, &image_volumes)
+            .map_err(host_err)?,
+    );
     let plan =
         process::plan(img.config.config.as_ref(), &hostname, &o.process).map_err(|source| {
             BundleError::Process {
@@ -250,14 +327,24 @@ fn fill(
     if let Some(p) = &o.cgroups_path {
         v["linux"]["cgroupsPath"] = json!(p);
     }
+    host.apply(&mut v, &o.volumes).map_err(host_err)?;
 
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let (hosts_body, resolv_body) = if host_net {
+        let h = fs::read_to_string("/etc/hosts").unwrap_or_default();
+        (host_hosts(&h, &hostname), host_resolv)
+    } else {
+        (hosts(&hostname), resolv_conf(&host_resolv))
+    };
     let files = [
         ("hostname", format!("{hostname}\n"), "/etc/hostname"),
-        ("hosts", hosts(&hostname), "/etc/hosts"),
-        ("resolv.conf", resolv_conf(&host_resolv), "/etc/resolv.conf"),
+        ("hosts", hosts_body, "/etc/hosts"),
+        ("resolv.conf", resolv_body, "/etc/resolv.conf"),
     ];
     for (name, body, dest) in files {
+        if host.covers(dest) {
+            continue;
+        }
         let p = dir.join(name);
         fs::write(&p, body).map_err(io(format!("write {}", p.display())))?;
         let ro = if o.security.read_only { "ro" } else { "rw" };
@@ -320,6 +407,17 @@ mod tests {
         let h = hosts("abc");
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(h.ends_with("127.0.1.1\tabc\n"));
+    }
+
+    #[test]
+    fn host_network_hosts_keep_the_hosts_file() {
+        let h = "127.0.0.1 localhost\n10.0.0.5 web # mine";
+        assert_eq!(
+            host_hosts(h, "box"),
+            "127.0.0.1 localhost\n10.0.0.5 web # mine\n127.0.1.1\tbox\n"
+        );
+        assert_eq!(host_hosts(h, "web"), format!("{h}\n"));
+        assert_eq!(host_hosts(h, "mine"), format!("{h}\n127.0.1.1\tmine\n"));
     }
 
     #[test]

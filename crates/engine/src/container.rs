@@ -215,7 +215,8 @@ pub struct ContainerConfig {
     pub init: bool,
     /// Volumes this container created without a name (removed by `rm -v`).
     pub anonymous_volumes: Vec<String>,
-    /// The host flags as parsed (mounts, resources, ...), for inspect.
+    /// The host config as the bundle applied it ([`crate::host::HostConfig`],
+    /// every volume named), read by `volumes::in_use` and inspect.
     pub host: serde_json::Value,
     /// The cgroup path given to the runtime.
     pub cgroups_path: String,
@@ -641,6 +642,9 @@ impl Engine {
         if config.stop_signal.is_empty() {
             config.stop_signal = b.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into());
         }
+        config.anonymous_volumes = b.host.anonymous_volumes();
+        config.host = serde_json::to_value(&b.host)
+            .map_err(|e| io_err("encode host config")(io::Error::other(e)))?;
         let mut rec = rec.clone();
         rec.command = args;
         rec.config = serde_json::to_value(&config)

@@ -14,6 +14,10 @@
 //!   `execvp` would, for docker's exit codes 127 (not found) and 126 (not
 //!   executable);
 //! - [`records`]: container records in the metadata DB, with unique names;
+//! - [`host`]: the host-side flags (`-v`, `--tmpfs`, resources,
+//!   `--ulimit`, `--device`, `--network`, `--security-opt`) parsed with
+//!   docker's rules and applied to the config;
+//! - [`volumes`]: named and anonymous volumes under `<root>/volumes`;
 //! - [`bundle`]: a bundle from a local image (the container's snapshot
 //!   mounted as its rootfs, generated `/etc` files, `config.json`).
 //!
@@ -22,8 +26,10 @@
 pub mod bundle;
 pub mod command;
 pub mod container;
+pub mod host;
 pub mod process;
 pub mod records;
 pub mod seccomp;
 pub mod spec;
 pub mod user;
+pub mod volumes;
