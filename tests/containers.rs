@@ -1077,3 +1077,178 @@ fn foreground_run_proxies_signals() {
     assert_eq!(child.wait().unwrap().code(), Some(7));
     env.assert_clean(&[]);
 }
+
+/// The host and security flags through `run`: bind mounts, named and
+/// anonymous volumes (rm -v), tmpfs, read-only root, limits with the OOM
+/// flag, an rlimit, a device, capabilities, privileged, seccomp, network.
+#[test]
+fn run_flags_end_to_end() {
+    if !need_root("run_flags_end_to_end") {
+        return;
+    }
+    let env = Env::new("ctr-flags");
+    env.ok(&["pull", "-q", &env.image]);
+    let host_dir = env.root.path().join("shared");
+    fs::create_dir(&host_dir).unwrap();
+    fs::write(host_dir.join("in"), "from host\n").unwrap();
+    let bind = format!("{}:/data", host_dir.display());
+    let bind_ro = format!("{}:/ro:ro", host_dir.display());
+    let vol = unique("vol");
+    let named = format!("{vol}:/v");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "-v",
+        &bind_ro,
+        "-v",
+        &named,
+        "--tmpfs",
+        "/scratch:size=1m",
+        "--read-only",
+        &env.image,
+        "sh",
+        "-c",
+        "cat /data/in; echo out > /data/out; echo keep > /v/file; \
+         touch /ro/x 2>/dev/null || echo ro-refused; touch /etc/x 2>/dev/null || echo root-ro; \
+         grep -c ' /scratch tmpfs ' /proc/mounts",
+    ]);
+    assert_eq!(out, "from host\nro-refused\nroot-ro\n1\n");
+    assert_eq!(fs::read_to_string(host_dir.join("out")).unwrap(), "out\n");
+    // The named volume outlives the container.
+    assert_eq!(
+        env.ok(&["run", "--rm", "-v", &named, &env.image, "cat", "/v/file"]),
+        "keep\n"
+    );
+    assert!(env.ok(&["volume", "ls", "-q"]).lines().any(|l| l == vol));
+    // An anonymous volume goes with `rm -v`; a named one stays.
+    let name = unique("anon");
+    env.ok(&[
+        "run", "--name", &name, "-v", "/anon", "-v", &named, &env.image, "true",
+    ]);
+    let vols_before = env.ok(&["volume", "ls", "-q"]).lines().count();
+    assert_eq!(vols_before, 2);
+    env.ok(&["rm", "-v", &name]);
+    assert_eq!(env.ok(&["volume", "ls", "-q"]).trim(), vol);
+    let e = env.fails(&["run", "-v", "/no/such/dir:/x", &env.image, "true"], 125);
+    assert!(e.contains("/no/such/dir"), "{e}");
+    let e = env.fails(&["run", "--memory", "lots", &env.image, "true"], 125);
+    assert!(e.contains("--memory") && e.contains("lots"), "{e}");
+    let e = env.fails(&["run", "--network", "bridge", &env.image, "true"], 125);
+    assert!(e.contains("bridge"), "{e}");
+    let e = env.fails(&["run", "--ulimit", "bogus=1", &env.image, "true"], 125);
+    assert!(e.contains("bogus"), "{e}");
+
+    // Limits: memory (with an OOM kill recorded), pids, nofile.
+    let name = unique("oom");
+    let (code, _, _) = env.run(&[
+        "run",
+        "--name",
+        &name,
+        "--memory",
+        "8m",
+        "--memory-swap",
+        "8m",
+        &env.image,
+        "sh",
+        "-c",
+        "head -c 64m /dev/zero | tail > /dev/null",
+    ]);
+    assert_eq!(code, 137);
+    let i = env.inspect(&name);
+    assert_eq!(i["State"]["OOMKilled"], true);
+    assert_eq!(i["State"]["ExitCode"], 137);
+    env.ok(&["rm", &name]);
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "50",
+        "--ulimit",
+        "nofile=300:400",
+        &env.image,
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn",
+    ]);
+    assert_eq!(out, "300\n400\n");
+    let name = unique("normal");
+    env.ok(&["run", "--name", &name, &env.image, "true"]);
+    assert_eq!(env.inspect(&name)["State"]["OOMKilled"], false);
+
+    // A device, capabilities, privileged and seccomp.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--device",
+        "/dev/null:/dev/mynull",
+        &env.image,
+        "sh",
+        "-c",
+        "echo x > /dev/mynull && echo dev-ok",
+    ]);
+    assert_eq!(out, "dev-ok\n");
+    let probe = "grep CapEff /proc/self/status; mkdir -p /m; mount -t tmpfs none /m 2>/dev/null && echo mount=ok || echo mount=refused";
+    let out = env.ok(&["run", "--rm", &env.image, "sh", "-c", probe]);
+    assert_eq!(out, "CapEff:\t00000000a80425fb\nmount=refused\n");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        &env.image,
+        "sh",
+        "-c",
+        probe,
+    ]);
+    assert!(out.ends_with("mount=ok\n"), "{out}");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        &env.image,
+        "sh",
+        "-c",
+        probe,
+    ]);
+    assert_eq!(out, "CapEff:\t0000000000000000\nmount=refused\n");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        &env.image,
+        "sh",
+        "-c",
+        "wc -c < /proc/interrupts | grep -qv '^0$' && echo unmasked",
+    ]);
+    assert_eq!(out, "unmasked\n");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "no-new-privileges",
+        &env.image,
+        "sh",
+        "-c",
+        "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status",
+    ]);
+    assert_eq!(out, "NoNewPrivs:\t1\nSeccomp:\t0\n");
+    // Networks: none has only lo; host sees the host's links.
+    let out = env.ok(&["run", "--rm", &env.image, "ls", "/sys/class/net"]);
+    assert_eq!(out, "lo\n");
+    let host_links = fs::read_dir("/sys/class/net").unwrap().count();
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        &env.image,
+        "ls",
+        "/sys/class/net",
+    ]);
+    assert_eq!(out.lines().count(), host_links, "{out}");
+}
