@@ -1252,3 +1252,84 @@ fn run_flags_end_to_end() {
     ]);
     assert_eq!(out.lines().count(), host_links, "{out}");
 }
+
+/// The process flags: --entrypoint, -e (also KEY from here), --env-file,
+/// -w, -u, --hostname; --stop-signal and --stop-timeout drive `stop`.
+#[test]
+fn process_and_stop_flags() {
+    if !need_root("process_and_stop_flags") {
+        return;
+    }
+    let env = Env::new("ctr-proc");
+    env.ok(&["pull", "-q", &env.image]);
+    let envfile = env.root.path().join("vars");
+    fs::write(&envfile, "# comment\nFROM_FILE=yes\nFROM_HERE\n").unwrap();
+    let out = env
+        .cmd()
+        .env("FROM_HERE", "passed")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/sh",
+            "--env-file",
+            envfile.to_str().unwrap(),
+            "-e",
+            "A=1",
+            "-e",
+            "FROM_HERE",
+            "-w",
+            "/tmp",
+            "-u",
+            "nobody",
+            "--hostname",
+            "box",
+            &env.image,
+            "-c",
+            "echo $A $FROM_FILE $FROM_HERE; pwd; id -u; hostname; cat /etc/hostname",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1 yes passed\n/tmp\n65534\nbox\nbox\n"
+    );
+
+    // stop sends the stop signal, then SIGKILL after the stop timeout.
+    let name = unique("usr1");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--stop-signal",
+        "USR1",
+        &env.image,
+        "sh",
+        "-c",
+        "trap 'exit 11' USR1; while :; do sleep 0.1; done",
+    ]);
+    env.ok(&["stop", &name]);
+    assert_eq!(env.inspect(&name)["State"]["ExitCode"], 11);
+    assert_eq!(env.inspect(&name)["Config"]["StopSignal"], "USR1");
+    let name = unique("stubborn");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--stop-timeout",
+        "1",
+        &env.image,
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.1; done",
+    ]);
+    env.ok(&["stop", &name]);
+    assert_eq!(env.inspect(&name)["State"]["ExitCode"], 137);
+}

@@ -172,11 +172,26 @@ pub struct CreateFlags {
     /// No pull progress.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// The image, then the command and its arguments (flags after the
+    /// image belong to the command, as in docker).
+    #[arg(
+        trailing_var_arg = true,
+        required = true,
+        num_args = 1..,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    pub image_and_command: Vec<String>,
+}
+
+impl CreateFlags {
     /// The image.
-    pub image: String,
+    pub fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
     /// The command and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    pub fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
 }
 
 /// `create`.
@@ -376,14 +391,14 @@ fn create_container(
     let img = image_for(
         cli,
         engine,
-        &f.image,
+        f.image(),
         &f.pull,
         f.platform.as_deref(),
         f.quiet || detach,
     )?;
     let process = ProcessFlags {
         entrypoint: entrypoint.clone(),
-        cmd: f.command.clone(),
+        cmd: f.command().to_vec(),
         env,
         workdir: f.workdir.clone(),
         user: f.user.clone(),
@@ -407,10 +422,10 @@ fn create_container(
             .or(image_cfg.user.clone())
             .unwrap_or_default(),
         entrypoint: entrypoint.or(image_cfg.entrypoint.clone()),
-        cmd: if f.command.is_empty() && f.entrypoint.is_none() {
+        cmd: if f.command().is_empty() && f.entrypoint.is_none() {
             image_cfg.cmd.clone().unwrap_or_default()
         } else {
-            f.command.clone()
+            f.command().to_vec()
         },
         hostname: f.hostname.clone().unwrap_or_default(),
         labels,
@@ -419,7 +434,7 @@ fn create_container(
         ..ContainerConfig::default()
     };
     let o = CreateOptions {
-        image_name: f.image.clone(),
+        image_name: f.image().to_string(),
         name: f.name.clone(),
         bundle: BundleOptions {
             id: String::new(),
@@ -1262,25 +1277,28 @@ pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
 /// `top`.
 #[derive(Debug, Args)]
 pub struct TopArgs {
-    /// The container.
-    pub container: String,
-    /// `ps` options (default -ef).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub ps_args: Vec<String>,
+    /// The container, then `ps` options (default -ef).
+    #[arg(
+        trailing_var_arg = true,
+        required = true,
+        num_args = 1..,
+        value_name = "CONTAINER [PS OPTIONS...]"
+    )]
+    pub container_and_args: Vec<String>,
 }
 
 pub fn top(cli: &Cli, a: &TopArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
-    let c = engine.get(&a.container)?;
+    let c = engine.get(&a.container_and_args[0])?;
     let st = engine.state(&c);
     if !matches!(st.status, Status::Running | Status::Paused) {
         bail!("container {} is not running", c.name());
     }
     let pids = container_pids(&engine, &c)?;
-    let args: Vec<String> = if a.ps_args.is_empty() {
+    let args: Vec<String> = if a.container_and_args.len() == 1 {
         vec!["-ef".into()]
     } else {
-        a.ps_args.clone()
+        a.container_and_args[1..].to_vec()
     };
     let out = Command::new("ps")
         .args(&args)
@@ -1650,11 +1668,23 @@ pub struct ExecArgs {
     /// The working directory.
     #[arg(short = 'w', long = "workdir")]
     pub workdir: Option<String>,
-    /// The container.
-    pub container: String,
-    /// The command and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-    pub command: Vec<String>,
+    /// The container, then the command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        required = true,
+        num_args = 2..,
+        value_name = "CONTAINER COMMAND [ARG...]"
+    )]
+    pub container_and_command: Vec<String>,
+}
+
+impl ExecArgs {
+    fn container(&self) -> &str {
+        &self.container_and_command[0]
+    }
+    fn command(&self) -> &[String] {
+        &self.container_and_command[1..]
+    }
 }
 
 /// Sets `var` (`KEY=VALUE`) in `env`, replacing one of the same name.
@@ -1669,7 +1699,7 @@ fn set_env(env: &mut Vec<String>, var: &str) {
 
 pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
-    let c = engine.get(&a.container)?;
+    let c = engine.get(a.container())?;
     let st = engine.state(&c);
     if st.status != Status::Running {
         bail!(
@@ -1718,9 +1748,9 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
         set_env(&mut env, "TERM=xterm");
     }
     let cwd = process["cwd"].as_str().unwrap_or("/").to_string();
-    berth_engine::command::check(&rootfs, &a.command[0], &env, &cwd)
+    berth_engine::command::check(&rootfs, &a.command()[0], &env, &cwd)
         .map_err(berth_engine::container::ContainerError::Command)?;
-    process["args"] = serde_json::to_value(&a.command)?;
+    process["args"] = serde_json::to_value(a.command())?;
     process["env"] = serde_json::to_value(&env)?;
     process["terminal"] = a.tty.into();
     let file = tempfile::Builder::new()
@@ -1780,6 +1810,41 @@ pub fn error_code(e: &anyhow::Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_after_the_image_belong_to_the_command() {
+        use clap::Parser;
+        let cli = crate::Cli::try_parse_from([
+            "berth",
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "busybox",
+            "sh",
+            "-c",
+            "echo -c --rm",
+            "-t",
+        ])
+        .unwrap();
+        let crate::Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert!(r.flags.rm && !r.flags.tty);
+        assert_eq!(r.flags.image(), "busybox");
+        assert_eq!(r.flags.command(), ["sh", "-c", "echo -c --rm", "-t"]);
+        let cli = crate::Cli::try_parse_from(["berth", "exec", "-i", "web", "ls", "-la"]).unwrap();
+        let crate::Command::Exec(e) = cli.command else {
+            panic!("not exec")
+        };
+        assert!(e.interactive);
+        assert_eq!(
+            (e.container(), e.command()),
+            ("web", &["ls".to_string(), "-la".to_string()][..])
+        );
+        assert!(crate::Cli::try_parse_from(["berth", "exec", "web"]).is_err());
+        assert!(crate::Cli::try_parse_from(["berth", "run", "--rm"]).is_err());
+    }
 
     #[test]
     fn byte_sizes() {
