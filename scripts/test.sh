@@ -30,10 +30,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo build --release"
 cargo build --release
+step "berth-init, static (scripts/build-init.sh)"
+bash scripts/build-init.sh
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 export BERTH_RUNTIME="${BERTH_TEST_RUNTIME:-$target/release/berth-runtime}"
 export BERTH_ROOTFS_SCRIPT="$PWD/scripts/mkrootfs.sh"
+export BERTH_INIT="$target/release/berth-init"
 step "cargo test --release --workspace (runtime under test: $BERTH_RUNTIME)"
 # --release reuses the dependencies the release build just compiled.
 results=$(mktemp)

@@ -67,6 +67,14 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(berth_bin());
+        // The static berth-init is built into target/release by
+        // scripts/build-init.sh; a debug berth would not find it beside itself.
+        if std::env::var_os("BERTH_INIT").is_none() {
+            let init = workspace().join("target/release/berth-init");
+            if init.exists() {
+                c.env("BERTH_INIT", init);
+            }
+        }
         c.arg("--root")
             .arg(self.root.path())
             .arg("--run-dir")
@@ -1332,4 +1340,76 @@ fn process_and_stop_flags() {
     ]);
     env.ok(&["stop", &name]);
     assert_eq!(env.inspect(&name)["State"]["ExitCode"], 137);
+}
+
+/// `--init` puts berth-init in front as PID 1: the exit code passes
+/// through, orphans are reaped, and `stop`'s SIGTERM reaches a command that
+/// would ignore it as PID 1.
+#[test]
+fn init_as_pid_one() {
+    if !need_root("init_as_pid_one") {
+        return;
+    }
+    let env = Env::new("ctr-init");
+    env.ok(&["pull", "-q", &env.image]);
+    let (code, out, err) = env.run(&[
+        "run",
+        "--rm",
+        "--init",
+        &env.image,
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; exit 3",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(
+        out,
+        "/run/berth-init -- sh -c cat /proc/1/cmdline | tr '\\0' ' '; exit 3 "
+    );
+    // An orphan that exits is reaped by PID 1.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        &env.image,
+        "sh",
+        "-c",
+        "sh -c 'sleep 0.2 & exit 0'; sleep 0.8; ps -o stat | grep -c '^Z' || true",
+    ]);
+    assert_eq!(out, "0\n");
+    // sleep as PID 1 ignores SIGTERM: stop has to kill it (137). Under
+    // berth-init, SIGTERM reaches sleep, which dies of it (143).
+    let plain = unique("plain");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &plain,
+        "--stop-timeout",
+        "1",
+        &env.image,
+        "sleep",
+        "100",
+    ]);
+    env.ok(&["stop", &plain]);
+    assert_eq!(env.inspect(&plain)["State"]["ExitCode"], 137);
+    let init = unique("withinit");
+    env.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        &init,
+        "--stop-timeout",
+        "30",
+        &env.image,
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(env.inspect(&init)["HostConfig"]["Init"], true);
+    assert_eq!(env.inspect(&init)["Path"], "sleep");
+    env.ok(&["stop", &init]);
+    assert_eq!(env.inspect(&init)["State"]["ExitCode"], 143);
+    let e = env.fails(&["run", "--rm", "--init", &env.image, "no-such-cmd"], 127);
+    assert!(e.contains("no-such-cmd"), "{e}");
 }

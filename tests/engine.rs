@@ -189,6 +189,7 @@ fn bundle_from_a_pulled_image_runs_and_is_removed() {
         cgroups_path: None,
         host: Default::default(),
         volumes: berth_engine::volumes::VolumeStore::new(tmp.path()),
+        init: None,
     };
     let b = bundle::create(&store, &img, &dir, &o).expect("bundle");
     let o2 = rt.out(&["run", "--bundle", b.dir.to_str().unwrap(), &id]);

@@ -89,6 +89,7 @@ impl Fixture {
             cgroups_path: Some(format!("/berth-test-{id}")),
             host,
             volumes: self.volumes.clone(),
+            init: None,
         }
     }
 

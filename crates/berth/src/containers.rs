@@ -444,6 +444,11 @@ fn create_container(
             cgroups_path: None,
             host,
             volumes: VolumeStore::new(&cli.root),
+            init: if f.init {
+                Some(berth_engine::init::find_binary()?)
+            } else {
+                None
+            },
         },
         config,
     };

@@ -122,6 +122,8 @@ pub struct BundleOptions {
     pub host: HostConfig,
     /// Where volumes live.
     pub volumes: VolumeStore,
+    /// `--init`: the host's `berth-init` to run as PID 1.
+    pub init: Option<PathBuf>,
 }
 
 /// A made bundle.
@@ -328,6 +330,9 @@ fn fill(
         v["linux"]["cgroupsPath"] = json!(p);
     }
     host.apply(&mut v, &o.volumes).map_err(host_err)?;
+    if let Some(init) = &o.init {
+        crate::init::apply(&mut v, init);
+    }
 
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let (hosts_body, resolv_body) = if host_net {

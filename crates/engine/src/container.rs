@@ -635,8 +635,12 @@ impl Engine {
         let mut config = o.config.clone();
         // The process as made, for inspect and exec.
         let spec: serde_json::Value = read_json(&b.dir.join("config.json")).unwrap_or_default();
-        let args: Vec<String> =
+        let mut args: Vec<String> =
             serde_json::from_value(spec["process"]["args"].clone()).unwrap_or_default();
+        // The container's own command, without the init in front of it.
+        if args.first().map(String::as_str) == Some(crate::init::INIT_PATH) {
+            args.drain(..2.min(args.len()));
+        }
         config.env = serde_json::from_value(spec["process"]["env"].clone()).unwrap_or_default();
         config.working_dir = spec["process"]["cwd"].as_str().unwrap_or("/").to_string();
         if config.stop_signal.is_empty() {

@@ -27,6 +27,7 @@ pub mod bundle;
 pub mod command;
 pub mod container;
 pub mod host;
+pub mod init;
 pub mod process;
 pub mod records;
 pub mod seccomp;
