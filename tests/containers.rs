@@ -1413,3 +1413,143 @@ fn init_as_pid_one() {
     let e = env.fails(&["run", "--rm", "--init", &env.image, "no-such-cmd"], 127);
     assert!(e.contains("no-such-cmd"), "{e}");
 }
+
+/// `cp` both ways and as tar streams, resolving the container's symlinks
+/// inside it (never on the host); `export`; `commit` then `run` of the
+/// result, with deletions from lower layers carried as whiteouts.
+#[test]
+fn cp_export_and_commit() {
+    if !need_root("cp_export_and_commit") {
+        return;
+    }
+    let env = Env::new("ctr-files");
+    let name = unique("files");
+    env.ok(&[
+        "run",
+        "--name",
+        &name,
+        &env.image,
+        "sh",
+        "-c",
+        "mkdir -p /srv/app && echo one > /srv/app/a && ln -s /etc /srv/evil && \
+         ln -s ../../../../../../ /srv/up && rm /etc/group && rm -r /tmp && echo x > /srv/app/b",
+    ]);
+    let host = env.root.path().join("host");
+    fs::create_dir(&host).unwrap();
+    let hs = |p: &str| host.join(p).display().to_string();
+    // Out: a file, a dir (created), a dir's contents.
+    env.ok(&["cp", &format!("{name}:/srv/app/a"), &hs("a")]);
+    assert_eq!(fs::read_to_string(host.join("a")).unwrap(), "one\n");
+    env.ok(&["cp", &format!("{name}:/srv/app"), &hs("app")]);
+    assert_eq!(fs::read_to_string(host.join("app/b")).unwrap(), "x\n");
+    fs::create_dir(host.join("flat")).unwrap();
+    env.ok(&["cp", &format!("{name}:/srv/app/."), &hs("flat")]);
+    assert!(host.join("flat/a").exists() && !host.join("flat/app").exists());
+    // In: a host file through the planted links lands in the container.
+    fs::write(host.join("hosts.new"), "planted\n").unwrap();
+    let before = fs::read("/etc/hostname").unwrap();
+    env.ok(&[
+        "cp",
+        &hs("hosts.new"),
+        &format!("{name}:/srv/evil/hostname"),
+    ]);
+    env.ok(&["cp", &hs("hosts.new"), &format!("{name}:/srv/up/etc/")]);
+    assert_eq!(
+        fs::read("/etc/hostname").unwrap(),
+        before,
+        "the host's /etc was written"
+    );
+    assert!(
+        !Path::new("/etc/hosts.new").exists(),
+        "the host's /etc was written"
+    );
+    env.fails(&["cp", &format!("{name}:/no/such"), &hs("x")], 125);
+    let e = env.fails(&["cp", &hs("a"), &hs("b")], 125);
+    assert!(e.contains("CONTAINER:PATH"), "{e}");
+    // Tar streams: out to stdout, in from stdin.
+    let o = env
+        .cmd()
+        .args(["cp", &format!("{name}:/srv/app"), "-"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut ar = tar::Archive::new(&o.stdout[..]);
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "app/a"), "{names:?}");
+    let mut child = env
+        .cmd()
+        .args(["cp", "-", &format!("{name}:/srv")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut b = tar::Builder::new(child.stdin.take().unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(6);
+        h.set_mode(0o600);
+        b.append_data(&mut h, "fromtar", &b"tarred"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+
+    // export: the image's files plus the container's changes, minus its
+    // deletions.
+    let tarball = env.root.path().join("export.tar");
+    env.ok(&["export", "-o", tarball.to_str().unwrap(), &name]);
+    let f = fs::File::open(&tarball).unwrap();
+    let names: Vec<String> = tar::Archive::new(f)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "bin/busybox"),
+        "exported {} entries",
+        names.len()
+    );
+    assert!(names.iter().any(|n| n == "srv/fromtar") && names.iter().any(|n| n == "etc/hostname"));
+    assert!(!names.iter().any(|n| n == "etc/group"));
+    // What went in through the planted links is the container's own /etc.
+    assert!(names.iter().any(|n| n == "etc/hosts.new"), "{names:?}");
+    let mut ar = tar::Archive::new(fs::File::open(&tarball).unwrap());
+    let mut hostname = String::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap() == Path::new("etc/hostname") {
+            std::io::Read::read_to_string(&mut e, &mut hostname).unwrap();
+        }
+    }
+    assert_eq!(hostname, "planted\n");
+
+    // commit, then run the new image.
+    let id = env
+        .ok(&[
+            "commit",
+            "-c",
+            "ENV COMMITTED=yes",
+            "-c",
+            "CMD cat /srv/app/a",
+            "-m",
+            "test",
+            &name,
+            "localhost/committed:1",
+        ])
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    let out = env.ok(&["run", "--rm", "localhost/committed:1"]);
+    assert_eq!(out, "one\n");
+    let out = env.ok(&[
+        "run", "--rm", "localhost/committed:1", "sh", "-c",
+        "echo $COMMITTED; cat /srv/fromtar; echo; ls /etc/group /tmp 2>&1 | wc -l; readlink /srv/evil",
+    ]);
+    assert_eq!(out, "yes\ntarred\n2\n/etc\n");
+    let hist = env.ok(&["image", "history", "localhost/committed:1"]);
+    assert!(hist.contains("berth commit"), "{hist}");
+    let e = env.fails(&["commit", "-c", "RUN make", &name], 125);
+    assert!(e.contains("RUN"), "{e}");
+}

@@ -1796,6 +1796,224 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(code as u8))
 }
 
+/// `cp`.
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Keep the source's uid and gid.
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Follow a symlink source path.
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// CONTAINER:SRC, a host path, or - (a tar stream on stdin).
+    pub src: String,
+    /// CONTAINER:DEST, a host path, or - (a tar stream on stdout).
+    pub dest: String,
+}
+
+/// `CONTAINER:PATH` (a colon before any slash), else None (a host path).
+fn container_path(arg: &str) -> Option<(&str, &str)> {
+    let (c, p) = arg.split_once(':')?;
+    (!c.is_empty() && !c.contains('/')).then_some((c, p))
+}
+
+/// A host path made absolute (relative to the working directory).
+fn host_path(p: &str) -> Result<String> {
+    if p.starts_with('/') {
+        return Ok(p.to_string());
+    }
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let mut s = cwd.join(p).display().to_string();
+    if p.ends_with('/') && !s.ends_with('/') {
+        s.push('/');
+    }
+    if (p == "." || p.ends_with("/.")) && !s.ends_with("/.") {
+        s.push_str("/.");
+    }
+    Ok(s)
+}
+
+pub fn cp(cli: &Cli, a: &CpArgs) -> Result<ExitCode> {
+    use berth_engine::files::{self, CopyOptions, Location};
+    let engine = open_engine(cli)?;
+    let o = CopyOptions {
+        archive: a.archive,
+        follow_link: a.follow_link,
+    };
+    let root = Path::new("/");
+    match (container_path(&a.src), container_path(&a.dest)) {
+        (Some(_), Some(_)) => bail!("copying between containers is not supported"),
+        (None, None) => bail!("one of the paths must name a container: CONTAINER:PATH"),
+        (Some((name, path)), None) => {
+            let c = engine.get(name)?;
+            let rootfs = engine.bundle_dir(c.id()).join("rootfs");
+            let side = format!("container {}", c.name());
+            let src = Location {
+                root: &rootfs,
+                path,
+                side: &side,
+            };
+            if a.dest == "-" {
+                let last = Path::new(path)
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned());
+                let name = if path.ends_with("/.") { None } else { last };
+                files::write_tar(&src, name.as_deref(), a.follow_link, io::stdout().lock())
+                    .with_context(|| format!("copying {} out of {}", path, c.name()))?;
+            } else {
+                let dest = host_path(&a.dest)?;
+                files::copy(
+                    &src,
+                    &Location {
+                        root,
+                        path: &dest,
+                        side: "the host",
+                    },
+                    o,
+                )
+                .with_context(|| format!("copying {} out of {}", path, c.name()))?;
+            }
+        }
+        (None, Some((name, path))) => {
+            let c = engine.get(name)?;
+            let rootfs = engine.bundle_dir(c.id()).join("rootfs");
+            let side = format!("container {}", c.name());
+            if a.src == "-" {
+                files::extract(&rootfs, path, io::stdin().lock(), true).with_context(|| {
+                    format!("copying a tar stream into {} at {}", c.name(), path)
+                })?;
+            } else {
+                let src = host_path(&a.src)?;
+                files::copy(
+                    &Location {
+                        root,
+                        path: &src,
+                        side: "the host",
+                    },
+                    &Location {
+                        root: &rootfs,
+                        path,
+                        side: &side,
+                    },
+                    o,
+                )
+                .with_context(|| format!("copying {} into {}", a.src, c.name()))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to this file instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// The container.
+    pub container: String,
+}
+
+pub fn export(cli: &Cli, a: &ExportArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let engine = open_engine(cli)?;
+    let c = engine.get(&a.container)?;
+    let rootfs = engine.bundle_dir(c.id()).join("rootfs");
+    match &a.output {
+        Some(p) => {
+            let f = File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            let mut w = io::BufWriter::new(f);
+            berth_engine::files::export(&rootfs, &mut w)
+                .with_context(|| format!("exporting {}", c.name()))?;
+            w.flush()
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        None => {
+            if io::stdout().is_terminal() {
+                bail!(
+                    "refusing to write a tar archive to a terminal: use -o FILE or redirect stdout"
+                );
+            }
+            let mut w = io::BufWriter::new(io::stdout().lock());
+            berth_engine::files::export(&rootfs, &mut w)
+                .with_context(|| format!("exporting {}", c.name()))?;
+            w.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// The author.
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// A commit message (the history entry's comment).
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// A Dockerfile instruction to apply: CMD, ENTRYPOINT, ENV, EXPOSE,
+    /// LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR.
+    #[arg(short, long = "change")]
+    pub changes: Vec<String>,
+    /// Pause a running container while committing.
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pause: bool,
+    /// The container.
+    pub container: String,
+    /// The new image's name (REPOSITORY[:TAG]).
+    pub reference: Option<String>,
+}
+
+pub fn commit(cli: &Cli, a: &CommitArgs) -> Result<ExitCode> {
+    use berth_engine::commit::{self, CommitOptions};
+    let engine = open_engine(cli)?;
+    let c = engine.get(&a.container)?;
+    let store = engine.store();
+    let host = Platform::host();
+    let img = match store.get(&c.record.image, &host) {
+        Ok(i) if i.id().to_string() == c.record.image_id => i,
+        _ => {
+            let rec = store
+                .list()?
+                .into_iter()
+                .find(|r| {
+                    store
+                        .resolve(r, &host)
+                        .is_ok_and(|i| i.id().to_string() == c.record.image_id)
+                })
+                .with_context(|| {
+                    format!(
+                        "the image of container {} ({}) is no longer present",
+                        c.name(),
+                        c.record.image_id
+                    )
+                })?;
+            store.resolve(&rec, &host)?
+        }
+    };
+    let paused = a.pause && engine.state(&c).status == Status::Running && engine.pause(&c).is_ok();
+    let r = commit::commit(
+        store,
+        &img,
+        &berth_engine::bundle::snapshot_key(c.id()),
+        &CommitOptions {
+            reference: a.reference.clone(),
+            author: a.author.clone(),
+            message: a.message.clone(),
+            changes: a.changes.clone(),
+        },
+    );
+    if paused {
+        engine
+            .unpause(&c)
+            .with_context(|| format!("unpausing {} after the commit", c.name()))?;
+    }
+    let (id, _) = r.with_context(|| format!("committing {}", c.name()))?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The exit code for a failed command: 127/126 when the container's
 /// command cannot be run, else 125.
 pub fn error_code(e: &anyhow::Error) -> u8 {

@@ -106,6 +106,12 @@ pub enum Command {
     Exec(containers::ExecArgs),
     /// Attach to a running container's output (and stdin).
     Attach(containers::AttachArgs),
+    /// Copy files between a container and the host.
+    Cp(containers::CpArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(containers::ExportArgs),
+    /// Make an image from a container's changes.
+    Commit(containers::CommitArgs),
     /// Container commands.
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -212,6 +218,12 @@ pub enum ContainerCommand {
     Exec(containers::ExecArgs),
     /// Attach to a container.
     Attach(containers::AttachArgs),
+    /// Copy files between a container and the host.
+    Cp(containers::CpArgs),
+    /// Export a container's filesystem.
+    Export(containers::ExportArgs),
+    /// Commit a container to an image.
+    Commit(containers::CommitArgs),
 }
 
 /// `berth system ...`.
@@ -294,6 +306,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         C::Logs(a) | C::Container(K::Logs(a)) => containers::logs(&cli, a),
         C::Exec(a) | C::Container(K::Exec(a)) => containers::exec(&cli, a),
         C::Attach(a) | C::Container(K::Attach(a)) => containers::attach_cmd(&cli, a),
+        C::Cp(a) | C::Container(K::Cp(a)) => containers::cp(&cli, a),
+        C::Export(a) | C::Container(K::Export(a)) => containers::export(&cli, a),
+        C::Commit(a) | C::Container(K::Commit(a)) => containers::commit(&cli, a),
         C::Pull(a) | C::Image(I::Pull(a)) => images::pull(&cli, a),
         C::Push(a) | C::Image(I::Push(a)) => images::push(&cli, a),
         C::Images(a) | C::Image(I::Ls(a)) => images::images(&cli, a),

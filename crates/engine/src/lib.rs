@@ -25,7 +25,9 @@
 
 pub mod bundle;
 pub mod command;
+pub mod commit;
 pub mod container;
+pub mod files;
 pub mod host;
 pub mod init;
 pub mod process;
