@@ -929,6 +929,17 @@ impl Engine {
     /// Waits for the monitor to end (it ends after deleting the runtime
     /// state), up to `timeout`.
     pub fn wait_monitor_gone(&self, c: &Container, timeout: Duration) -> State {
+        // A pidfd wakes us the moment it exits; polling is the fallback.
+        if let Some(pid) = self.monitor_pid(c.id()).and_then(rustix::process::Pid::from_raw) {
+            if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+                let ts = rustix::event::Timespec {
+                    tv_sec: timeout.as_secs() as i64,
+                    tv_nsec: timeout.subsec_nanos() as i64,
+                };
+                let _ = rustix::event::poll(&mut fds, Some(&ts));
+            }
+        }
         let began = Instant::now();
         let mut nap = Duration::from_millis(1);
         while self.monitor_pid(c.id()).is_some() && began.elapsed() < timeout {

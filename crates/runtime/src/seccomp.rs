@@ -15,6 +15,15 @@
 //! must load the filter while it still holds `CAP_SYS_ADMIN` (before
 //! dropping capabilities), as runc does.
 //!
+//! Compiling a large profile with libseccomp costs ~20 ms (docker's default
+//! has ~400 syscalls), more than the rest of a container start. So the BPF
+//! is cached, as crun does: under `/run/berth-runtime/seccomp/`, one file
+//! per profile, named by the SHA-256 of the profile's JSON, the libseccomp
+//! version, the architecture and the kernel's seccomp API level. The cache
+//! is used only when its directory is root's alone (owner 0, no group or
+//! other access), since a filter read from it is loaded as is; a file of the
+//! wrong size is ignored and rewritten.
+//!
 //! With `SCMP_ACT_NOTIFY` rules, [`SeccompProgram::load`] returns the notify
 //! fd. The child hands it to the runtime parent (with `sendmsg`, which is why
 //! `sendmsg` and `write` may not be notified: the child would block on itself),
@@ -153,8 +162,78 @@ pub struct SeccompProgram {
     listener_metadata: Option<String>,
 }
 
-/// Compiles an OCI seccomp profile. Runs in the runtime parent.
+/// Where compiled filters are cached (see the module doc).
+pub const CACHE_DIR: &str = "/run/berth-runtime/seccomp";
+
+/// Compiles an OCI seccomp profile, through the cache at [`CACHE_DIR`]
+/// when this process is root. Runs in the runtime parent.
 pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
+    let cache = rustix::process::geteuid()
+        .is_root()
+        .then(|| Path::new(CACHE_DIR));
+    compile_cached(s, cache)
+}
+
+/// The cache file name of profile `s`: the SHA-256 of everything the BPF
+/// depends on.
+fn cache_key(s: &LinuxSeccomp) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(s).ok()?;
+    let v = libseccomp::ScmpVersion::current().ok()?;
+    let mut h = Sha256::new();
+    h.update(&json);
+    h.update(format!(
+        "|libseccomp {}.{}.{}|{:?}|api {}",
+        v.major,
+        v.minor,
+        v.micro,
+        ScmpArch::native(),
+        libseccomp::get_api()
+    ));
+    Some(format!("{:x}", h.finalize()))
+}
+
+/// Whether `dir` may hold filters we load: a directory owned by root with
+/// no group or other access (made so when missing).
+fn trusted_cache_dir(dir: &Path) -> bool {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) => m.is_dir() && m.uid() == 0 && m.mode() & 0o077 == 0,
+        Err(_) => false,
+    }
+}
+
+fn read_cached(path: &Path) -> Option<Vec<libc::sock_filter>> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.is_empty() || bytes.len() % 8 != 0 || bytes.len() / 8 > BPF_MAXINSNS {
+        return None;
+    }
+    Some(decode_bpf(&bytes))
+}
+
+fn write_cached(dir: &Path, key: &str, filter: &[libc::sock_filter]) {
+    let mut bytes = Vec::with_capacity(filter.len() * 8);
+    for f in filter {
+        bytes.extend_from_slice(&f.code.to_ne_bytes());
+        bytes.push(f.jt);
+        bytes.push(f.jf);
+        bytes.extend_from_slice(&f.k.to_ne_bytes());
+    }
+    let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+    if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, dir.join(key)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// [`compile`] with the cache in `cache` (None: no cache).
+pub fn compile_cached(
+    s: &LinuxSeccomp,
+    cache: Option<&Path>,
+) -> Result<SeccompProgram, SeccompError> {
     let default = to_scmp_action(s.default_action(), s.default_errno_ret(), "defaultAction")?;
     if default == ScmpAction::Notify {
         return Err(SeccompError::NotifyAsDefault);
@@ -187,6 +266,19 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
         }
     }
     probe_flags(flags)?;
+
+    let cache = cache.filter(|d| trusted_cache_dir(d));
+    let key = cache.and_then(|_| cache_key(s));
+    if let (Some(dir), Some(key)) = (cache, &key) {
+        if let Some(filter) = read_cached(&dir.join(key)) {
+            return Ok(SeccompProgram {
+                filter,
+                flags,
+                listener_path,
+                listener_metadata: s.listener_metadata().clone(),
+            });
+        }
+    }
 
     let mut ctx = ScmpFilterContext::new(default).map_err(|source| SeccompError::Filter {
         what: format!("default action {}", s.default_action()),
@@ -234,8 +326,12 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
         }
     }
 
+    let filter = export_bpf(&ctx)?;
+    if let (Some(dir), Some(key)) = (cache, &key) {
+        write_cached(dir, key, &filter);
+    }
     Ok(SeccompProgram {
-        filter: export_bpf(&ctx)?,
+        filter,
         flags,
         listener_path,
         listener_metadata: s.listener_metadata().clone(),
@@ -564,7 +660,12 @@ fn export_bpf(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, Seccomp
     if insns > BPF_MAXINSNS {
         return Err(SeccompError::TooLong(insns));
     }
-    Ok(bytes
+    Ok(decode_bpf(&bytes))
+}
+
+/// Raw BPF (8 bytes per instruction, native endian) to instructions.
+fn decode_bpf(bytes: &[u8]) -> Vec<libc::sock_filter> {
+    bytes
         .chunks_exact(8)
         .map(|c| libc::sock_filter {
             code: u16::from_ne_bytes([c[0], c[1]]),
@@ -572,7 +673,7 @@ fn export_bpf(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, Seccomp
             jf: c[3],
             k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -756,6 +857,49 @@ mod tests {
             to_arg_compare(&a).unwrap(),
             ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0x7E02_0000), 0)
         );
+    }
+
+    /// The cache gives back the same program, ignores a damaged file, and
+    /// is not used in a directory others could write (nor by non-root).
+    #[test]
+    fn compiled_filters_are_cached_only_in_a_private_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let profile: LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read", "write", "exit_group", "getpid"], "action": "SCMP_ACT_ALLOW"}]
+        }))
+        .unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("cache");
+        let plain = compile_cached(&profile, None).unwrap();
+        let first = compile_cached(&profile, Some(&dir)).unwrap();
+        let files = || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        let same = |a: &SeccompProgram, b: &SeccompProgram| {
+            a.filter.len() == b.filter.len()
+                && a.filter
+                    .iter()
+                    .zip(&b.filter)
+                    .all(|(x, y)| (x.code, x.jt, x.jf, x.k) == (y.code, y.jt, y.jf, y.k))
+        };
+        assert!(same(&plain, &first));
+        if !rustix::process::geteuid().is_root() {
+            assert_eq!(files(), 0, "only root's own directory is trusted");
+            return;
+        }
+        assert_eq!(files(), 1);
+        let key = cache_key(&profile).unwrap();
+        assert!(same(&plain, &compile_cached(&profile, Some(&dir)).unwrap()));
+        std::fs::write(dir.join(&key), b"short").unwrap();
+        assert!(same(&plain, &compile_cached(&profile, Some(&dir)).unwrap()));
+        assert_eq!(
+            std::fs::read(dir.join(&key)).unwrap().len(),
+            plain.filter.len() * 8
+        );
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        compile_cached(&profile, Some(&open)).unwrap();
+        assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
     }
 
     #[test]
