@@ -10,7 +10,7 @@ export PATH="$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 
 bash scripts/install-deps.sh
 cargo build --release
-[ -f scripts/build-init.sh ] && bash scripts/build-init.sh
+bash scripts/build-static.sh
 berth=${CARGO_TARGET_DIR:-$PWD/target}/release/berth
 
 work=$(mktemp -d /tmp/berth-quickstart.XXXXXX)

@@ -30,8 +30,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo build --release"
 cargo build --release
-step "berth-init, static (scripts/build-init.sh)"
-bash scripts/build-init.sh
+step "berth-init and berth-monitor, static (scripts/build-static.sh)"
+bash scripts/build-static.sh
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 export BERTH_RUNTIME="${BERTH_TEST_RUNTIME:-$target/release/berth-runtime}"

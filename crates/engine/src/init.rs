@@ -13,7 +13,7 @@ pub const INIT_PATH: &str = "/run/berth-init";
 
 /// The init binary could not be found.
 #[derive(Debug, thiserror::Error)]
-#[error("--init needs the berth-init binary, which is not in any of: {0} (build it with scripts/build-init.sh, or set BERTH_INIT)")]
+#[error("--init needs the berth-init binary, which is not in any of: {0} (build it with scripts/build-static.sh, or set BERTH_INIT)")]
 pub struct InitError(String);
 
 /// Finds `berth-init`: `$BERTH_INIT`, then beside the current executable,

@@ -14,7 +14,7 @@
 //! not executable), with one line on stderr naming it; any other failure
 //! of berth-init itself exits 1.
 //!
-//! It is built as a static binary (`scripts/build-init.sh`), since it runs
+//! It is built as a static binary (`scripts/build-static.sh`), since it runs
 //! inside images that may have no libc. Signals are all blocked and taken
 //! with `sigwaitinfo`, so there are no handlers and nothing async-unsafe.
 
