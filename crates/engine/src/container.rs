@@ -930,9 +930,15 @@ impl Engine {
     /// state), up to `timeout`.
     pub fn wait_monitor_gone(&self, c: &Container, timeout: Duration) -> State {
         // A pidfd wakes us the moment it exits; polling is the fallback.
-        if let Some(pid) = self.monitor_pid(c.id()).and_then(rustix::process::Pid::from_raw) {
+        if let Some(pid) = self
+            .monitor_pid(c.id())
+            .and_then(rustix::process::Pid::from_raw)
+        {
             if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::IN,
+                )];
                 let ts = rustix::event::Timespec {
                     tv_sec: timeout.as_secs() as i64,
                     tv_nsec: timeout.subsec_nanos() as i64,
