@@ -1299,52 +1299,15 @@ pub fn top(cli: &Cli, a: &TopArgs) -> Result<ExitCode> {
     if !matches!(st.status, Status::Running | Status::Paused) {
         bail!("container {} is not running", c.name());
     }
-    let pids = container_pids(&engine, &c)?;
-    let args: Vec<String> = if a.container_and_args.len() == 1 {
-        vec!["-ef".into()]
-    } else {
-        a.container_and_args[1..].to_vec()
-    };
-    let out = Command::new("ps")
-        .args(&args)
-        .output()
-        .context("running ps")?;
-    if !out.status.success() {
-        bail!(
-            "ps {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default();
-    let col = header
-        .split_whitespace()
-        .position(|h| h == "PID")
-        .with_context(|| format!("ps {} prints no PID column", args.join(" ")))?;
-    println!("{header}");
-    for l in lines {
-        let pid: Option<i32> = l.split_whitespace().nth(col).and_then(|p| p.parse().ok());
-        if pid.is_some_and(|p| pids.contains(&p)) {
-            println!("{l}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Every PID in the container's cgroup, from the runtime's `ps`.
-fn container_pids(engine: &Engine, c: &Container) -> Result<Vec<i32>> {
-    let rt = if c.config.runtime.as_os_str().is_empty() {
-        engine.options().runtime.clone()
-    } else {
-        c.config.runtime.clone()
-    };
+    // The runtime's `ps ID [PS OPTIONS]` (runc's interface) runs ps and
+    // keeps the rows of the container's processes.
+    let rt = engine.runtime_of(&c);
     let out = Command::new(&rt)
         .arg("--root")
         .arg(engine.runtime_root())
-        .args(["ps", "--format", "json"])
+        .arg("ps")
         .arg(c.id())
+        .args(&a.container_and_args[1..])
         .output()
         .with_context(|| format!("running {}", rt.display()))?;
     if !out.status.success() {
@@ -1354,7 +1317,8 @@ fn container_pids(engine: &Engine, c: &Container) -> Result<Vec<i32>> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    serde_json::from_slice(&out.stdout).context("parsing the runtime's ps output")
+    io::stdout().write_all(&out.stdout)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `port`.
