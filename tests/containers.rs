@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use berth_tests::registry::TestRegistry;
-use berth_tests::{need_root, unique, wait_until, workspace};
+use berth_tests::{need_root, run_ok, unique, wait_until, workspace};
 use serde_json::Value;
 
 fn berth_bin() -> PathBuf {
@@ -24,17 +24,6 @@ pub struct Env {
     pub run_dir: PathBuf,
     pub reg: TestRegistry,
     pub image: String,
-}
-
-fn run_ok(c: &mut Command) -> String {
-    let o = c.output().expect("spawn");
-    assert!(
-        o.status.success(),
-        "{c:?} failed:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 impl Env {

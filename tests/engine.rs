@@ -106,15 +106,6 @@ fn capabilities_and_privileged_lift_the_defaults() {
     assert!(!out.contains("interrupts=0"), "{out}");
 }
 
-fn run_ok(c: &mut Command) {
-    let o = c.output().expect("spawn");
-    assert!(
-        o.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// A busybox image with a user `app` (uid 1000, group `app` 1000 and
 /// member of `audio` 29), `WorkingDir /srv`, `Env GREETING=hi` and
 /// `Cmd ["id"]`, pushed to a loopback registry and pulled into a store.

@@ -18,15 +18,6 @@ use berth_tests::registry::TestRegistry;
 use berth_tests::*;
 use serde_json::json;
 
-fn run_ok(c: &mut Command) {
-    let o = c.output().expect("spawn");
-    assert!(
-        o.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// A pulled busybox image with `/srv/seed/file` (a directory owned by
 /// 1000:1000, mode 0750) and `Volumes {"/cache"}` holding `/cache/img`.
 struct Fixture {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use berth_tests::registry::TestRegistry;
-use berth_tests::{need_root, unique, workspace};
+use berth_tests::{need_root, run_ok, unique, workspace};
 use serde_json::{json, Value};
 
 /// The `berth` binary under test (`BERTH_BIN`, else the build of this test's profile).
@@ -90,11 +90,13 @@ impl Drop for Berth {
 fn busybox_layout(dir: &Path) -> PathBuf {
     let rootfs = dir.join("rootfs");
     let layout = dir.join("layout");
-    run(Command::new(workspace().join("scripts/mkrootfs.sh")).arg(&rootfs));
-    run(Command::new(workspace().join("scripts/mkimage.sh"))
-        .arg(&layout)
-        .arg("latest")
-        .arg(&rootfs));
+    run_ok(Command::new(workspace().join("scripts/mkrootfs.sh")).arg(&rootfs));
+    run_ok(
+        Command::new(workspace().join("scripts/mkimage.sh"))
+            .arg(&layout)
+            .arg("latest")
+            .arg(&rootfs),
+    );
     layout
 }
 
@@ -105,18 +107,7 @@ fn layered(layout: &Path, tag: &str, base: &Path, layers: &[&Path]) {
     for l in layers {
         c.arg(l);
     }
-    run(&mut c);
-}
-
-fn run(c: &mut Command) -> String {
-    let o = c.output().expect("spawn");
-    assert!(
-        o.status.success(),
-        "{c:?} failed:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    run_ok(&mut c);
 }
 
 #[test]
@@ -166,7 +157,7 @@ fn pull_push_round_trip_and_listing() {
     let b2 = Berth::new("roundtrip2");
     assert_eq!(b2.ok(&["pull", "-q", &ref2]).trim(), id);
     // skopeo sees what berth pushed.
-    let inspect = run(Command::new("skopeo").args([
+    let inspect = run_ok(Command::new("skopeo").args([
         "inspect",
         "--tls-verify=false",
         &format!("docker://{ref2}"),
@@ -308,9 +299,11 @@ fn killed_pull_leaves_only_ingests_and_the_next_pull_resumes() {
     // One big incompressible layer, so the pull takes long enough to kill.
     let big = tmp.path().join("big");
     fs::create_dir_all(big.join("data")).expect("mkdir");
-    run(Command::new("head")
-        .args(["-c", "160M", "/dev/urandom"])
-        .stdout(fs::File::create(big.join("data/blob")).expect("create")));
+    run_ok(
+        Command::new("head")
+            .args(["-c", "160M", "/dev/urandom"])
+            .stdout(fs::File::create(big.join("data/blob")).expect("create")),
+    );
     layered(&layout, "big", &tmp.path().join("rootfs"), &[&big]);
     let reg = TestRegistry::start();
     reg.push_oci_layout(&layout, "big", "k/big:latest");
@@ -496,19 +489,23 @@ fn save_and_load_interoperate_with_podman_and_skopeo() {
     // berth save → skopeo and podman read it.
     let archive = tmp.path().join("bb.tar");
     b.ok(&["save", "-o", archive.to_str().unwrap(), &reference]);
-    let info = run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("docker-archive:{}", archive.display())));
+    let info = run_ok(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", archive.display())),
+    );
     assert!(info.contains("\"Layers\""), "{info}");
     let pod = tmp.path().join("podman");
     let podman = |args: &[&str]| -> String {
-        run(Command::new("podman")
-            .arg("--root")
-            .arg(pod.join("root"))
-            .arg("--runroot")
-            .arg(pod.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args))
+        run_ok(
+            Command::new("podman")
+                .arg("--root")
+                .arg(pod.join("root"))
+                .arg("--runroot")
+                .arg(pod.join("run"))
+                .args(["--storage-driver", "vfs"])
+                .args(args),
+        )
     };
     let loaded = podman(&["load", "-i", archive.to_str().unwrap()]);
     assert!(loaded.contains("sl/bb"), "{loaded}");
@@ -574,7 +571,7 @@ fn login_with_basic_auth_and_pull() {
     let layout = busybox_layout(tmp.path());
     let reg = TestRegistry::start_htpasswd("alice", "s3cret");
     // skopeo needs the credentials to push.
-    run(Command::new("skopeo").args([
+    run_ok(Command::new("skopeo").args([
         "copy",
         "-q",
         "--dest-tls-verify=false",
@@ -702,9 +699,11 @@ fn pull_through_a_flaky_registry_succeeds() {
     let layout = busybox_layout(tmp.path());
     let big = tmp.path().join("big");
     fs::create_dir_all(big.join("data")).expect("mkdir");
-    run(Command::new("head")
-        .args(["-c", "24M", "/dev/urandom"])
-        .stdout(fs::File::create(big.join("data/blob")).expect("create")));
+    run_ok(
+        Command::new("head")
+            .args(["-c", "24M", "/dev/urandom"])
+            .stdout(fs::File::create(big.join("data/blob")).expect("create")),
+    );
     layered(&layout, "big", &tmp.path().join("rootfs"), &[&big]);
     let reg = TestRegistry::start();
     reg.push_oci_layout(&layout, "big", "f/big:latest");
@@ -736,7 +735,7 @@ fn progress_bars_only_on_a_terminal() {
             b.root().display(),
             b.root().join("auth.json").display()
         );
-        let out = run(Command::new("script").args(["-q", "-e", "-c", &cmd, "/dev/null"]));
+        let out = run_ok(Command::new("script").args(["-q", "-e", "-c", &cmd, "/dev/null"]));
         out.replace('\r', "\n")
     };
     let first = on_tty("");

@@ -324,6 +324,18 @@ impl Drop for Rt {
     }
 }
 
+/// Runs `c`, panics with its output unless it succeeds; returns its stdout.
+pub fn run_ok(c: &mut Command) -> String {
+    let o = c.output().expect("spawn");
+    assert!(
+        o.status.success(),
+        "{c:?} failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Poll `f` every 10 ms for up to 10 s (a bound against hangs, not a timing check).
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..1000 {
