@@ -874,10 +874,17 @@ fn remove_anonymous_volumes(cli: &Cli, engine: &Engine, vols: &[String]) -> Resu
 }
 
 fn is_not_found(e: &anyhow::Error) -> bool {
+    use berth_engine::container::ContainerError;
+    use berth_engine::records::RecordError;
+    // ContainerError::Record is transparent, so the RecordError inside is
+    // not a link of the chain of its own.
     e.chain().any(|c| {
         matches!(
-            c.downcast_ref::<berth_engine::records::RecordError>(),
-            Some(berth_engine::records::RecordError::NotFound(_))
+            c.downcast_ref::<RecordError>(),
+            Some(RecordError::NotFound(_))
+        ) || matches!(
+            c.downcast_ref::<ContainerError>(),
+            Some(ContainerError::Record(RecordError::NotFound(_)))
         )
     })
 }

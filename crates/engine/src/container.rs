@@ -465,22 +465,19 @@ impl Engine {
     }
 
     /// Takes container `id`'s lock (waiting for it). Fails when the
-    /// container was removed meanwhile.
+    /// container was removed meanwhile. The lock file is made with the
+    /// directory and never re-created here: a waiter re-creating it in a
+    /// directory being removed would make that removal fail.
     pub fn lock(&self, c: &Container) -> Result<ContainerLock, ContainerError> {
         let dir = self.dir(c.id());
         let path = dir.join("lock");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    ContainerError::Record(RecordError::NotFound(c.name().to_string()))
-                } else {
-                    io_err(format!("open {}", path.display()))(e)
-                }
-            })?;
+        let f = fs::OpenOptions::new().read(true).open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                ContainerError::Record(RecordError::NotFound(c.name().to_string()))
+            } else {
+                io_err(format!("open {}", path.display()))(e)
+            }
+        })?;
         rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io_err(format!("lock {}", path.display()))(e.into()))?;
         if !dir.exists() {
@@ -631,6 +628,8 @@ impl Engine {
         let id = &rec.id;
         let dir = self.dir(id);
         fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        fs::write(dir.join("lock"), b"")
+            .map_err(io_err(format!("create {}/lock", dir.display())))?;
         let b = bundle::create(&self.store, img, &self.bundle_dir(id), &o.bundle)?;
         let mut config = o.config.clone();
         // The process as made, for inspect and exec.
