@@ -238,25 +238,12 @@ fn env_value(s: &str) -> Option<String> {
     std::env::var(s).ok().map(|v| format!("{s}={v}"))
 }
 
-/// docker's byte sizes: `10`, `10k`, `10kb`, `2m`, `1g` (powers of 1024).
+/// docker's byte sizes (`10`, `10k`, `2m`, `1.5g`, `10MB`: powers of
+/// 1024), with `what` (the flag) named in the error.
 pub fn parse_bytes(what: &str, s: &str) -> Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
-        .with_context(|| {
-            format!("invalid {what} {s:?}: use a number with an optional unit (b, k, m, g)")
-        })?;
-    Ok((n * mult as f64) as u64)
+    berth_engine::host::parse_bytes(s)
+        .map(|n| n as u64)
+        .map_err(|e| anyhow::anyhow!("invalid {what} {s:?}: {e}"))
 }
 
 /// The security flags and the parsed host flags (mounts, resources,
