@@ -563,6 +563,8 @@ impl Engine {
         img: &LocalImage,
         mut o: CreateOptions,
     ) -> Result<Container, ContainerError> {
+        // About six metadata operations follow: open the files once.
+        let _hold = self.store.hold()?;
         if let Some(top) = img.top_chain_id() {
             if self
                 .store
@@ -1037,6 +1039,9 @@ impl Engine {
         if self.runtime_root().join(c.id()).exists() {
             let _ = self.runtime_cmd(c, &["delete", "--force"]);
         }
+        // Nothing runs for the container any more: the snapshot and the
+        // record go under one open of the metadata.
+        let _hold = self.store.hold()?;
         bundle::remove(&self.store, &self.bundle_dir(c.id()), c.id())?;
         let _ = fs::remove_file(self.attach_socket(c.id()));
         match fs::remove_dir_all(&dir) {

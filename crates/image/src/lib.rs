@@ -14,6 +14,7 @@ pub mod meta;
 pub mod platform;
 pub mod reference;
 pub mod registry;
+mod shared_db;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;

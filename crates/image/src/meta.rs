@@ -10,22 +10,24 @@
 //! lock is cheap; a crashed holder releases it by exiting. The price is an
 //! open and close of the file per operation (with redb 4's small files,
 //! about 1 ms for a read and 2 ms for a write here); reads use a read
-//! transaction and commit nothing. redb 4's multi-process mode
+//! transaction and commit nothing. A run of operations that must be quick
+//! (making a container) takes a [`DbHold`] and opens the file once; see
+//! `shared_db`. redb 4's multi-process mode
 //! (`ConcurrencyMode::MultiWriter`) could keep one handle per process
 //! instead; it is new (4.3), so berth keeps the flock for now.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use rustix::fs::{flock, FlockOperation};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+pub use crate::shared_db::DbHold;
+use crate::shared_db::{OpenError, SharedDb};
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -212,11 +214,12 @@ impl RecordTx<'_> {
     }
 }
 
-/// The metadata DB. `Send + Sync`; holds no open file between operations.
+/// The metadata DB. `Send + Sync`; holds no open file between operations
+/// unless [`MetaDb::hold`] asks it to. Clones share a hold.
 #[derive(Debug, Clone)]
 pub struct MetaDb {
     path: PathBuf,
-    lock_path: PathBuf,
+    db: SharedDb,
 }
 
 impl MetaDb {
@@ -234,8 +237,30 @@ impl MetaDb {
         // transaction checks the schema version.
         Ok(MetaDb {
             path: path.to_path_buf(),
-            lock_path: PathBuf::from(lock),
+            db: SharedDb::new(path, Path::new(&lock)),
         })
+    }
+
+    /// Keeps the DB open and locked for this process until the hold drops,
+    /// so a run of operations opens it once. Other processes wait meanwhile:
+    /// hold it only for short work.
+    pub fn hold(&self) -> Result<DbHold, MetaError> {
+        self.db.hold().map_err(|e| self.open_err("hold")(e))
+    }
+
+    fn open_err(&self, context: &str) -> impl FnOnce(OpenError) -> MetaError + '_ {
+        let context = context.to_string();
+        move |e| match e {
+            OpenError::Lock(path, source) => MetaError::Io {
+                context: format!("lock {}", path.display()),
+                source,
+            },
+            OpenError::Db(e) => MetaError::Db {
+                path: self.path.clone(),
+                context,
+                source: Box::new(e.into()),
+            },
+        }
     }
 
     /// The DB file.
@@ -252,20 +277,6 @@ impl MetaDb {
         }
     }
 
-    fn lock(&self) -> Result<File, MetaError> {
-        let io = |context: String| move |source| MetaError::Io { context, source };
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.lock_path)
-            .map_err(io(format!("open {}", self.lock_path.display())))?;
-        flock(&f, FlockOperation::LockExclusive)
-            .map_err(|e| io(format!("flock {}", self.lock_path.display()))(e.into()))?;
-        Ok(f)
-    }
-
     /// Runs `f` in one write transaction under the lock, committing if it
     /// returns Ok. Creates the tables and the schema record on first use and
     /// refuses newer schemas.
@@ -274,39 +285,39 @@ impl MetaDb {
         context: &str,
         f: impl FnOnce(&WriteTransaction) -> Result<T, MetaError>,
     ) -> Result<T, MetaError> {
-        let _lock = self.lock()?;
-        let db = Database::create(&self.path).map_err(self.db_err(context))?;
-        let mut tx = db.begin_write().map_err(self.db_err(context))?;
-        // Saves the allocator state with each commit, so an open after a
-        // crash needs no repair walk.
-        tx.set_quick_repair(true);
-        {
-            let mut schema = tx.open_table(SCHEMA).map_err(self.db_err(context))?;
-            let found = schema
-                .get("version")
-                .map_err(self.db_err(context))?
-                .map(|v| v.value());
-            match found {
-                None => {
-                    schema
-                        .insert("version", SCHEMA_VERSION)
-                        .map_err(self.db_err(context))?;
+        self.db.with(self.open_err(context), |db| {
+            let mut tx = db.begin_write().map_err(self.db_err(context))?;
+            // Saves the allocator state with each commit, so an open after a
+            // crash needs no repair walk.
+            tx.set_quick_repair(true);
+            {
+                let mut schema = tx.open_table(SCHEMA).map_err(self.db_err(context))?;
+                let found = schema
+                    .get("version")
+                    .map_err(self.db_err(context))?
+                    .map(|v| v.value());
+                match found {
+                    None => {
+                        schema
+                            .insert("version", SCHEMA_VERSION)
+                            .map_err(self.db_err(context))?;
+                    }
+                    Some(v) if v > SCHEMA_VERSION => {
+                        return Err(MetaError::SchemaTooNew {
+                            path: self.path.clone(),
+                            found: v,
+                            supported: SCHEMA_VERSION,
+                        })
+                    }
+                    Some(_) => {}
                 }
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(MetaError::SchemaTooNew {
-                        path: self.path.clone(),
-                        found: v,
-                        supported: SCHEMA_VERSION,
-                    })
-                }
-                Some(_) => {}
+                tx.open_table(IMAGES).map_err(self.db_err(context))?;
+                tx.open_table(LEASES).map_err(self.db_err(context))?;
             }
-            tx.open_table(IMAGES).map_err(self.db_err(context))?;
-            tx.open_table(LEASES).map_err(self.db_err(context))?;
-        }
-        let out = f(&tx)?;
-        tx.commit().map_err(self.db_err(context))?;
-        Ok(out)
+            let out = f(&tx)?;
+            tx.commit().map_err(self.db_err(context))?;
+            Ok(out)
+        })
     }
 
     fn decode<T: for<'a> Deserialize<'a>>(&self, key: &str, v: &[u8]) -> Result<T, MetaError> {
@@ -392,29 +403,29 @@ impl MetaDb {
         table: TableDefinition<&'static str, &'static [u8]>,
         f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, MetaError>,
     ) -> Result<Option<T>, MetaError> {
-        let _lock = self.lock()?;
-        let db = Database::create(&self.path).map_err(self.db_err(context))?;
-        let tx = db.begin_read().map_err(self.db_err(context))?;
-        match tx.open_table(SCHEMA) {
-            Ok(schema) => {
-                if let Some(v) = schema.get("version").map_err(self.db_err(context))? {
-                    if v.value() > SCHEMA_VERSION {
-                        return Err(MetaError::SchemaTooNew {
-                            path: self.path.clone(),
-                            found: v.value(),
-                            supported: SCHEMA_VERSION,
-                        });
+        self.db.with(self.open_err(context), |db| {
+            let tx = db.begin_read().map_err(self.db_err(context))?;
+            match tx.open_table(SCHEMA) {
+                Ok(schema) => {
+                    if let Some(v) = schema.get("version").map_err(self.db_err(context))? {
+                        if v.value() > SCHEMA_VERSION {
+                            return Err(MetaError::SchemaTooNew {
+                                path: self.path.clone(),
+                                found: v.value(),
+                                supported: SCHEMA_VERSION,
+                            });
+                        }
                     }
                 }
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.db_err(context)(e)),
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.db_err(context)(e)),
-        }
-        match tx.open_table(table) {
-            Ok(t) => f(&t).map(Some),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(self.db_err(context)(e)),
-        }
+            match tx.open_table(table) {
+                Ok(t) => f(&t).map(Some),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+                Err(e) => Err(self.db_err(context)(e)),
+            }
+        })
     }
 
     /// Creates lease `id` holding `content` and `snapshots`, in one
@@ -674,7 +685,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("meta.db");
         {
-            let db = Database::create(&p).unwrap();
+            let db = redb::Database::create(&p).unwrap();
             let tx = db.begin_write().unwrap();
             tx.open_table(SCHEMA).unwrap().insert("version", 7).unwrap();
             tx.commit().unwrap();

@@ -133,6 +133,13 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     /// Removes a snapshot without children, and its directory.
     fn remove(&self, key: &str) -> Result<(), SnapshotError>;
 
+    /// Keeps the metadata open and locked for this process until the hold
+    /// drops, so a run of operations opens it once (see `MetaDb::hold`).
+    /// One without a shared metadata file has nothing to hold.
+    fn hold(&self) -> Result<crate::meta::DbHold, SnapshotError> {
+        Ok(crate::shared_db::DbHold::nothing())
+    }
+
     /// What is known of `key`, or None.
     fn stat(&self, key: &str) -> Result<Option<Info>, SnapshotError>;
 

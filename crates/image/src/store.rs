@@ -212,6 +212,15 @@ pub fn normalize(reference: &str) -> Result<Reference, ImageError> {
         .map_err(|e| ImageError::InvalidReference(reference.to_string(), e.to_string()))
 }
 
+/// The store's metadata kept open for this process; see [`ImageStore::hold`].
+#[derive(Debug)]
+#[must_use = "the metadata is released when the hold drops"]
+pub struct StoreHold {
+    // Dropped in this order: snapshots first, then the image metadata.
+    _snaps: crate::meta::DbHold,
+    _meta: crate::meta::DbHold,
+}
+
 /// The image store.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
@@ -300,6 +309,19 @@ impl ImageStore {
     /// The metadata DB.
     pub fn meta(&self) -> &MetaDb {
         &self.inner.meta
+    }
+    /// Keeps the image metadata and the snapshot metadata open and locked for
+    /// this process until the hold drops, so a run of operations (making or
+    /// removing a container) opens each once. Other processes wait
+    /// meanwhile: hold it only for short work.
+    pub fn hold(&self) -> Result<StoreHold, ImageError> {
+        // Always meta first, then snapshots, so two holders cannot deadlock.
+        let meta = self.inner.meta.hold()?;
+        let snaps = self.inner.snaps.hold()?;
+        Ok(StoreHold {
+            _snaps: snaps,
+            _meta: meta,
+        })
     }
     /// The snapshotter.
     pub fn snapshotter(&self) -> &dyn Snapshotter {

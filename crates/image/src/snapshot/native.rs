@@ -122,6 +122,10 @@ impl Snapshotter for NativeSnapshotter {
         self.store.stat(key)
     }
 
+    fn hold(&self) -> Result<crate::meta::DbHold, SnapshotError> {
+        self.store.hold()
+    }
+
     fn list(&self) -> Result<Vec<Info>, SnapshotError> {
         self.store.list()
     }

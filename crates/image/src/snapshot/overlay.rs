@@ -8,19 +8,21 @@
 //! only one handle open the file at a time, so every operation takes an
 //! exclusive `flock` on `ROOT/lock` (a new open file description each time, so
 //! threads of one process exclude each other too), opens the database, runs one
-//! write transaction and closes it again. Directory changes happen under the
+//! write transaction and closes it again, unless a `DbHold` keeps both open
+//! for a run of operations (`shared_db`). Directory changes happen under the
 //! same lock: created before the transaction commits (and removed if it fails),
 //! and removed by renaming to `snapshots/rm-<id>` inside the transaction and
 //! deleting after it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{Info, Kind, Mount, SnapshotError, Snapshotter, Usage};
+use crate::shared_db::{DbHold, OpenError, SharedDb};
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -54,6 +56,16 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Snapshot
     move |source| SnapshotError::Io { context, source }
 }
 
+fn open_err(e: OpenError) -> SnapshotError {
+    match e {
+        OpenError::Lock(path, source) => SnapshotError::Io {
+            context: format!("lock {}", path.display()),
+            source,
+        },
+        OpenError::Db(e) => db_err(e),
+    }
+}
+
 fn db_err(e: impl std::fmt::Display) -> SnapshotError {
     SnapshotError::Db(e.to_string())
 }
@@ -79,6 +91,7 @@ pub(crate) fn check_key(key: &str) -> Result<(), SnapshotError> {
 #[derive(Debug)]
 pub(crate) struct Store {
     root: PathBuf,
+    db: SharedDb,
 }
 
 /// One open transaction's tables: `S` and `M` are redb's write tables in a
@@ -193,22 +206,13 @@ impl Store {
         // every transaction checks the schema version.
         Ok(Store {
             root: root.to_path_buf(),
+            db: SharedDb::new(&root.join("metadata.redb"), &root.join("lock")),
         })
     }
 
-    /// Takes the exclusive root lock and opens the database.
-    fn open(&self) -> Result<(File, Database), SnapshotError> {
-        let lock_path = self.root.join("lock");
-        let lock: File = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(format!("open {}", lock_path.display())))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err(format!("lock {}", lock_path.display()))(e.into()))?;
-        let db = Database::create(self.root.join("metadata.redb")).map_err(db_err)?;
-        Ok((lock, db))
+    /// Keeps the database open and locked until the hold drops.
+    pub fn hold(&self) -> Result<DbHold, SnapshotError> {
+        self.db.hold().map_err(open_err)
     }
 
     /// Refuses a schema version other than this code's; `None` is a new
@@ -243,21 +247,22 @@ impl Store {
     where
         F: FnOnce(&ReadTx<'_>) -> Result<T, SnapshotError>,
     {
-        let (_lock, db) = self.open()?;
-        let tx = db.begin_read().map_err(db_err)?;
-        let (snaps, meta) = match (tx.open_table(SNAPSHOTS), tx.open_table(META)) {
-            (Ok(s), Ok(m)) => (s, m),
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Err(f)),
-            (Err(e), _) | (_, Err(e)) => return Err(db_err(e)),
-        };
-        Self::check_schema(meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()))?;
-        f(&Tables {
-            snaps,
-            meta,
-            root: &self.root,
+        self.db.with(open_err, |db| {
+            let tx = db.begin_read().map_err(db_err)?;
+            let (snaps, meta) = match (tx.open_table(SNAPSHOTS), tx.open_table(META)) {
+                (Ok(s), Ok(m)) => (s, m),
+                (Err(redb::TableError::TableDoesNotExist(_)), _)
+                | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Err(f)),
+                (Err(e), _) | (_, Err(e)) => return Err(db_err(e)),
+            };
+            Self::check_schema(meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()))?;
+            f(&Tables {
+                snaps,
+                meta,
+                root: &self.root,
+            })
+            .map(Ok)
         })
-        .map(Ok)
     }
 
     pub fn dir(&self, id: u64) -> PathBuf {
@@ -270,29 +275,28 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
-        let (lock, db) = self.open()?;
-        let mut tx = db.begin_write().map_err(db_err)?;
-        // No repair walk on the open after a crash.
-        tx.set_quick_repair(true);
-        let out = {
-            let snaps = tx.open_table(SNAPSHOTS).map_err(db_err)?;
-            let mut meta = tx.open_table(META).map_err(db_err)?;
-            let schema = meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value());
-            Self::check_schema(schema)?;
-            if schema.is_none() {
-                meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
-            }
-            let mut t = Tx {
-                snaps,
-                meta,
-                root: &self.root,
+        self.db.with(open_err, |db| {
+            let mut tx = db.begin_write().map_err(db_err)?;
+            // No repair walk on the open after a crash.
+            tx.set_quick_repair(true);
+            let out = {
+                let snaps = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+                let mut meta = tx.open_table(META).map_err(db_err)?;
+                let schema = meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value());
+                Self::check_schema(schema)?;
+                if schema.is_none() {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
+                }
+                let mut t = Tx {
+                    snaps,
+                    meta,
+                    root: &self.root,
+                };
+                f(&mut t)?
             };
-            f(&mut t)?
-        };
-        tx.commit().map_err(db_err)?;
-        drop(db);
-        drop(lock);
-        Ok(out)
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
     }
 
     /// Creates snapshot `key` with a fresh directory, filled by `populate`
@@ -617,6 +621,10 @@ impl Snapshotter for OverlaySnapshotter {
 
     fn stat(&self, key: &str) -> Result<Option<Info>, SnapshotError> {
         self.store.stat(key)
+    }
+
+    fn hold(&self) -> Result<crate::meta::DbHold, SnapshotError> {
+        self.store.hold()
     }
 
     fn list(&self) -> Result<Vec<Info>, SnapshotError> {
