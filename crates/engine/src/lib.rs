@@ -30,6 +30,8 @@ pub mod container;
 pub mod files;
 pub mod host;
 pub mod init;
+pub mod netns;
+pub mod ports;
 pub mod process;
 pub mod records;
 pub mod seccomp;
