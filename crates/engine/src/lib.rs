@@ -31,6 +31,7 @@ pub mod files;
 pub mod host;
 pub mod init;
 pub mod netns;
+pub mod networks;
 pub mod ports;
 pub mod process;
 pub mod records;

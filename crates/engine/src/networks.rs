@@ -1,0 +1,645 @@
+//! Network definitions: CNI network config lists in the config dir (default
+//! `/etc/cni/net.d`), berth's own among them.
+//!
+//! - The default network `berth` is a bridge (`berth0`) with host-local IPAM,
+//!   portmap, firewall and tuning. It is written to `berth.conflist` on first
+//!   use, on a subnet that collides with no route of the host and no other
+//!   network in the dir. Its file is the truth: edit the bridge or the subnet
+//!   there and berth follows.
+//! - `network create` writes `<name>.conflist` of the same shape with its own
+//!   bridge (`berthN`) and subnet (a `/24` from `10.89.0.0/16` unless given);
+//!   `--internal` drops NAT and the default route.
+//! - Any other list in the dir is a network too, run by its plugins.
+//!
+//! Files are written to a temporary name and linked into place, so a reader
+//! never sees half a file and two writers cannot both create one name.
+//! Choosing a subnet and writing the file happen under a lock in berth's
+//! state dir, so concurrent creates never share a subnet.
+
+use std::fs::{self, File};
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+/// The default network's name.
+pub const DEFAULT_NETWORK: &str = "berth";
+/// The default network's bridge.
+pub const DEFAULT_BRIDGE: &str = "berth0";
+
+/// What can go wrong with network definitions.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// No network of that name.
+    #[error("network {name:?} not found in {dir}")]
+    NotFound {
+        /// The name asked for.
+        name: String,
+        /// The config dir searched.
+        dir: String,
+    },
+    /// A network of that name exists.
+    #[error("network {0:?} already exists")]
+    Exists(String),
+    /// A bad name, subnet or gateway.
+    #[error("{0}")]
+    Invalid(String),
+    /// A config list that cannot be read as one.
+    #[error("malformed network config {file}: {reason}")]
+    Malformed {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The subnet overlaps a route of the host or another network.
+    #[error("subnet {subnet} overlaps {what}")]
+    Overlap {
+        /// The subnet asked for.
+        subnet: String,
+        /// What it overlaps.
+        what: String,
+    },
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        context: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> NetworkError {
+    let context = context.into();
+    move |source| NetworkError::Io { context, source }
+}
+
+/// An IPv4 subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    /// The network address.
+    pub addr: Ipv4Addr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// Parses `10.89.0.0/24`; the address is masked to the prefix.
+    pub fn parse(s: &str) -> Result<Subnet, NetworkError> {
+        let bad = || NetworkError::Invalid(format!("invalid subnet {s:?}: use A.B.C.D/N"));
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().ok().filter(|p| *p <= 30).ok_or_else(bad)?;
+        Ok(Subnet {
+            addr: Ipv4Addr::from(u32::from(addr) & mask(prefix)),
+            prefix,
+        })
+    }
+
+    /// Whether the two share any address.
+    pub fn overlaps(&self, o: &Subnet) -> bool {
+        let m = mask(self.prefix.min(o.prefix));
+        u32::from(self.addr) & m == u32::from(o.addr) & m
+    }
+
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix) == u32::from(self.addr)
+    }
+
+    /// The first host address, the usual gateway.
+    pub fn first_host(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) + 1)
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    }
+}
+
+/// One network: its config list and what berth reads from it.
+#[derive(Debug, Clone)]
+pub struct NetworkDef {
+    /// The list's name.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The whole config list.
+    pub conflist: Value,
+    /// The first plugin's type (`bridge` for berth's own).
+    pub driver: String,
+    /// The bridge plugin's bridge, if any.
+    pub bridge: Option<String>,
+    /// The host-local range's subnet, if any.
+    pub subnet: Option<Subnet>,
+    /// The host-local range's gateway, if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// No NAT and no default route.
+    pub internal: bool,
+}
+
+impl NetworkDef {
+    /// Reads a `.conflist` (or a single-plugin `.conf`/`.json`, promoted to
+    /// a list as libcni does).
+    pub fn load(file: &Path) -> Result<NetworkDef, NetworkError> {
+        let bytes = fs::read(file).map_err(io_err(format!("read {}", file.display())))?;
+        let malformed = |reason: String| NetworkError::Malformed {
+            file: file.display().to_string(),
+            reason,
+        };
+        let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
+        if v.get("plugins").is_none() && v.get("type").is_some() {
+            let plugin = v.clone();
+            v = json!({"cniVersion": plugin["cniVersion"], "name": plugin["name"],
+                       "plugins": [plugin]});
+        }
+        let name = v["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| malformed("no \"name\"".into()))?
+            .to_string();
+        let plugins = v["plugins"]
+            .as_array()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| malformed("no \"plugins\" list".into()))?;
+        let mut driver = String::new();
+        for (i, p) in plugins.iter().enumerate() {
+            let t = p["type"]
+                .as_str()
+                .ok_or_else(|| malformed(format!("plugin {i} has no \"type\"")))?;
+            if i == 0 {
+                driver = t.to_string();
+            }
+        }
+        let first = &plugins[0];
+        let range = &first["ipam"]["ranges"][0][0];
+        let subnet = range["subnet"]
+            .as_str()
+            .or(first["ipam"]["subnet"].as_str())
+            .and_then(|s| Subnet::parse(s).ok());
+        let gateway = range["gateway"]
+            .as_str()
+            .or(first["ipam"]["gateway"].as_str())
+            .and_then(|g| g.parse().ok())
+            .or(subnet.map(|s| s.first_host()));
+        Ok(NetworkDef {
+            bridge: (driver == "bridge")
+                .then(|| first["bridge"].as_str().unwrap_or("cni0").to_string()),
+            internal: driver == "bridge" && first["ipMasq"] != json!(true),
+            name,
+            file: file.to_path_buf(),
+            driver,
+            subnet,
+            gateway,
+            conflist: v,
+        })
+    }
+}
+
+/// The network definitions in one config dir, with berth's lock.
+#[derive(Debug, Clone)]
+pub struct Networks {
+    config_dir: PathBuf,
+    lock: PathBuf,
+}
+
+/// `network create`'s options.
+#[derive(Debug, Clone, Default)]
+pub struct CreateNetwork {
+    /// The name.
+    pub name: String,
+    /// The subnet; chosen when None.
+    pub subnet: Option<Subnet>,
+    /// The gateway; the subnet's first address when None.
+    pub gateway: Option<Ipv4Addr>,
+    /// No NAT, no default route.
+    pub internal: bool,
+    /// The bridge; `berthN` when None.
+    pub bridge: Option<String>,
+}
+
+fn check_name(name: &str) -> Result<(), NetworkError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(NetworkError::Invalid(format!(
+            "invalid network name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )))
+    }
+}
+
+/// The host's IPv4 routes and connected subnets, from `/proc/net/route`.
+pub fn host_routes() -> Vec<Subnet> {
+    let Ok(text) = fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    parse_routes(&text)
+}
+
+fn parse_routes(text: &str) -> Vec<Subnet> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let (Ok(dst), Ok(m)) = (u32::from_str_radix(f[1], 16), u32::from_str_radix(f[7], 16))
+        else {
+            continue;
+        };
+        // The file holds little-endian words; the default route (mask 0)
+        // overlaps everything and is no reason to refuse a subnet.
+        let m = m.swap_bytes();
+        if m == 0 {
+            continue;
+        }
+        out.push(Subnet {
+            addr: Ipv4Addr::from(dst.swap_bytes()),
+            prefix: m.count_ones() as u8,
+        });
+    }
+    out
+}
+
+impl Networks {
+    /// The networks in `config_dir`; `state_dir` holds berth's lock.
+    pub fn new(config_dir: &Path, state_dir: &Path) -> Networks {
+        Networks {
+            config_dir: config_dir.to_path_buf(),
+            lock: state_dir.join("networks.lock"),
+        }
+    }
+
+    /// The config dir.
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    fn locked(&self) -> Result<File, NetworkError> {
+        if let Some(d) = self.lock.parent() {
+            fs::create_dir_all(d).map_err(io_err(format!("create {}", d.display())))?;
+        }
+        let f =
+            File::create(&self.lock).map_err(io_err(format!("open {}", self.lock.display())))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err(format!("lock {}", self.lock.display()))(e.into()))?;
+        Ok(f)
+    }
+
+    /// Every network in the dir, sorted by file name as libcni does. A
+    /// malformed file is an error naming it.
+    pub fn list(&self) -> Result<Vec<NetworkDef>, NetworkError> {
+        let rd = match fs::read_dir(&self.config_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(format!("read {}", self.config_dir.display()))(e)),
+        };
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conflist" | "conf" | "json")
+                )
+            })
+            .collect();
+        files.sort();
+        let mut out: Vec<NetworkDef> = Vec::new();
+        for f in files {
+            let d = NetworkDef::load(&f)?;
+            // The first file of a name wins, as in libcni.
+            if !out.iter().any(|o| o.name == d.name) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The network `name`. The default network is made on first use.
+    pub fn get(&self, name: &str) -> Result<NetworkDef, NetworkError> {
+        if let Some(d) = self.find(name)? {
+            return Ok(d);
+        }
+        if name == DEFAULT_NETWORK {
+            return self.ensure_default();
+        }
+        Err(NetworkError::NotFound {
+            name: name.to_string(),
+            dir: self.config_dir.display().to_string(),
+        })
+    }
+
+    fn find(&self, name: &str) -> Result<Option<NetworkDef>, NetworkError> {
+        // A malformed file of another network must not hide this one.
+        let rd = match fs::read_dir(&self.config_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(format!("read {}", self.config_dir.display()))(e)),
+        };
+        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            let ext = f.extension().and_then(|e| e.to_str());
+            if !matches!(ext, Some("conflist" | "conf" | "json")) {
+                continue;
+            }
+            match NetworkDef::load(&f) {
+                Ok(d) if d.name == name => return Ok(Some(d)),
+                Ok(_) => {}
+                // The file named after the network must be well-formed.
+                Err(e) if f.file_stem().and_then(|s| s.to_str()) == Some(name) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The default network, written with a free subnet if missing.
+    pub fn ensure_default(&self) -> Result<NetworkDef, NetworkError> {
+        let _l = self.locked()?;
+        if let Some(d) = self.find(DEFAULT_NETWORK)? {
+            return Ok(d);
+        }
+        let taken = self.taken()?;
+        let subnet = (88..=254)
+            .map(|b| Subnet {
+                addr: Ipv4Addr::new(10, b, 0, 0),
+                prefix: 16,
+            })
+            .find(|s| !taken.iter().any(|(t, _)| t.overlaps(s)))
+            .ok_or_else(|| NetworkError::Invalid("no free /16 in 10.88.0.0-10.254.0.0".into()))?;
+        self.write(&CreateNetwork {
+            name: DEFAULT_NETWORK.into(),
+            subnet: Some(subnet),
+            gateway: None,
+            internal: false,
+            bridge: Some(DEFAULT_BRIDGE.into()),
+        })
+    }
+
+    /// Subnets in use: the host's routes and every network's range.
+    fn taken(&self) -> Result<Vec<(Subnet, String)>, NetworkError> {
+        let mut t: Vec<(Subnet, String)> = host_routes()
+            .into_iter()
+            .map(|s| (s, format!("a route of the host ({s})")))
+            .collect();
+        for d in self.list()? {
+            if let Some(s) = d.subnet {
+                t.push((s, format!("network {:?} ({s})", d.name)));
+            }
+        }
+        Ok(t)
+    }
+
+    /// `network create`.
+    pub fn create(&self, o: &CreateNetwork) -> Result<NetworkDef, NetworkError> {
+        check_name(&o.name)?;
+        let _l = self.locked()?;
+        if self.find(&o.name)?.is_some() {
+            return Err(NetworkError::Exists(o.name.clone()));
+        }
+        let taken = self.taken()?;
+        let subnet = match o.subnet {
+            Some(s) => {
+                if let Some((_, what)) = taken.iter().find(|(t, _)| t.overlaps(&s)) {
+                    return Err(NetworkError::Overlap {
+                        subnet: s.to_string(),
+                        what: what.clone(),
+                    });
+                }
+                s
+            }
+            None => (0..=255)
+                .map(|c| Subnet {
+                    addr: Ipv4Addr::new(10, 89, c, 0),
+                    prefix: 24,
+                })
+                .find(|s| !taken.iter().any(|(t, _)| t.overlaps(s)))
+                .ok_or_else(|| NetworkError::Invalid("no free /24 in 10.89.0.0/16".into()))?,
+        };
+        if let Some(g) = o.gateway {
+            if !subnet.contains(g) || g == subnet.addr {
+                return Err(NetworkError::Invalid(format!(
+                    "gateway {g} is not a host address of subnet {subnet}"
+                )));
+            }
+        }
+        let bridge = match &o.bridge {
+            Some(b) => b.clone(),
+            None => {
+                let used: Vec<String> = self.list()?.into_iter().filter_map(|d| d.bridge).collect();
+                (1..)
+                    .map(|n| format!("berth{n}"))
+                    .find(|b| !used.contains(b) && !Path::new("/sys/class/net").join(b).exists())
+                    .expect("some berthN is free")
+            }
+        };
+        self.write(&CreateNetwork {
+            subnet: Some(subnet),
+            bridge: Some(bridge),
+            ..o.clone()
+        })
+    }
+
+    /// Writes the config list of a bridge network; fails if the name's file
+    /// exists.
+    fn write(&self, o: &CreateNetwork) -> Result<NetworkDef, NetworkError> {
+        let subnet = o.subnet.expect("chosen");
+        let gateway = o.gateway.unwrap_or(subnet.first_host());
+        let routes = if o.internal {
+            json!([])
+        } else {
+            json!([{"dst": "0.0.0.0/0"}])
+        };
+        let v = json!({
+            "cniVersion": "1.0.0",
+            "name": o.name,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": o.bridge,
+                    "isGateway": true,
+                    "ipMasq": !o.internal,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": subnet.to_string(), "gateway": gateway.to_string()}]],
+                        "routes": routes,
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+                {"type": "firewall"},
+                {"type": "tuning"},
+            ],
+        });
+        fs::create_dir_all(&self.config_dir)
+            .map_err(io_err(format!("create {}", self.config_dir.display())))?;
+        let file = self.config_dir.join(format!("{}.conflist", o.name));
+        let tmp = self
+            .config_dir
+            .join(format!(".{}.conflist.{}", o.name, std::process::id()));
+        let body = serde_json::to_vec_pretty(&v).expect("JSON");
+        fs::write(&tmp, body).map_err(io_err(format!("write {}", tmp.display())))?;
+        let linked = fs::hard_link(&tmp, &file);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => NetworkDef::load(&file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(NetworkError::Exists(o.name.clone()))
+            }
+            Err(e) => Err(io_err(format!("write {}", file.display()))(e)),
+        }
+    }
+
+    /// Removes the network's file. The caller checks that no container uses
+    /// it and tears down what it made.
+    pub fn remove(&self, name: &str) -> Result<NetworkDef, NetworkError> {
+        let _l = self.locked()?;
+        let d = self.find(name)?.ok_or_else(|| NetworkError::NotFound {
+            name: name.to_string(),
+            dir: self.config_dir.display().to_string(),
+        })?;
+        fs::remove_file(&d.file).map_err(io_err(format!("remove {}", d.file.display())))?;
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets() {
+        let a = Subnet::parse("10.89.3.7/24").unwrap();
+        assert_eq!(a.to_string(), "10.89.3.0/24");
+        assert!(a.contains("10.89.3.200".parse().unwrap()));
+        assert!(!a.contains("10.89.4.1".parse().unwrap()));
+        assert!(a.overlaps(&Subnet::parse("10.89.0.0/16").unwrap()));
+        assert!(!a.overlaps(&Subnet::parse("10.89.4.0/24").unwrap()));
+        assert_eq!(a.first_host(), Ipv4Addr::new(10, 89, 3, 1));
+        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "10.0.0.0/31"] {
+            assert!(Subnet::parse(bad).unwrap_err().to_string().contains(bad));
+        }
+    }
+
+    #[test]
+    fn routes_from_proc() {
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(
+            parse_routes(text),
+            vec![Subnet {
+                addr: Ipv4Addr::new(192, 0, 2, 0),
+                prefix: 24
+            }]
+        );
+    }
+
+    #[test]
+    fn create_list_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let n = Networks::new(&t.path().join("net.d"), t.path());
+        let d = n.get(DEFAULT_NETWORK).unwrap();
+        assert_eq!(d.bridge.as_deref(), Some(DEFAULT_BRIDGE));
+        assert!(!d.internal);
+        let s = d.subnet.unwrap();
+        assert_eq!(s.prefix, 16);
+        assert!(!host_routes().iter().any(|r| r.overlaps(&s)));
+        // Made once: a second get reads the same file.
+        assert_eq!(n.get(DEFAULT_NETWORK).unwrap().subnet, Some(s));
+
+        let a = n
+            .create(&CreateNetwork {
+                name: "front".into(),
+                internal: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(a.internal);
+        assert_eq!(
+            a.bridge.as_deref().map(|b| b.starts_with("berth")),
+            Some(true)
+        );
+        let b = n
+            .create(&CreateNetwork {
+                name: "back".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(!a.subnet.unwrap().overlaps(&b.subnet.unwrap()));
+        assert_ne!(a.bridge, b.bridge);
+        assert!(matches!(
+            n.create(&CreateNetwork {
+                name: "back".into(),
+                ..Default::default()
+            }),
+            Err(NetworkError::Exists(_))
+        ));
+        let e = n
+            .create(&CreateNetwork {
+                name: "clash".into(),
+                subnet: a.subnet,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("overlaps") && e.contains("front"), "{e}");
+        let e = n
+            .create(&CreateNetwork {
+                name: "bad name".into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad name"), "{e}");
+        let names: Vec<String> = n.list().unwrap().into_iter().map(|d| d.name).collect();
+        assert_eq!(names, vec!["back", "berth", "front"]);
+        n.remove("front").unwrap();
+        assert!(matches!(n.get("front"), Err(NetworkError::NotFound { .. })));
+    }
+
+    #[test]
+    fn malformed_and_foreign_lists() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("net.d");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("bad.conflist"), b"{ not json").unwrap();
+        fs::write(
+            dir.join("10-single.conf"),
+            br#"{"cniVersion":"0.4.0","name":"single","type":"macvlan","master":"eth0"}"#,
+        )
+        .unwrap();
+        let n = Networks::new(&dir, t.path());
+        let e = n.get("bad").unwrap_err().to_string();
+        assert!(e.contains("bad.conflist"), "{e}");
+        // Another network is still found past the broken file.
+        let s = n.get("single").unwrap();
+        assert_eq!(s.driver, "macvlan");
+        assert_eq!(s.conflist["plugins"][0]["master"], "eth0");
+        assert!(n.list().unwrap_err().to_string().contains("bad.conflist"));
+    }
+}
