@@ -21,6 +21,7 @@ use berth_engine::container::{
     find_binary, Container, ContainerConfig, CreateOptions, Engine, EngineOptions, State, Status,
 };
 use berth_engine::host::{HostConfig, HostFlags};
+use berth_engine::network::{Backend, NetworkOptions};
 use berth_engine::process::ProcessFlags;
 use berth_engine::spec::SecurityFlags;
 use berth_engine::volumes::VolumeStore;
@@ -38,6 +39,24 @@ use crate::progress::Bars;
 use crate::Cli;
 
 /// The engine for `cli`'s root.
+/// The network options from the global flags.
+pub fn network_options(cli: &Cli) -> NetworkOptions {
+    NetworkOptions {
+        config_dir: cli.network_config_dir.clone(),
+        plugin_dirs: cli
+            .cni_plugin_dirs
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        backend: if cli.network_backend == "cni" {
+            Backend::Cni
+        } else {
+            Backend::Fast
+        },
+    }
+}
+
 pub fn open_engine(cli: &Cli) -> Result<Engine> {
     let store = crate::images::open_store(cli, None)?;
     Ok(Engine::new(
@@ -47,6 +66,7 @@ pub fn open_engine(cli: &Cli) -> Result<Engine> {
             run_dir: cli.run_dir.clone(),
             runtime: find_binary("berth-runtime", "BERTH_RUNTIME"),
             monitor: find_binary("berth-monitor", "BERTH_MONITOR"),
+            network: network_options(cli),
         },
     ))
 }
@@ -154,12 +174,19 @@ pub struct CreateFlags {
     /// max-size=SIZE, max-file=N.
     #[arg(long = "log-opt")]
     pub log_opts: Vec<String>,
-    /// none or host (bridge and user networks come with berth's networking).
+    /// bridge (the default), none, host, container:NAME, or networks by
+    /// name (comma-separated).
     #[arg(long, alias = "net")]
     pub network: Option<String>,
-    /// Publish a port (needs a bridge network).
+    /// Publish a port: [IP:][HOSTPORT:]CTRPORT[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish every port the image exposes, on free host ports.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// The container's IPv4 address on its network.
+    #[arg(long)]
+    pub ip: Option<String>,
     /// Another runc-compatible runtime for this container.
     #[arg(long)]
     pub runtime: Option<PathBuf>,
@@ -268,6 +295,9 @@ fn security_and_host(f: &CreateFlags) -> Result<(SecurityFlags, HostConfig)> {
         ulimits: f.ulimits.clone(),
         devices: f.devices.clone(),
         network: f.network.clone(),
+        ip: f.ip.clone(),
+        publish: f.publish.clone(),
+        publish_all: f.publish_all,
         security_opts: f.security_opts.clone(),
     };
     let host = flags.parse(&mut s)?;
@@ -324,10 +354,6 @@ fn create_container(
     f: &CreateFlags,
     detach: bool,
 ) -> Result<Container> {
-    if !f.publish.is_empty() {
-        bail!("-p/--publish needs a bridge network, which berth does not have yet");
-    }
-    let network = f.network.clone().unwrap_or_else(|| "none".into());
     let restart = match &f.restart {
         Some(r) => RestartPolicy::parse(r).map_err(|e| anyhow::anyhow!("--restart: {e}"))?,
         None => RestartPolicy::parse("no").expect("valid"),
@@ -416,7 +442,7 @@ fn create_container(
         },
         hostname: f.hostname.clone().unwrap_or_default(),
         labels,
-        network: network.clone(),
+        network: host.network.mode(),
         init: f.init,
         ..ContainerConfig::default()
     };
@@ -1117,7 +1143,24 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<ExitCode> {
         r.insert("RunningFor", format::ago(created, now));
         r.insert("Status", status_text(st, now));
         r.insert("State", st.status.to_string());
-        r.insert("Ports", String::new());
+        r.insert(
+            "Ports",
+            engine
+                .net_state(c.id())
+                .ports
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}:{}->{}/{}",
+                        m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                        m.host_port,
+                        m.container_port,
+                        m.protocol
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         r.insert("Names", c.name().to_string());
         r.insert(
             "Labels",
@@ -1165,6 +1208,45 @@ pub struct InspectArgs {
     /// Containers or images.
     #[arg(required = true)]
     pub names: Vec<String>,
+}
+
+/// docker's `NetworkSettings`: the namespace, each network's address, and
+/// the published ports.
+fn network_settings(engine: &Engine, c: &Container) -> serde_json::Value {
+    let st = engine.net_state(c.id());
+    let mut networks = serde_json::Map::new();
+    for a in &st.attachments {
+        networks.insert(
+            a.network.clone(),
+            serde_json::json!({
+                "IPAddress": a.ip.map(|i| i.to_string()).unwrap_or_default(),
+                "IPPrefixLen": a.prefix,
+                "Gateway": a.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                "MacAddress": a.mac,
+                "InterfaceName": a.ifname,
+            }),
+        );
+    }
+    let mut ports: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for m in &st.ports {
+        ports
+            .entry(format!("{}/{}", m.container_port, m.protocol))
+            .or_default()
+            .push(serde_json::json!({
+                "HostIp": m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
+                "HostPort": m.host_port.to_string(),
+            }));
+    }
+    let first = st.attachments.first();
+    serde_json::json!({
+        "SandboxKey": st.netns.map(|p| p.display().to_string()).unwrap_or_default(),
+        "IPAddress": first.and_then(|a| a.ip).map(|i| i.to_string()).unwrap_or_default(),
+        "IPPrefixLen": first.map(|a| a.prefix).unwrap_or(0),
+        "Gateway": first.and_then(|a| a.gateway).map(|g| g.to_string()).unwrap_or_default(),
+        "MacAddress": first.map(|a| a.mac.clone()).unwrap_or_default(),
+        "Networks": networks,
+        "Ports": ports,
+    })
 }
 
 /// docker's inspect document for a container.
@@ -1215,6 +1297,7 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> serde_json::Value {
             "CgroupParent": cfg.cgroups_path,
             "Host": cfg.host,
         },
+        "NetworkSettings": network_settings(engine, c),
         "GraphDriver": {"Name": "overlay", "Data": {"MergedDir": bundle.join("rootfs")}},
         "Mounts": cfg.host.get("mounts").cloned().unwrap_or_else(|| serde_json::json!([])),
         "Config": {
@@ -1327,14 +1410,34 @@ pub struct PortArgs {
 pub fn port(cli: &Cli, a: &PortArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
     let c = engine.get(&a.container)?;
-    // No container publishes ports until berth has bridge networks.
-    if let Some(p) = &a.port {
-        let p = if p.contains('/') {
-            p.clone()
-        } else {
-            format!("{p}/tcp")
-        };
-        bail!("no public port {p:?} published for {}", c.name());
+    let ports = engine.net_state(c.id()).ports;
+    match &a.port {
+        Some(p) => {
+            let want = if p.contains('/') {
+                p.clone()
+            } else {
+                format!("{p}/tcp")
+            };
+            let found: Vec<_> = ports
+                .iter()
+                .filter(|m| format!("{}/{}", m.container_port, m.protocol) == want)
+                .collect();
+            if found.is_empty() {
+                bail!("no public port {want:?} published for {}", c.name());
+            }
+            for m in found {
+                println!(
+                    "{}:{}",
+                    m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    m.host_port
+                );
+            }
+        }
+        None => {
+            for m in &ports {
+                println!("{m}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 mod containers;
 mod format;
 mod images;
+mod networks;
 mod progress;
 mod system;
 mod volumes;
@@ -62,6 +63,33 @@ pub struct Cli {
     /// The snapshotter: auto, overlay or native.
     #[arg(long, global = true, env = "BERTH_SNAPSHOTTER", default_value = "auto")]
     pub snapshotter: String,
+    /// Where CNI network config lists are (berth's networks are written
+    /// there too).
+    #[arg(
+        long = "network-config-dir",
+        global = true,
+        env = "BERTH_NETWORK_CONFIG_DIR",
+        default_value = "/etc/cni/net.d"
+    )]
+    pub network_config_dir: PathBuf,
+    /// Where CNI plugins are, colon-separated.
+    #[arg(
+        long = "cni-plugin-dir",
+        global = true,
+        env = "BERTH_CNI_PATH",
+        default_value = "/usr/lib/cni:/opt/cni/bin"
+    )]
+    pub cni_plugin_dirs: String,
+    /// How the default network is set up: `fast` (in-process netlink and
+    /// nftables) or `cni` (its plugins, as every other network).
+    #[arg(
+        long = "network-backend",
+        global = true,
+        env = "BERTH_NETWORK_BACKEND",
+        default_value = "fast",
+        value_parser = ["fast", "cni"]
+    )]
+    pub network_backend: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -148,6 +176,9 @@ pub enum Command {
     /// Volume commands.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Network commands.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
 }
 
 /// `berth image ...`.
@@ -329,5 +360,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         C::Info(a) | C::System(SystemCommand::Info(a)) => system::info(&cli, a),
         C::Version(a) => system::version(&cli, a),
         C::Volume(c) => volumes::run(&cli, c),
+        C::Network(c) => networks::run(&cli, c),
     }
 }

@@ -327,7 +327,7 @@ pub struct PruneArgs {
 pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
     if !a.force {
         eprint!(
-            "WARNING! This will remove:\n  - all stopped containers\n  - all {} images\n\
+            "WARNING! This will remove:\n  - all stopped containers\n  - all networks berth made that no container uses\n  - all {} images\n\
              Are you sure you want to continue? [y/N] ",
             if a.all { "unused" } else { "dangling" }
         );
@@ -363,6 +363,20 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
             println!("{id}");
         }
         println!();
+    }
+    let nets = crate::networks::prune_networks(&engine)?;
+    if !nets.is_empty() {
+        println!("Deleted Networks:");
+        for n in &nets {
+            println!("{n}");
+        }
+        println!();
+    }
+    for leak in engine
+        .remove_leaked_networks()
+        .context("removing leaked network state")?
+    {
+        eprintln!("removed leaked {leak}");
     }
     let store = engine.store();
     let used = images_in_use(&engine)?;

@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{self, BundleError, BundleOptions};
 use crate::command::{self, CommandError};
+use crate::host::{HostConfig, Network};
 use crate::records::{ContainerRecord, ContainerStore, RecordError};
 
 /// Why a container operation failed.
@@ -63,6 +64,9 @@ pub enum ContainerError {
     /// The image store failed.
     #[error(transparent)]
     Image(#[from] berth_image::store::ImageError),
+    /// A network could not be set up or torn down.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetError),
     /// The container is not in a state that allows this.
     #[error("container {name} is {state}: {what}")]
     State {
@@ -233,6 +237,8 @@ pub struct EngineOptions {
     pub runtime: PathBuf,
     /// The monitor binary.
     pub monitor: PathBuf,
+    /// The CNI config and plugin dirs, and the default network's path.
+    pub network: crate::network::NetworkOptions,
 }
 
 /// Finds a helper binary: `$ENV`, then beside the current executable, then
@@ -278,6 +284,7 @@ pub struct Engine {
     store: ImageStore,
     records: ContainerStore,
     opts: EngineOptions,
+    attachers: Box<dyn crate::network::Attachers + Send + Sync>,
 }
 
 /// A container: its record and config.
@@ -402,11 +409,18 @@ impl Engine {
     /// The engine over `store` with `opts`.
     pub fn new(store: ImageStore, opts: EngineOptions) -> Engine {
         let records = ContainerStore::new(store.meta().clone());
+        let attachers = Box::new(crate::adapters::Plugged::new(&opts));
         Engine {
             store,
             records,
             opts,
+            attachers,
         }
+    }
+
+    /// The network attachers: the CNI plugins and the fast bridge path.
+    pub fn attachers(&self) -> &dyn crate::network::Attachers {
+        &*self.attachers
     }
 
     /// The image store.
@@ -557,14 +571,62 @@ impl Engine {
         (s.contains("berth-monitor") && s.contains(id)).then_some(pid)
     }
 
-    /// Makes a container: record, bundle, monitor config. Undone on failure.
+    /// Makes a container: record, bundle, monitor config, and its networks.
+    /// Undone on failure.
     pub fn create(
         &self,
         img: &LocalImage,
         mut o: CreateOptions,
     ) -> Result<Container, ContainerError> {
-        // About six metadata operations follow: open the files once.
-        let _hold = self.store.hold()?;
+        // Bad networks and ports are refused before anything is made.
+        let host = &mut o.bundle.host;
+        let defs = self.resolve_networks(&host.network)?;
+        let mut ports = host.ports.clone();
+        if host.publish_all {
+            let exposed = img
+                .config
+                .config
+                .as_ref()
+                .and_then(|c| c.exposed_ports.as_ref())
+                .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default();
+            for p in crate::ports::exposed(&exposed).map_err(crate::network::NetError::from)? {
+                if !ports
+                    .iter()
+                    .any(|q| q.container_port == p.container_port && q.protocol == p.protocol)
+                {
+                    ports.push(p);
+                }
+            }
+        }
+        let joined = match &host.network {
+            Network::Container(other) => Some(self.joined_netns(other)?),
+            _ => None,
+        };
+        let c = {
+            // About six metadata operations follow: open the files once.
+            let _hold = self.store.hold()?;
+            self.create_record_and_bundle(img, o, joined)?
+        };
+        if !defs.is_empty() {
+            let host: HostConfig =
+                serde_json::from_value(c.config.host.clone()).unwrap_or_default();
+            if let Err(e) = self.setup_network(&c, &defs, ports, host.ip, self.attachers()) {
+                if let Err(r) = self.remove(&c, true) {
+                    tracing::warn!(container = c.id(), "undoing a failed create: {r}");
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(c)
+    }
+
+    fn create_record_and_bundle(
+        &self,
+        img: &LocalImage,
+        mut o: CreateOptions,
+        joined: Option<PathBuf>,
+    ) -> Result<Container, ContainerError> {
         if let Some(top) = img.top_chain_id() {
             if self
                 .store
@@ -579,6 +641,11 @@ impl Engine {
         }
         let id = new_id()?;
         o.bundle.id = id.clone();
+        o.bundle.host.netns_path = match &o.bundle.host.network {
+            Network::Networks(_) => Some(crate::netns::path(&self.opts.run_dir, &id)),
+            Network::Container(_) => joined.clone(),
+            _ => None,
+        };
         o.config.cgroups_path = format!("/berth/{id}");
         o.bundle.cgroups_path = Some(o.config.cgroups_path.clone());
         let mut rec = ContainerRecord {
@@ -609,7 +676,12 @@ impl Engine {
                 }
             }
         }
-        let made = self.make_files(img, &rec, &o);
+        let made = self.make_files(img, &rec, &o).and_then(|c| {
+            if let Network::Container(other) = &o.bundle.host.network {
+                self.share_etc_files(other, &c)?;
+            }
+            Ok(c)
+        });
         match made {
             Ok(c) => Ok(c),
             Err(e) => {
@@ -661,6 +733,24 @@ impl Engine {
         };
         self.write_monitor_config(&c, false, &[])?;
         Ok(c)
+    }
+
+    /// A `container:` container uses the other's `/etc/hosts`,
+    /// `/etc/hostname` and `/etc/resolv.conf`, as docker's do.
+    fn share_etc_files(&self, other: &str, c: &Container) -> Result<(), ContainerError> {
+        let o = self.get(other)?;
+        for f in ["hosts", "hostname", "resolv.conf"] {
+            let from = self.bundle_dir(o.id()).join(f);
+            let to = self.bundle_dir(c.id()).join(f);
+            if from.exists() {
+                fs::copy(&from, &to).map_err(io_err(format!(
+                    "copy {} to {}",
+                    from.display(),
+                    to.display()
+                )))?;
+            }
+        }
+        Ok(())
     }
 
     fn monitor_config(
@@ -1038,6 +1128,11 @@ impl Engine {
         }
         if self.runtime_root().join(c.id()).exists() {
             let _ = self.runtime_cmd(c, &["delete", "--force"]);
+        }
+        if let Err(e) = self.teardown_network(c, self.attachers()) {
+            // Still removed: a network that cannot be torn down (its plugin
+            // gone) must not keep the container forever.
+            tracing::warn!(container = c.id(), "network teardown: {e}");
         }
         // Nothing runs for the container any more: the snapshot and the
         // record go under one open of the metadata.

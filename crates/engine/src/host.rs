@@ -56,9 +56,13 @@ pub enum HostError {
     /// Two mounts at one place.
     #[error("duplicate mount point: {0}")]
     DuplicateMount(String),
-    /// A network mode berth cannot give yet.
-    #[error("network mode {0:?} is not supported yet: it comes with berth's networking work (use --network none or --network host)")]
+    /// A bad `--network`, `--ip` or `-p` value, or a combination docker
+    /// refuses.
+    #[error("{0}")]
     Network(String),
+    /// A bad `-p` value.
+    #[error(transparent)]
+    Port(#[from] crate::ports::PortError),
     /// A volume operation failed.
     #[error(transparent)]
     Volume(#[from] VolumeError),
@@ -111,6 +115,12 @@ pub struct HostFlags {
     pub devices: Vec<String>,
     /// `--network`.
     pub network: Option<String>,
+    /// `--ip`.
+    pub ip: Option<String>,
+    /// `-p`.
+    pub publish: Vec<String>,
+    /// `-P`.
+    pub publish_all: bool,
     /// `--security-opt`.
     pub security_opts: Vec<String>,
 }
@@ -213,7 +223,7 @@ pub struct Device {
 }
 
 /// The container's network.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// A new network namespace with only `lo`.
@@ -221,6 +231,35 @@ pub enum Network {
     None,
     /// The host's network namespace.
     Host,
+    /// Another container's network namespace (`container:NAME`).
+    Container(String),
+    /// A namespace of its own on these CNI networks, by name (`bridge` is
+    /// berth's default network).
+    Networks(Vec<String>),
+}
+
+impl Network {
+    /// docker's `NetworkMode` word: `none`, `host`, `container:X`, `bridge`
+    /// or the networks' names.
+    pub fn mode(&self) -> String {
+        match self {
+            Network::None => "none".into(),
+            Network::Host => "host".into(),
+            Network::Container(c) => format!("container:{c}"),
+            Network::Networks(n) if n.len() == 1 && n[0] == crate::networks::DEFAULT_NETWORK => {
+                "bridge".into()
+            }
+            Network::Networks(n) => n.join(","),
+        }
+    }
+
+    /// The networks of a container with a namespace of its own.
+    pub fn networks(&self) -> &[String] {
+        match self {
+            Network::Networks(n) => n,
+            _ => &[],
+        }
+    }
 }
 
 /// The parsed host flags, kept in the container record.
@@ -238,10 +277,63 @@ pub struct HostConfig {
     pub devices: Vec<Device>,
     /// `--network`.
     pub network: Network,
+    /// `--ip`: the address on the (one) network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// `-p`, and `-P`'s ports once the image's are known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::ports::PortMapping>,
+    /// `-P`: publish the image's exposed ports too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_all: bool,
+    /// The network namespace to join: a pinned one, or another container's.
+    /// Set by the engine before the bundle is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<PathBuf>,
     /// `--security-opt apparmor=`.
     pub apparmor: Option<String>,
     /// `--security-opt label=...`: the process label.
     pub selinux_label: Option<String>,
+}
+
+/// `--network`: `bridge` (the default), `none`, `host`, `container:NAME`, or
+/// network names separated by commas.
+fn parse_network(v: Option<&str>) -> Result<Network, HostError> {
+    let v = v.map(str::trim).unwrap_or_default();
+    Ok(match v {
+        "" | "bridge" | "default" => {
+            Network::Networks(vec![crate::networks::DEFAULT_NETWORK.into()])
+        }
+        "none" => Network::None,
+        "host" => Network::Host,
+        _ => {
+            if let Some(c) = v.strip_prefix("container:") {
+                if c.is_empty() {
+                    return Err(HostError::Network(
+                        "invalid --network container: name the container, as container:NAME".into(),
+                    ));
+                }
+                return Ok(Network::Container(c.to_string()));
+            }
+            let mut names: Vec<String> = Vec::new();
+            for n in v.split(',').map(str::trim) {
+                let n = if n == "bridge" {
+                    crate::networks::DEFAULT_NETWORK
+                } else {
+                    n
+                };
+                if n.is_empty() || ["none", "host"].contains(&n) || n.starts_with("container:") {
+                    return Err(HostError::Network(format!(
+                        "invalid --network {v:?}: none, host and container: cannot be combined with other networks"
+                    )));
+                }
+                if !names.iter().any(|x| x == n) {
+                    names.push(n.to_string());
+                }
+            }
+            Network::Networks(names)
+        }
+    })
 }
 
 /// A path cleaned lexically, as Go's `filepath.Clean` (absolute input).
@@ -805,11 +897,30 @@ impl HostFlags {
         for d in &self.devices {
             h.devices.push(device(d)?);
         }
-        h.network = match self.network.as_deref().map(str::trim) {
-            None | Some("none") | Some("") => Network::None,
-            Some("host") => Network::Host,
-            Some(other) => return Err(HostError::Network(other.to_string())),
-        };
+        h.network = parse_network(self.network.as_deref())?;
+        for p in &self.publish {
+            h.ports.extend(crate::ports::parse(p)?);
+        }
+        crate::ports::check_unique(&h.ports)?;
+        h.publish_all = self.publish_all;
+        let nets = h.network.networks().len();
+        if (!h.ports.is_empty() || h.publish_all) && nets == 0 {
+            return Err(HostError::Network(format!(
+                "publishing ports needs a bridge or user network, not --network {}",
+                h.network.mode()
+            )));
+        }
+        if let Some(ip) = &self.ip {
+            let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| {
+                HostError::Network(format!("invalid --ip {ip:?}: not an IPv4 address"))
+            })?;
+            if nets != 1 {
+                return Err(HostError::Network(
+                    "--ip needs exactly one bridge or user network".into(),
+                ));
+            }
+            h.ip = Some(ip);
+        }
         let mut label: [Option<String>; 4] = Default::default();
         for s in &self.security_opts {
             security_opt(s, &mut h, security, &mut label)?;
@@ -1134,9 +1245,15 @@ impl HostConfig {
             }
         }
 
-        if self.network == Network::Host {
-            if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
-                ns.retain(|n| n["type"] != "network");
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            match (&self.network, &self.netns_path) {
+                (Network::Host, _) => ns.retain(|n| n["type"] != "network"),
+                (_, Some(p)) => {
+                    for n in ns.iter_mut().filter(|n| n["type"] == "network") {
+                        n["path"] = json!(p);
+                    }
+                }
+                _ => {}
             }
         }
         if let Some(p) = &self.apparmor {
@@ -1435,13 +1552,69 @@ mod tests {
 
     #[test]
     fn network_modes() {
-        assert_eq!(parse(|_| {}).unwrap().network, Network::None);
+        let net = |v: &str| parse(|f| f.network = Some(v.into())).unwrap().network;
+        let default = Network::Networks(vec!["berth".into()]);
+        assert_eq!(parse(|_| {}).unwrap().network, default);
+        assert_eq!(net("bridge"), default);
+        assert_eq!(default.mode(), "bridge");
+        assert_eq!(net("none"), Network::None);
+        assert_eq!(net("host"), Network::Host);
+        assert_eq!(net("container:web"), Network::Container("web".into()));
+        assert_eq!(net("container:web").mode(), "container:web");
         assert_eq!(
-            parse(|f| f.network = Some("host".into())).unwrap().network,
-            Network::Host
+            net("front, back,front"),
+            Network::Networks(vec!["front".into(), "back".into()])
         );
-        let e = err(|f| f.network = Some("bridge".into()));
-        assert!(e.contains("\"bridge\"") && e.contains("networking"), "{e}");
+        for (v, want) in [
+            ("container:", "container:NAME"),
+            ("a,,b", "cannot be combined"),
+            ("a,host", "cannot be combined"),
+        ] {
+            let e = err(|f| f.network = Some(v.into()));
+            assert!(e.contains(want), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn ports_and_ip() {
+        let h = parse(|f| {
+            f.publish = vec!["8080:80".into(), "127.0.0.1::53/udp".into()];
+            f.ip = Some("10.89.0.9".into());
+        })
+        .unwrap();
+        assert_eq!(h.ports.len(), 2);
+        assert_eq!(h.ip, Some("10.89.0.9".parse().unwrap()));
+        for (setup, want) in [
+            (
+                Box::new(|f: &mut HostFlags| {
+                    f.network = Some("none".into());
+                    f.publish = vec!["80".into()];
+                }) as Box<dyn FnOnce(&mut HostFlags)>,
+                "not --network none",
+            ),
+            (
+                Box::new(|f: &mut HostFlags| f.publish = vec!["80:80".into(), "80:81".into()]),
+                "twice",
+            ),
+            (
+                Box::new(|f: &mut HostFlags| f.ip = Some("10.1".into())),
+                "--ip \"10.1\"",
+            ),
+            (
+                Box::new(|f: &mut HostFlags| {
+                    f.network = Some("a,b".into());
+                    f.ip = Some("10.1.0.2".into());
+                }),
+                "exactly one",
+            ),
+            (
+                Box::new(|f: &mut HostFlags| f.publish = vec!["99999".into()]),
+                "99999",
+            ),
+        ] {
+            let e = err(setup);
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

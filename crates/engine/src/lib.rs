@@ -23,6 +23,7 @@
 //!
 //! It knows nothing of registries, snapshots or the runtime's internals.
 
+mod adapters;
 pub mod bundle;
 pub mod command;
 pub mod commit;
@@ -31,6 +32,7 @@ pub mod files;
 pub mod host;
 pub mod init;
 pub mod netns;
+pub mod network;
 pub mod networks;
 pub mod ports;
 pub mod process;

@@ -148,6 +148,9 @@ pub struct NetworkDef {
     pub gateway: Option<Ipv4Addr>,
     /// No NAT and no default route.
     pub internal: bool,
+    /// Written by berth (its list carries a `berth` object): `network prune`
+    /// only ever removes these.
+    pub berth_made: bool,
 }
 
 impl NetworkDef {
@@ -198,6 +201,7 @@ impl NetworkDef {
             bridge: (driver == "bridge")
                 .then(|| first["bridge"].as_str().unwrap_or("cni0").to_string()),
             internal: driver == "bridge" && first["ipMasq"] != json!(true),
+            berth_made: v["berth"].is_object(),
             name,
             file: file.to_path_buf(),
             driver,
@@ -476,6 +480,7 @@ impl Networks {
         let v = json!({
             "cniVersion": "1.0.0",
             "name": o.name,
+            "berth": {"created": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
             "plugins": [
                 {
                     "type": "bridge",
@@ -565,6 +570,7 @@ mod tests {
         let n = Networks::new(&t.path().join("net.d"), t.path());
         let d = n.get(DEFAULT_NETWORK).unwrap();
         assert_eq!(d.bridge.as_deref(), Some(DEFAULT_BRIDGE));
+        assert!(d.berth_made);
         assert!(!d.internal);
         let s = d.subnet.unwrap();
         assert_eq!(s.prefix, 16);
@@ -639,6 +645,7 @@ mod tests {
         // Another network is still found past the broken file.
         let s = n.get("single").unwrap();
         assert_eq!(s.driver, "macvlan");
+        assert!(!s.berth_made);
         assert_eq!(s.conflist["plugins"][0]["master"], "eth0");
         assert!(n.list().unwrap_err().to_string().contains("bad.conflist"));
     }
