@@ -6,6 +6,8 @@
 //! test's name and this process' PID, so tests run side by side; every resource
 //! is removed by a `Drop` guard, also when the test fails.
 
+pub mod cli;
+pub mod net;
 pub mod registry;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -55,6 +55,9 @@ pub struct CreateArgs {
     /// The driver: only `bridge`.
     #[arg(short, long, default_value = "bridge")]
     pub driver: String,
+    /// The bridge's name (podman's flag); `berthN` when left out.
+    #[arg(long = "interface-name")]
+    pub interface_name: Option<String>,
 }
 
 /// `network ls`.
@@ -164,7 +167,7 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
         subnet,
         gateway,
         internal: a.internal,
-        bridge: None,
+        bridge: a.interface_name.clone(),
     })?;
     println!("{}", d.name);
     Ok(ExitCode::SUCCESS)

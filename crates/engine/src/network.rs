@@ -265,6 +265,17 @@ impl Engine {
         ip: Option<Ipv4Addr>,
         attachers: &dyn Attachers,
     ) -> Result<NetState, NetError> {
+        // Ports first: a taken one is refused before anything is made.
+        let mut taken = Vec::new();
+        for o in self.list().unwrap_or_default() {
+            if o.id() != c.id() {
+                for p in self.net_state(o.id()).ports {
+                    taken.push((o.name().to_string(), p));
+                }
+            }
+        }
+        crate::ports::check_free(&ports, &taken)?;
+        crate::ports::assign(&mut ports)?;
         let pin = crate::netns::path(&self.options().run_dir, c.id());
         let mut st = NetState {
             netns: Some(pin.clone()),
@@ -276,10 +287,21 @@ impl Engine {
             "create network namespace {}",
             pin.display()
         )))?;
-        crate::ports::assign(&mut ports)?;
         for (i, def) in defs.iter().enumerate() {
             let ifname = format!("eth{i}");
             let own_ports: &[PortMapping] = if i == 0 { &ports } else { &[] };
+            // Recorded before it is made: a crash in the middle of a plugin
+            // chain leaves something only a DEL of this network removes.
+            st.attachments.push(Attachment {
+                network: def.name.clone(),
+                ifname: ifname.clone(),
+                backend: self.backend_for(def).to_string(),
+                ip: None,
+                prefix: 0,
+                gateway: None,
+                mac: String::new(),
+            });
+            self.save_net_state(c.id(), &st)?;
             let a = self.attach_one(
                 c,
                 def,
@@ -289,7 +311,7 @@ impl Engine {
                 if i == 0 { ip } else { None },
                 attachers,
             )?;
-            st.attachments.push(a);
+            *st.attachments.last_mut().expect("pushed") = a;
             if i == 0 {
                 st.ports = ports.clone();
             }

@@ -451,7 +451,28 @@ impl Networks {
             }
         }
         let bridge = match &o.bridge {
-            Some(b) => b.clone(),
+            Some(b) => {
+                let ok = !b.is_empty()
+                    && b.len() <= 15
+                    && b.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                if !ok {
+                    return Err(NetworkError::Invalid(format!(
+                        "invalid bridge name {b:?}: 1 to 15 letters, digits, '_', '.' or '-'"
+                    )));
+                }
+                if let Some(d) = self
+                    .list()?
+                    .into_iter()
+                    .find(|d| d.bridge.as_ref() == Some(b))
+                {
+                    return Err(NetworkError::Invalid(format!(
+                        "bridge {b:?} is already used by network {:?}",
+                        d.name
+                    )));
+                }
+                b.clone()
+            }
             None => {
                 let used: Vec<String> = self.list()?.into_iter().filter_map(|d| d.bridge).collect();
                 (1..)

@@ -25,6 +25,18 @@ pub enum PortError {
     /// No free host port could be found.
     #[error("no free host port for {0}")]
     NoFreePort(String),
+    /// The host port is taken by a process or another container.
+    #[error("cannot publish {mapping}: host port {port}/{protocol} is already in use{by}")]
+    InUse {
+        /// The mapping asked for.
+        mapping: String,
+        /// The port.
+        port: u16,
+        /// tcp or udp.
+        protocol: String,
+        /// " by container X", or nothing for a host process.
+        by: String,
+    },
 }
 
 /// One published port.
@@ -165,6 +177,36 @@ pub fn check_unique(ports: &[PortMapping]) -> Result<(), PortError> {
     Ok(())
 }
 
+/// Checks that every fixed host port is free: no other container publishes
+/// it (`taken`, with the containers' names) and no process of the host
+/// listens on it (tried by binding it, as docker does).
+pub fn check_free(ports: &[PortMapping], taken: &[(String, PortMapping)]) -> Result<(), PortError> {
+    for p in ports.iter().filter(|p| p.host_port != 0) {
+        let in_use = |by: String| PortError::InUse {
+            mapping: p.to_string(),
+            port: p.host_port,
+            protocol: p.protocol.clone(),
+            by,
+        };
+        for (name, t) in taken {
+            let ips_meet = p.host_ip.is_none() || t.host_ip.is_none() || p.host_ip == t.host_ip;
+            if t.host_port == p.host_port && t.protocol == p.protocol && ips_meet {
+                return Err(in_use(format!(" by container {name}")));
+            }
+        }
+        let ip = p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let bound = if p.protocol == "udp" {
+            UdpSocket::bind((ip, p.host_port)).map(drop)
+        } else {
+            TcpListener::bind((ip, p.host_port)).map(drop)
+        };
+        if bound.is_err() {
+            return Err(in_use(String::new()));
+        }
+    }
+    Ok(())
+}
+
 /// Gives every mapping with host port 0 a free port of the host, found by
 /// binding port 0 on its address.
 pub fn assign(ports: &mut [PortMapping]) -> Result<(), PortError> {
@@ -246,6 +288,22 @@ mod tests {
         let mut ok = parse("8080:80").unwrap();
         ok.extend(parse("8080:80/udp").unwrap());
         check_unique(&ok).unwrap();
+    }
+
+    #[test]
+    fn ports_in_use_are_refused() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let want = parse(&format!("127.0.0.1:{port}:80")).unwrap();
+        let e = check_free(&want, &[]).unwrap_err().to_string();
+        assert!(e.contains(&format!("host port {port}/tcp")), "{e}");
+        drop(l);
+        check_free(&want, &[]).unwrap();
+        let other = parse(&format!("{port}:81")).unwrap().remove(0);
+        let e = check_free(&want, &[("web".into(), other)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("by container web"), "{e}");
     }
 
     #[test]
