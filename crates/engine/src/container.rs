@@ -831,6 +831,7 @@ impl Engine {
             });
         }
         self.check_command(c)?;
+        self.ensure_network(c)?;
         let dir = self.dir(c.id());
         for f in ["exit.json", "exit.stop", "run.json", "monitor.pid"] {
             let _ = fs::remove_file(dir.join(f));

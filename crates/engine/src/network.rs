@@ -344,6 +344,36 @@ impl Engine {
         })
     }
 
+    /// Before a start: a container whose pinned namespace is gone (the
+    /// host rebooted, or someone unmounted it) gets its networks again,
+    /// with the same published ports, after its stale attachments are
+    /// released.
+    pub fn ensure_network(&self, c: &Container) -> Result<(), ContainerError> {
+        let st = self.net_state(c.id());
+        let Some(pin) = &st.netns else {
+            return Ok(());
+        };
+        if crate::netns::is_pinned(pin) {
+            return Ok(());
+        }
+        let host: crate::host::HostConfig =
+            serde_json::from_value(c.config.host.clone()).unwrap_or_default();
+        let names: Vec<String> = st.attachments.iter().map(|a| a.network.clone()).collect();
+        let ports = st.ports.clone();
+        let _ = self.teardown_network(c, self.attachers());
+        let nets = self.networks();
+        let defs = names
+            .iter()
+            .map(|n| nets.get(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(NetError::from)?;
+        if let Err(e) = self.setup_network(c, &defs, ports, host.ip, self.attachers()) {
+            let _ = self.teardown_network(c, self.attachers());
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// `fast` for the default network on the fast path, else `cni`.
     pub fn backend_for(&self, def: &NetworkDef) -> &'static str {
         if def.name == DEFAULT_NETWORK
