@@ -43,7 +43,7 @@ pub enum NetworkCommand {
 pub struct CreateArgs {
     /// The name.
     pub name: String,
-    /// The subnet (A.B.C.D/N); a free /24 of 10.89.0.0/16 when left out.
+    /// The subnet (A.B.C.D/N); a free /24 of 10.91.0.0/16 when left out.
     #[arg(long)]
     pub subnet: Option<String>,
     /// The gateway; the subnet's first address when left out.

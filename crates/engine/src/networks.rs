@@ -7,7 +7,7 @@
 //!   network in the dir. Its file is the truth: edit the bridge or the subnet
 //!   there and berth follows.
 //! - `network create` writes `<name>.conflist` of the same shape with its own
-//!   bridge (`berthN`) and subnet (a `/24` from `10.89.0.0/16` unless given);
+//!   bridge (`berthN`) and subnet (a `/24` from `10.91.0.0/16` unless given);
 //!   `--internal` drops NAT and the default route.
 //! - Any other list in the dir is a network too, run by its plugins.
 //!
@@ -387,13 +387,13 @@ impl Networks {
             return Ok(d);
         }
         let taken = self.taken()?;
-        let subnet = (88..=254)
+        let subnet = (90..=254)
             .map(|b| Subnet {
                 addr: Ipv4Addr::new(10, b, 0, 0),
                 prefix: 16,
             })
             .find(|s| !taken.iter().any(|(t, _)| t.overlaps(s)))
-            .ok_or_else(|| NetworkError::Invalid("no free /16 in 10.88.0.0-10.254.0.0".into()))?;
+            .ok_or_else(|| NetworkError::Invalid("no free /16 in 10.90.0.0-10.254.0.0".into()))?;
         self.write(&CreateNetwork {
             name: DEFAULT_NETWORK.into(),
             subnet: Some(subnet),
@@ -437,11 +437,11 @@ impl Networks {
             }
             None => (0..=255)
                 .map(|c| Subnet {
-                    addr: Ipv4Addr::new(10, 89, c, 0),
+                    addr: Ipv4Addr::new(10, 91, c, 0),
                     prefix: 24,
                 })
                 .find(|s| !taken.iter().any(|(t, _)| t.overlaps(s)))
-                .ok_or_else(|| NetworkError::Invalid("no free /24 in 10.89.0.0/16".into()))?,
+                .ok_or_else(|| NetworkError::Invalid("no free /24 in 10.91.0.0/16".into()))?,
         };
         if let Some(g) = o.gateway {
             if !subnet.contains(g) || g == subnet.addr {
