@@ -195,7 +195,7 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
             r
         })
         .collect();
-    let cols = [("NETWORK ID", "ID"), ("NAME", "Name"), ("DRIVER", "Driver")];
+    let cols = [("ID", "NETWORK ID"), ("Name", "NAME"), ("Driver", "DRIVER")];
     print!("{}", format::render(&rows, &cols, a.format.as_deref())?);
     Ok(ExitCode::SUCCESS)
 }
