@@ -281,14 +281,25 @@ impl Bridge {
         &self.table
     }
 
+    fn check(&self, net: &BridgeNetwork) -> Result<(), BridgeError> {
+        if !nft::valid_ident(&self.table) {
+            return Err(BridgeError::InvalidRequest(format!(
+                "nft table name {:?} must be letters, digits, '-', '_' or '.', starting with a letter",
+                self.table
+            )));
+        }
+        Self::check_network(net)
+    }
+
     fn check_network(net: &BridgeNetwork) -> Result<(), BridgeError> {
         let bad = |reason: String| BridgeError::InvalidNetwork {
             network: net.name.clone(),
             reason,
         };
-        if !valid_name(&net.name, 32) {
+        if !valid_name(&net.name, 32) || !nft::valid_ident(&net.name) {
             return Err(bad(
-                "the name must be 1-32 letters, digits, '-', '_' or '.'".into(),
+                "the name must be 1-32 letters, digits, '-', '_' or '.', starting with a letter"
+                    .into(),
             ));
         }
         if !valid_name(&net.bridge, 15) {
@@ -443,7 +454,7 @@ impl Bridge {
     ) -> Result<Attachment, BridgeError> {
         let _span = info_span!("bridge attach", network = %net.name, container = req.container_id)
             .entered();
-        Self::check_network(net)?;
+        self.check(net)?;
         if req.container_id.is_empty() {
             return Err(BridgeError::InvalidRequest("container ID is empty".into()));
         }
@@ -606,7 +617,7 @@ impl Bridge {
                 .map_err(nle("add the default route in the netns"))?;
         }
         att.mac = link.mac.map(mac_string).unwrap_or_default();
-        nft::apply(&nft::attach_doc(&self.table, net, att.ip, &att.ports))?;
+        nft::apply(&nft::attach_script(&self.table, net, att.ip, &att.ports))?;
         Ok(())
     }
 
@@ -620,7 +631,7 @@ impl Bridge {
     ) -> Result<(), BridgeError> {
         let _span =
             info_span!("bridge detach", network = %net.name, container = container_id).entered();
-        Self::check_network(net)?;
+        self.check(net)?;
         let mut locked = ipam::lock(&self.state_dir, &net.name)?;
         let Some(att) = locked
             .attachments
@@ -635,7 +646,7 @@ impl Bridge {
         nl.del_link(&att.host_veth)
             .map_err(nl_op("delete veth", &att.host_veth))?;
         if !att.ports.is_empty() {
-            nft::apply(&nft::detach_doc(&self.table, net, att.ip, &att.ports))?;
+            nft::apply(&nft::detach_script(&self.table, net, att.ip, &att.ports))?;
         }
         locked
             .attachments
@@ -657,7 +668,7 @@ impl Bridge {
     /// once it is empty). Refused while attachments remain.
     pub fn remove_network(&self, net: &BridgeNetwork) -> Result<(), BridgeError> {
         let _span = info_span!("bridge remove", network = %net.name).entered();
-        Self::check_network(net)?;
+        self.check(net)?;
         let locked = ipam::lock(&self.state_dir, &net.name)?;
         if !locked.attachments.is_empty() {
             return Err(BridgeError::NetworkInUse {
@@ -665,7 +676,7 @@ impl Bridge {
                 count: locked.attachments.len(),
             });
         }
-        nft::apply(&nft::remove_doc(&self.table, &net.name))?;
+        nft::apply(&nft::remove_script(&self.table, &net.name))?;
         nft::delete_table_if_empty(&self.table)?;
         let mut nl = Netlink::open().map_err(nle("open socket"))?;
         if let Some(l) = nl

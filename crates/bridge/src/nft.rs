@@ -9,17 +9,21 @@
 //! A container's ports are elements of those maps, so attaching and
 //! detaching add and delete exactly its elements.
 //!
-//! Every change is one JSON document given to `nft -j -f -` once: one
-//! atomic transaction. The documents are idempotent: an attach re-declares
+//! Every change is one script given to `nft -f -` once: one atomic
+//! transaction. (Not nft's JSON input: nft 1.0.6 crashes on a JSON batch
+//! that declares a map with concatenated data and a rule using it.) Only
+//! names checked by [`valid_ident`] and interface names checked by the
+//! caller are written into a script. The scripts are idempotent: an attach re-declares
 //! the network's chains (flushing and refilling them in the same
 //! transaction), a detach first adds the elements it then deletes, so it
 //! succeeds whether or not they are still there.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tracing::debug;
 
 use crate::{BridgeError, BridgeNetwork, PortMapping, Protocol};
@@ -57,232 +61,197 @@ impl Names {
         }
     }
 
-    fn chains(&self) -> [(&str, &str, &str, i32); 4] {
+    /// (name, declaration) of each base chain, in hook order.
+    fn chains(&self) -> [(&str, &'static str); 4] {
         [
-            (&self.prerouting, "nat", "prerouting", -100),
-            (&self.output, "nat", "output", -100),
-            (&self.postrouting, "nat", "postrouting", 100),
-            (&self.forward, "filter", "forward", 0),
+            (
+                &self.prerouting,
+                "type nat hook prerouting priority -100; policy accept;",
+            ),
+            (
+                &self.output,
+                "type nat hook output priority -100; policy accept;",
+            ),
+            (
+                &self.postrouting,
+                "type nat hook postrouting priority 100; policy accept;",
+            ),
+            (
+                &self.forward,
+                "type filter hook forward priority 0; policy accept;",
+            ),
         ]
     }
 
-    fn maps(&self) -> [(&str, Value); 2] {
+    fn maps(&self) -> [(&str, &'static str); 2] {
         [
-            (&self.ports, json!(["inet_proto", "inet_service"])),
+            (
+                &self.ports,
+                "type inet_proto . inet_service : ipv4_addr . inet_service;",
+            ),
             (
                 &self.hostports,
-                json!(["ipv4_addr", "inet_proto", "inet_service"]),
+                "type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;",
             ),
         ]
     }
 }
 
-fn m(left: Value, op: &str, right: Value) -> Value {
-    json!({"match": {"op": op, "left": left, "right": right}})
+/// Whether `name` can be written bare in an nft script (table, chain and
+/// map names): a letter, then letters, digits, `-`, `_` or `.`.
+pub fn valid_ident(name: &str) -> bool {
+    name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn meta(key: &str) -> Value {
-    json!({"meta": {"key": key}})
-}
-
-fn ip_field(field: &str) -> Value {
-    json!({"payload": {"protocol": "ip", "field": field}})
-}
-
-fn prefix(addr: Ipv4Addr, len: u8) -> Value {
-    json!({"prefix": {"addr": addr.to_string(), "len": len}})
-}
-
-fn table_cmds(table: &str, names: &Names) -> Vec<Value> {
-    let mut cmds = vec![json!({"add": {"table": {"family": "ip", "name": table}}})];
+fn declare(out: &mut String, table: &str, names: &Names) {
+    let _ = writeln!(out, "add table ip {table}");
     for (name, ty) in names.maps() {
-        cmds.push(json!({"add": {"map": {
-            "family": "ip", "table": table, "name": name,
-            "type": ty, "map": "ipv4_addr . inet_service"
-        }}}));
+        let _ = writeln!(out, "add map ip {table} {name} {{ {ty} }}");
     }
-    cmds
 }
 
-/// The rules of each chain of `net`, in chain order of [`Names`].
-pub fn rules(net: &BridgeNetwork) -> Vec<(String, Vec<Vec<Value>>)> {
+/// The rules of each chain of `net`, in the order of [`Names`]' chains.
+pub fn rules(net: &BridgeNetwork) -> Vec<(String, Vec<String>)> {
     let n = Names::of(&net.name);
-    let br = json!(net.bridge);
-    let subnet = prefix(crate::ipam::network(net.subnet, net.prefix), net.prefix);
-    let local = m(
-        json!({"fib": {"result": "type", "flags": ["daddr"]}}),
-        "==",
-        json!("local"),
+    let br = &net.bridge;
+    let subnet = format!(
+        "{}/{}",
+        crate::ipam::network(net.subnet, net.prefix),
+        net.prefix
     );
-    let l4 = m(meta("l4proto"), "==", json!({"set": ["tcp", "udp"]}));
-    let th_dport = json!({"payload": {"protocol": "th", "field": "dport"}});
-    let dnat = |key: Vec<Value>, map: &str| {
-        json!({"dnat": {"family": "ip", "addr": {"map": {
-            "key": {"concat": key}, "data": format!("@{map}")
-        }}}})
-    };
-    let dnat_rules = vec![
-        vec![
-            local.clone(),
-            l4.clone(),
-            dnat(
-                vec![ip_field("daddr"), meta("l4proto"), th_dport.clone()],
-                &n.hostports,
-            ),
-        ],
-        vec![local, l4, dnat(vec![meta("l4proto"), th_dport], &n.ports)],
+    let dnat = vec![
+        format!(
+            "fib daddr type local meta l4proto {{ tcp, udp }} \
+             dnat ip to ip daddr . meta l4proto . th dport map @{}",
+            n.hostports
+        ),
+        format!(
+            "fib daddr type local meta l4proto {{ tcp, udp }} \
+             dnat ip to meta l4proto . th dport map @{}",
+            n.ports
+        ),
     ];
-    let dnat_status = m(json!({"ct": {"key": "status"}}), "in", json!("dnat"));
-    let oif = m(meta("oifname"), "==", br.clone());
-    let iif = m(meta("iifname"), "==", br.clone());
+    // published ports reached from a container of this bridge (hairpin) or
+    // from the host's loopback: the reply must come back through the host
     let mut post = vec![
-        // published ports reached from a container of this bridge (hairpin)
-        // or from the host's loopback: the reply must come back through us
-        vec![
-            oif.clone(),
-            dnat_status.clone(),
-            m(ip_field("saddr"), "==", subnet.clone()),
-            json!({"masquerade": null}),
-        ],
-        vec![
-            oif.clone(),
-            dnat_status.clone(),
-            m(
-                ip_field("saddr"),
-                "==",
-                prefix(Ipv4Addr::new(127, 0, 0, 0), 8),
-            ),
-            json!({"masquerade": null}),
-        ],
+        format!("oifname \"{br}\" ct status dnat ip saddr {subnet} masquerade"),
+        format!("oifname \"{br}\" ct status dnat ip saddr 127.0.0.0/8 masquerade"),
     ];
     if net.ip_masq && !net.internal {
-        post.push(vec![
-            m(ip_field("saddr"), "==", subnet),
-            m(meta("oifname"), "!=", br.clone()),
-            m(
-                ip_field("daddr"),
-                "!=",
-                prefix(Ipv4Addr::new(224, 0, 0, 0), 4),
-            ),
-            json!({"masquerade": null}),
-        ]);
+        post.push(format!(
+            "ip saddr {subnet} oifname != \"{br}\" ip daddr != 224.0.0.0/4 masquerade"
+        ));
     }
-    let accept = json!({"accept": null});
-    let drop = json!({"drop": null});
     let forward = if net.internal {
         vec![
-            vec![iif.clone(), oif.clone(), accept],
-            vec![iif, drop.clone()],
-            vec![oif, drop],
+            format!("iifname \"{br}\" oifname \"{br}\" accept"),
+            format!("iifname \"{br}\" drop"),
+            format!("oifname \"{br}\" drop"),
         ]
     } else {
         vec![
-            vec![iif, accept.clone()],
-            vec![
-                oif.clone(),
-                m(
-                    json!({"ct": {"key": "state"}}),
-                    "in",
-                    json!(["established", "related"]),
-                ),
-                accept.clone(),
-            ],
-            vec![oif, dnat_status, accept],
+            format!("iifname \"{br}\" accept"),
+            format!("oifname \"{br}\" ct state established,related accept"),
+            format!("oifname \"{br}\" ct status dnat accept"),
         ]
     };
     vec![
-        (n.prerouting, dnat_rules.clone()),
-        (n.output, dnat_rules),
+        (n.prerouting, dnat.clone()),
+        (n.output, dnat),
         (n.postrouting, post),
         (n.forward, forward),
     ]
 }
 
 /// The element of a published port: (map name, key, value).
-pub fn element(net: &BridgeNetwork, ip: Ipv4Addr, p: &PortMapping) -> (String, Value) {
+pub fn element(net: &BridgeNetwork, ip: Ipv4Addr, p: &PortMapping) -> (String, String, String) {
     let n = Names::of(&net.name);
-    let value = json!({"concat": [ip.to_string(), p.container_port]});
+    let value = format!("{ip} . {}", p.container_port);
     match p.host_ip {
         Some(h) => (
             n.hostports,
-            json!([{"concat": [h.to_string(), proto(p.protocol), p.host_port]}, value]),
+            format!("{h} . {} . {}", proto(p.protocol), p.host_port),
+            value,
         ),
         None => (
             n.ports,
-            json!([{"concat": [proto(p.protocol), p.host_port]}, value]),
+            format!("{} . {}", proto(p.protocol), p.host_port),
+            value,
         ),
     }
-}
-
-fn elem_cmd(verb: &str, table: &str, map: &str, elem: &Value) -> Value {
-    json!({verb: {"element": {"family": "ip", "table": table, "name": map, "elem": [elem]}}})
 }
 
 /// The transaction of an attach: declare the network (table, maps, chains,
 /// rules) and add the container's port elements.
-pub fn attach_doc(table: &str, net: &BridgeNetwork, ip: Ipv4Addr, ports: &[PortMapping]) -> Value {
+pub fn attach_script(
+    table: &str,
+    net: &BridgeNetwork,
+    ip: Ipv4Addr,
+    ports: &[PortMapping],
+) -> String {
     let names = Names::of(&net.name);
-    let mut cmds = table_cmds(table, &names);
-    for (name, ty, hook, prio) in names.chains() {
-        cmds.push(json!({"add": {"chain": {
-            "family": "ip", "table": table, "name": name,
-            "type": ty, "hook": hook, "prio": prio, "policy": "accept"
-        }}}));
-        cmds.push(json!({"flush": {"chain": {"family": "ip", "table": table, "name": name}}}));
+    let mut s = String::new();
+    declare(&mut s, table, &names);
+    for (name, decl) in names.chains() {
+        let _ = writeln!(s, "add chain ip {table} {name} {{ {decl} }}");
+        let _ = writeln!(s, "flush chain ip {table} {name}");
     }
     for (chain, rules) in rules(net) {
-        for expr in rules {
-            cmds.push(json!({"add": {"rule": {
-                "family": "ip", "table": table, "chain": &chain, "expr": expr
-            }}}));
+        for r in rules {
+            let _ = writeln!(s, "add rule ip {table} {chain} {r}");
         }
     }
     for p in ports {
-        let (map, elem) = element(net, ip, p);
-        cmds.push(elem_cmd("add", table, &map, &elem));
+        let (map, key, value) = element(net, ip, p);
+        let _ = writeln!(s, "add element ip {table} {map} {{ {key} : {value} }}");
     }
-    json!({"nftables": cmds})
+    s
 }
 
 /// The transaction of a detach: the container's port elements go, whether
 /// or not they are still there.
-pub fn detach_doc(table: &str, net: &BridgeNetwork, ip: Ipv4Addr, ports: &[PortMapping]) -> Value {
-    let names = Names::of(&net.name);
-    let mut cmds = table_cmds(table, &names);
+pub fn detach_script(
+    table: &str,
+    net: &BridgeNetwork,
+    ip: Ipv4Addr,
+    ports: &[PortMapping],
+) -> String {
+    let mut s = String::new();
+    declare(&mut s, table, &Names::of(&net.name));
     for p in ports {
-        let (map, elem) = element(net, ip, p);
-        cmds.push(elem_cmd("add", table, &map, &elem));
-        cmds.push(elem_cmd("delete", table, &map, &elem));
+        let (map, key, value) = element(net, ip, p);
+        let _ = writeln!(s, "add element ip {table} {map} {{ {key} : {value} }}");
+        let _ = writeln!(s, "delete element ip {table} {map} {{ {key} }}");
     }
-    json!({"nftables": cmds})
+    s
 }
 
 /// The transaction that removes a network's chains and maps (declaring
 /// them first so that it succeeds when they are already gone).
-pub fn remove_doc(table: &str, network: &str) -> Value {
+pub fn remove_script(table: &str, network: &str) -> String {
     let names = Names::of(network);
-    let mut cmds = table_cmds(table, &names);
-    for (name, ty, hook, prio) in names.chains() {
-        cmds.push(json!({"add": {"chain": {
-            "family": "ip", "table": table, "name": name,
-            "type": ty, "hook": hook, "prio": prio, "policy": "accept"
-        }}}));
+    let mut s = String::new();
+    declare(&mut s, table, &names);
+    for (name, decl) in names.chains() {
+        let _ = writeln!(s, "add chain ip {table} {name} {{ {decl} }}");
     }
-    for (name, ..) in names.chains() {
-        cmds.push(json!({"flush": {"chain": {"family": "ip", "table": table, "name": name}}}));
-        cmds.push(json!({"delete": {"chain": {"family": "ip", "table": table, "name": name}}}));
+    for (name, _) in names.chains() {
+        let _ = writeln!(s, "flush chain ip {table} {name}");
+        let _ = writeln!(s, "delete chain ip {table} {name}");
     }
     for (name, _) in names.maps() {
-        cmds.push(json!({"delete": {"map": {"family": "ip", "table": table, "name": name}}}));
+        let _ = writeln!(s, "delete map ip {table} {name}");
     }
-    json!({"nftables": cmds})
+    s
 }
 
-/// Run one JSON document through `nft -j -f -` (one transaction).
-pub fn apply(doc: &Value) -> Result<(), BridgeError> {
-    let body = doc.to_string();
-    debug!(len = body.len(), "nft -j -f -");
-    run(&["-j", "-f", "-"], Some(body.as_bytes())).map(drop)
+/// Run one script through `nft -f -`: one atomic transaction.
+pub fn apply(script: &str) -> Result<(), BridgeError> {
+    debug!(script, "nft -f -");
+    run(&["-f", "-"], Some(script.as_bytes())).map(drop)
 }
 
 /// Run `nft ARGS`, feeding `stdin`; its stdout, or its stderr as the error.
@@ -306,11 +275,14 @@ pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Result<String, BridgeError> {
         .wait_with_output()
         .map_err(|e| BridgeError::Nft(format!("waiting for {NFT}: {e}")))?;
     if !out.status.success() {
-        return Err(BridgeError::Nft(format!(
-            "{NFT} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        let mut why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if why.is_empty() {
+            why = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        if why.is_empty() {
+            why = format!("failed with {}", out.status);
+        }
+        return Err(BridgeError::Nft(format!("{NFT} {}: {why}", args.join(" "))));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -330,7 +302,7 @@ pub fn delete_table_if_empty(table: &str) -> Result<(), BridgeError> {
     if busy {
         return Ok(());
     }
-    apply(&json!({"nftables": [{"delete": {"table": {"family": "ip", "name": table}}}]}))
+    apply(&format!("delete table ip {table}\n"))
 }
 
 #[cfg(test)]
@@ -352,12 +324,8 @@ mod tests {
         }
     }
 
-    fn cmds(doc: &Value) -> &Vec<Value> {
-        doc["nftables"].as_array().unwrap()
-    }
-
     #[test]
-    fn attach_declares_chains_rules_and_elements_in_one_document() {
+    fn attach_declares_chains_rules_and_elements_in_one_script() {
         let ports = [
             PortMapping {
                 host_ip: None,
@@ -372,23 +340,14 @@ mod tests {
                 protocol: Protocol::Udp,
             },
         ];
-        let doc = attach_doc("tbl", &net(false), Ipv4Addr::new(10, 88, 0, 2), &ports);
-        let c = cmds(&doc);
-        assert_eq!(
-            c[0],
-            json!({"add": {"table": {"family": "ip", "name": "tbl"}}})
-        );
-        // every object after the table is in our table
-        for cmd in &c[1..] {
-            let obj = cmd.as_object().unwrap().values().next().unwrap();
-            let inner = obj.as_object().unwrap().values().next().unwrap();
-            assert_eq!(inner["table"], "tbl", "{cmd}");
-        }
-        let s = doc.to_string();
-        let flushed: Vec<_> = c
+        let s = attach_script("tbl", &net(false), Ipv4Addr::new(10, 88, 0, 2), &ports);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "add table ip tbl");
+        // every command is about our table
+        assert!(lines.iter().all(|l| l.contains(" ip tbl")), "{s}");
+        let flushed: Vec<_> = lines
             .iter()
-            .filter_map(|x| x.get("flush"))
-            .map(|f| f["chain"]["name"].as_str().unwrap())
+            .filter_map(|l| l.strip_prefix("flush chain ip tbl "))
             .collect();
         assert_eq!(
             flushed,
@@ -399,37 +358,44 @@ mod tests {
                 "berth-forward"
             ]
         );
-        let elems: Vec<_> = c
+        // each flush comes right after its chain's declaration, before any rule
+        let first_rule = lines
             .iter()
-            .filter_map(|x| x.get("add").and_then(|a| a.get("element")))
+            .position(|l| l.starts_with("add rule"))
+            .unwrap();
+        let last_flush = lines.iter().rposition(|l| l.starts_with("flush")).unwrap();
+        assert!(last_flush < first_rule);
+        let elems: Vec<_> = lines
+            .iter()
+            .filter(|l| l.starts_with("add element"))
+            .copied()
             .collect();
-        assert_eq!(elems.len(), 2);
-        assert_eq!(elems[0]["name"], "berth-ports");
         assert_eq!(
-            elems[0]["elem"][0],
-            json!([{"concat": ["tcp", 8080]}, {"concat": ["10.88.0.2", 80]}])
+            elems,
+            [
+                "add element ip tbl berth-ports { tcp . 8080 : 10.88.0.2 . 80 }",
+                "add element ip tbl berth-hostports { 127.0.0.1 . udp . 5353 : 10.88.0.2 . 53 }"
+            ]
         );
-        assert_eq!(elems[1]["name"], "berth-hostports");
-        assert_eq!(
-            elems[1]["elem"][0],
-            json!([{"concat": ["127.0.0.1", "udp", 5353]}, {"concat": ["10.88.0.2", 53]}])
-        );
-        // masquerade of traffic leaving the subnet, not via the bridge
-        assert!(s.contains(r#"{"prefix":{"addr":"10.88.0.0","len":16}}"#));
-        assert!(s.contains(r#""op":"!=","right":"berth0""#));
+        assert!(s.contains(
+            "add rule ip tbl berth-postrouting ip saddr 10.88.0.0/16 oifname != \"berth0\" \
+             ip daddr != 224.0.0.0/4 masquerade"
+        ));
+        assert!(s.contains("dnat ip to meta l4proto . th dport map @berth-ports"));
     }
 
     #[test]
     fn internal_network_has_no_masquerade_out_and_drops_forwarding_out() {
         let r = rules(&net(true));
-        let post = &r[2].1;
-        assert!(post
-            .iter()
-            .all(|rule| !json!(rule).to_string().contains(r#""op":"!=""#)));
-        let fwd = &r[3].1;
-        assert_eq!(fwd.len(), 3);
-        assert!(json!(fwd[1]).to_string().contains("drop"));
-        assert!(json!(fwd[2]).to_string().contains("drop"));
+        assert!(r[2].1.iter().all(|rule| !rule.contains("!=")));
+        assert_eq!(
+            r[3].1,
+            [
+                "iifname \"berth0\" oifname \"berth0\" accept",
+                "iifname \"berth0\" drop",
+                "oifname \"berth0\" drop"
+            ]
+        );
         let r = rules(&BridgeNetwork {
             ip_masq: false,
             ..net(false)
@@ -442,26 +408,36 @@ mod tests {
         let ports = [PortMapping {
             host_ip: None,
             host_port: 80,
-            container_port: 80,
+            container_port: 8080,
             protocol: Protocol::Tcp,
         }];
-        let doc = detach_doc("t", &net(false), Ipv4Addr::new(10, 88, 0, 9), &ports);
-        let c = cmds(&doc);
-        let n = c.len();
-        assert!(c[n - 2]["add"]["element"].is_object());
-        assert_eq!(c[n - 1]["delete"]["element"], c[n - 2]["add"]["element"]);
-        assert!(c.iter().all(|x| x.get("flush").is_none()));
+        let s = detach_script("t", &net(false), Ipv4Addr::new(10, 88, 0, 9), &ports);
+        let lines: Vec<&str> = s.lines().collect();
+        let n = lines.len();
+        assert_eq!(
+            lines[n - 2],
+            "add element ip t berth-ports { tcp . 80 : 10.88.0.9 . 8080 }"
+        );
+        assert_eq!(lines[n - 1], "delete element ip t berth-ports { tcp . 80 }");
+        assert!(!s.contains("flush") && !s.contains("add chain") && !s.contains("rule"));
     }
 
     #[test]
     fn remove_deletes_exactly_the_networks_chains_and_maps() {
-        let doc = remove_doc("t", "net1");
-        let deleted: Vec<String> = cmds(&doc)
-            .iter()
-            .filter_map(|x| x.get("delete"))
-            .map(|d| d.as_object().unwrap().values().next().unwrap()["name"].to_string())
-            .collect();
+        let s = remove_script("t", "net1");
+        let deleted: Vec<_> = s.lines().filter(|l| l.starts_with("delete")).collect();
         assert_eq!(deleted.len(), 6);
-        assert!(deleted.iter().all(|n| n.starts_with("\"net1-")));
+        assert!(deleted.iter().all(|l| l.contains(" ip t net1-")), "{s}");
+        assert!(!s.contains("delete table"));
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(valid_ident("berth"));
+        assert!(valid_ident("bt1f-2.x_y"));
+        assert!(!valid_ident("1net"));
+        assert!(!valid_ident("a b"));
+        assert!(!valid_ident("a;b"));
+        assert!(!valid_ident(""));
     }
 }
