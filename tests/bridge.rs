@@ -338,7 +338,11 @@ fn port_or_address_in_use_is_refused_and_leaves_nothing() {
     assert_eq!(links.lines().count(), 1, "only lo: {links}");
     assert_eq!(t.bridge.attachments(&t.net.name).unwrap(), vec![a1.clone()]);
     let elems = t.port_elements();
-    assert_eq!(elems.matches(" . 8080").count(), 1, "only c1's element: {elems}");
+    assert_eq!(
+        elems.matches(" . 8080").count(),
+        1,
+        "only c1's element: {elems}"
+    );
     // c2 then gets the next address, not a leaked one
     let a2 = t.attach("c2", &p2, &[], None).unwrap();
     let o = a1.ip.octets();
@@ -376,6 +380,15 @@ fn detach_is_complete_idempotent_and_survives_a_deleted_netns() {
     // the address and the port are free again
     let again = t.attach("c1b", &p1, &[tcp(hp)], None).unwrap();
     assert_eq!(again.ip, a1.ip);
+
+    // the host veth is already gone (a crash after the kernel dropped it)
+    let a3 = t.attach("c3", &p2, &[], None).unwrap();
+    run_ok(Command::new("ip").args(["link", "del", &a3.host_veth]));
+    t.bridge.detach(&t.net, "c3", "eth0").unwrap();
+    assert_eq!(
+        t.bridge.attachments(&t.net.name).unwrap(),
+        vec![again.clone()]
+    );
 
     // the netns is deleted before detach (a crashed container)
     let a2 = t.attach("c2", &p2, &[], None).unwrap();

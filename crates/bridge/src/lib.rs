@@ -570,7 +570,15 @@ impl Bridge {
     ) -> Result<(), BridgeError> {
         let br_index = self.ensure_bridge(nl, net)?;
         nl.add_veth(&att.host_veth, req.ifname, ns, net.mtu, req.mac)
-            .map_err(nl_op("create veth", &att.host_veth))?;
+            .map_err(|source| BridgeError::Netlink {
+                op: format!(
+                    "create veth {} with peer {} in {}",
+                    att.host_veth,
+                    req.ifname,
+                    req.netns.display()
+                ),
+                source,
+            })?;
         let host = nl
             .link(&att.host_veth)
             .map_err(nl_op("get link", &att.host_veth))?

@@ -28,8 +28,16 @@ use tracing::debug;
 
 use crate::{BridgeError, BridgeNetwork, PortMapping, Protocol};
 
-/// The `nft` binary.
+/// The `nft` binary, looked up in `$PATH` when not at Debian's place.
 pub const NFT: &str = "nft";
+
+fn nft_bin() -> &'static str {
+    if std::path::Path::new("/usr/sbin/nft").exists() {
+        "/usr/sbin/nft"
+    } else {
+        NFT
+    }
+}
 
 fn proto(p: Protocol) -> &'static str {
     match p {
@@ -256,7 +264,7 @@ pub fn apply(script: &str) -> Result<(), BridgeError> {
 
 /// Run `nft ARGS`, feeding `stdin`; its stdout, or its stderr as the error.
 pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Result<String, BridgeError> {
-    let mut child = Command::new(NFT)
+    let mut child = Command::new(nft_bin())
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
