@@ -240,6 +240,11 @@ fn attach_configures_the_netns_and_the_bridge_port() {
     let gw = t.net.gateway.to_string();
     in_ns_ok(&ns, &["busybox", "ping", "-c", "1", "-W", "5", &gw]);
     assert_eq!(t.bridge.attachments(&t.net.name).unwrap(), vec![a]);
+    // the subnet is now the host's own route
+    let err = Bridge::check_subnet(t.net.subnet, 24).unwrap_err();
+    assert!(matches!(err, BridgeError::SubnetOverlap { .. }), "{err:?}");
+    assert!(err.to_string().contains(&t.net.subnet.to_string()), "{err}");
+    assert!(Bridge::check_subnet(Ipv4Addr::new(127, 3, 0, 0), 16).is_err());
 }
 
 #[test]
@@ -248,10 +253,32 @@ fn two_netns_on_one_bridge_reach_each_other() {
         return;
     }
     let mut t = TestNet::new("b-two");
+    t.net.mtu = Some(1400);
     let (ns1, p1) = t.netns();
     let (ns2, p2) = t.netns();
     let a1 = t.attach("c1", &p1, &[], None).unwrap();
-    let a2 = t.attach("c2", &p2, &[], None).unwrap();
+    let a2 = t
+        .bridge
+        .attach(
+            &t.net,
+            &AttachRequest {
+                container_id: "c2",
+                netns: &p2,
+                ifname: "eth0",
+                ports: &[],
+                ip: None,
+                mac: Some([0x02, 0x42, 0xac, 0x11, 0x00, 0x09]),
+            },
+        )
+        .unwrap();
+    assert_eq!(a2.mac, "02:42:ac:11:00:09");
+    let link = in_ns_ok(&ns2, &["ip", "-o", "link", "show", "dev", "eth0"]);
+    assert!(
+        link.contains("mtu 1400") && link.contains("02:42:ac:11:00:09"),
+        "{link}"
+    );
+    let mtu = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", t.net.bridge)).unwrap();
+    assert_eq!(mtu.trim(), "1400");
     assert_ne!(a1.ip, a2.ip);
     assert_ne!(a1.host_veth, a2.host_veth);
     in_ns_ok(
@@ -431,4 +458,67 @@ fn remove_network_deletes_bridge_and_rules() {
     );
     // again: nothing to do
     t.bridge.remove_network(&t.net).unwrap();
+}
+
+#[test]
+fn a_failure_after_the_veth_is_made_undoes_everything() {
+    if !need_root("a_failure_after_the_veth_is_made_undoes_everything") {
+        return;
+    }
+    let mut t = TestNet::new("b-undo");
+    let (ns, p) = t.netns();
+    // the netns already has a default route: attach fails at its last
+    // netlink step, after the veth and the address were made
+    in_ns_ok(
+        &ns,
+        &[
+            "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+        ],
+    );
+    in_ns_ok(&ns, &["ip", "link", "set", "v0", "up"]);
+    in_ns_ok(&ns, &["ip", "link", "set", "v1", "up"]);
+    in_ns_ok(&ns, &["ip", "addr", "add", "192.168.250.1/24", "dev", "v0"]);
+    in_ns_ok(
+        &ns,
+        &["ip", "route", "add", "default", "via", "192.168.250.2"],
+    );
+    let hp = free_port();
+    let err = t.attach("c1", &p, &[tcp(hp)], None).unwrap_err();
+    assert!(err.to_string().contains("default route"), "{err}");
+    let links = in_ns_ok(&ns, &["ip", "-o", "link"]);
+    assert!(!links.contains("eth0"), "{links}");
+    assert!(t.bridge.attachments(&t.net.name).unwrap().is_empty());
+    let ports = run_ok(Command::new("ip").args(["-o", "link", "show", "master", &t.net.bridge]));
+    assert!(
+        ports.trim().is_empty(),
+        "a port is left on the bridge: {ports}"
+    );
+    assert!(!t.port_elements().contains(&hp.to_string()));
+}
+
+#[test]
+fn internal_network_has_no_way_out() {
+    if !need_root("internal_network_has_no_way_out") {
+        return;
+    }
+    let mut t = TestNet::new("b-int");
+    t.net.internal = true;
+    let (ns1, p1) = t.netns();
+    let (_ns2, p2) = t.netns();
+    t.attach("c1", &p1, &[], None).unwrap();
+    let a2 = t.attach("c2", &p2, &[], None).unwrap();
+    let routes = in_ns_ok(&ns1, &["ip", "-4", "route"]);
+    assert!(!routes.contains("default"), "{routes}");
+    in_ns_ok(
+        &ns1,
+        &["busybox", "ping", "-c", "1", "-W", "5", &a2.ip.to_string()],
+    );
+    let err = t.attach("c3", &p1, &[tcp(free_port())], None).unwrap_err();
+    assert!(err.to_string().contains("internal"), "{err}");
+    let rules = run_ok(Command::new("nft").args(["list", "table", "ip", &t.table]));
+    assert!(!rules.contains("oifname != "), "no masquerade out: {rules}");
+    assert!(
+        rules.contains(&format!("oifname \"{}\" drop", t.net.bridge)),
+        "{rules}"
+    );
 }
