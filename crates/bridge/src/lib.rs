@@ -532,7 +532,8 @@ impl Bridge {
         // the record first: a crash from here on leaves something detach cleans
         locked.attachments.push(att.clone());
         locked.save()?;
-        let result = self.attach_steps(&mut nl, net, req, &ns, &mut att);
+        let mut made_veth = false;
+        let result = self.attach_steps(&mut nl, net, req, &ns, &mut att, &mut made_veth);
         match result {
             Ok(()) => {
                 if let Some(a) = locked
@@ -546,8 +547,11 @@ impl Bridge {
                 Ok(att)
             }
             Err(e) => {
-                if let Err(u) = nl.del_link(&att.host_veth) {
-                    warn!(veth = %att.host_veth, error = %u, "undo attach: deleting veth");
+                // only a veth we made: the random name may be another's
+                if made_veth {
+                    if let Err(u) = nl.del_link(&att.host_veth) {
+                        warn!(veth = %att.host_veth, error = %u, "undo attach: deleting veth");
+                    }
                 }
                 locked
                     .attachments
@@ -567,6 +571,7 @@ impl Bridge {
         req: &AttachRequest,
         ns: &File,
         att: &mut Attachment,
+        made_veth: &mut bool,
     ) -> Result<(), BridgeError> {
         let br_index = self.ensure_bridge(nl, net)?;
         nl.add_veth(&att.host_veth, req.ifname, ns, net.mtu, req.mac)
@@ -579,6 +584,7 @@ impl Bridge {
                 ),
                 source,
             })?;
+        *made_veth = true;
         let host = nl
             .link(&att.host_veth)
             .map_err(nl_op("get link", &att.host_veth))?
