@@ -2,15 +2,15 @@
 //! netns(es), state dir and nft table, all removed by a Drop guard. Traffic
 //! goes only to loopback and to addresses on the test's own bridge.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use berth_bridge::{
     AttachRequest, Attachment, Bridge, BridgeError, BridgeNetwork, PortMapping, Protocol,
 };
-use berth_tests::{need_root, run_ok, unique, wait_until, Background};
+use berth_tests::{need_root, run_ok, unique};
 
 fn sh(prog: &str, args: &[&str]) -> Output {
     Command::new(prog).args(args).output().expect("spawn")
@@ -158,20 +158,35 @@ fn tcp(port: u16) -> PortMapping {
     }
 }
 
-/// A TCP server in `ns` on port 8080 answering each connection with `reply`.
-fn server(ns: &str, reply: &str) -> Background {
-    let script = format!(
-        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-         s.bind(('0.0.0.0',8080))\ns.listen(8)\nwhile True:\n c,_=s.accept()\n c.sendall(b'{reply}\\n')\n c.close()\n"
-    );
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, "python3", "-c", &script]);
-    Background::spawn(c)
+/// Run `f` on a thread that has entered the netns at `path`: the sockets it
+/// makes live there.
+fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
+    let ns = std::fs::File::open(path).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// A TCP server in the netns at `path` on port 8080 answering `n`
+/// connections with `reply`.
+fn server(path: &Path, reply: &'static str, n: usize) -> std::thread::JoinHandle<()> {
+    let l = in_netns(path, || TcpListener::bind("0.0.0.0:8080").unwrap());
+    std::thread::spawn(move || {
+        for c in l.incoming().take(n) {
+            let _ = c.unwrap().write_all(reply.as_bytes());
+        }
+    })
 }
 
 fn read_from(addr: (Ipv4Addr, u16)) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr.into(), std::time::Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+    let mut s =
+        TcpStream::connect_timeout(&addr.into(), std::time::Duration::from_secs(10)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
@@ -297,29 +312,32 @@ fn published_port_reachable_on_loopback_and_by_hairpin() {
         return;
     }
     let mut t = TestNet::new("b-port");
-    let (ns1, p1) = t.netns();
-    let (ns2, p2) = t.netns();
+    let (_ns1, p1) = t.netns();
+    let (_ns2, p2) = t.netns();
     let hp = free_port();
     let a1 = t.attach("c1", &p1, &[tcp(hp)], None).unwrap();
     t.attach("c2", &p2, &[], None).unwrap();
     assert_eq!(a1.ports, vec![tcp(hp)]);
-    let _srv = server(&ns1, "hello-from-c1");
-    // the server is up once it answers on its own address
-    wait_until("the server in the netns", || {
-        read_from((a1.ip, 8080)).is_some_and(|s| s.contains("hello-from-c1"))
-    });
+    // bound before any client connects: no need to wait for it
+    let srv = server(&p1, "hello-from-c1", 3);
     let via_lo = read_from((Ipv4Addr::LOCALHOST, hp)).expect("connect to 127.0.0.1:HOSTPORT");
-    assert_eq!(via_lo.trim(), "hello-from-c1");
+    assert_eq!(via_lo, "hello-from-c1");
     // from the other container, through the bridge's address and the host port
-    let script = format!(
-        "import socket;s=socket.create_connection(('{}',{hp}),5);print(s.recv(64).decode().strip())",
-        t.net.gateway
+    let gw = t.net.gateway;
+    let out = in_netns(&p2, || read_from((gw, hp)));
+    assert_eq!(
+        out.as_deref(),
+        Some("hello-from-c1"),
+        "from c2 via {gw}:{hp}"
     );
-    let out = in_ns_ok(&ns2, &["python3", "-c", &script]);
-    assert_eq!(out.trim(), "hello-from-c1");
     // and from the container itself (hairpin through the host)
-    let out = in_ns_ok(&ns1, &["python3", "-c", &script]);
-    assert_eq!(out.trim(), "hello-from-c1");
+    let out = in_netns(&p1, || read_from((gw, hp)));
+    assert_eq!(
+        out.as_deref(),
+        Some("hello-from-c1"),
+        "from c1 via {gw}:{hp}"
+    );
+    srv.join().unwrap();
 }
 
 #[test]
