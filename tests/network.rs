@@ -260,10 +260,10 @@ fn published_ports_from_loopback_host_and_hairpin() {
             &["run", "-d", "--name", &client, &env.image, "sleep", "60"],
         );
         let url = format!("http://{gw}:{port}/");
-        let got = env.ok(&["exec", &client, "wget", "-qO-", "-T", "5", &url]);
+        let got = env.ok(&["exec", &client, "wget", "-qO-", &url]);
         assert!(got.contains(&want), "{backend}: from a container: {got}");
         // The container itself, through its own published port.
-        let got = env.ok(&["exec", &web, "wget", "-qO-", "-T", "5", &url]);
+        let got = env.ok(&["exec", &web, "wget", "-qO-", &url]);
         assert!(got.contains(&want), "{backend}: hairpin: {got}");
         let listed = env.ok(&["port", &web]);
         assert_eq!(listed.trim(), format!("8080/tcp -> 0.0.0.0:{port}"));

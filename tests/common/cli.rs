@@ -251,5 +251,6 @@ impl Drop for Env {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
         let _ = fs::remove_dir_all(&self.run_dir);
+        let _ = berth_engine::isolation::remove(self.root.path());
     }
 }

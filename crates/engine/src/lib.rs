@@ -31,6 +31,7 @@ pub mod container;
 pub mod files;
 pub mod host;
 pub mod init;
+pub mod isolation;
 pub mod netns;
 pub mod network;
 pub mod networks;

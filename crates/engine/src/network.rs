@@ -276,6 +276,7 @@ impl Engine {
         }
         crate::ports::check_free(&ports, &taken)?;
         crate::ports::assign(&mut ports)?;
+        crate::isolation::sync(&self.options().root, &self.networks())?;
         let pin = crate::netns::path(&self.options().run_dir, c.id());
         let mut st = NetState {
             netns: Some(pin.clone()),
@@ -455,6 +456,7 @@ impl Engine {
         self.attachers()
             .for_backend(self.backend_for(&def))
             .remove_network(&def)?;
+        crate::isolation::sync(&self.options().root, &self.networks())?;
         Ok(removed)
     }
 
@@ -489,6 +491,7 @@ impl Engine {
             .map(|i| format!("eth{i}"))
             .find(|n| !st.attachments.iter().any(|a| &a.ifname == n))
             .expect("a free ethN");
+        crate::isolation::sync(&self.options().root, &self.networks())?;
         let a = self
             .attach_one(c, def, &pin, &ifname, &[], ip, attachers)
             .map_err(ContainerError::Network)?;
@@ -560,7 +563,7 @@ impl Engine {
                     let _ = self.save_net_state(c.id(), &st);
                 }
                 Err(e) => {
-                    tracing::warn!(container = c.id(), network = a.network, "detach: {e}");
+                    tracing::debug!(container = c.id(), network = a.network, "detach: {e}");
                     first_err.get_or_insert(e);
                     st.attachments.pop();
                 }
