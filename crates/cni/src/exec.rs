@@ -202,7 +202,7 @@ pub(crate) fn run(
         return Err(CniError::Timeout {
             plugin: plugin.to_string(),
             network: network.to_string(),
-            secs: timeout.as_secs(),
+            secs: timeout.as_millis().div_ceil(1000) as u64,
         });
     }
     let status = match status {
