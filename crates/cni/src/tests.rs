@@ -510,3 +510,34 @@ fn cni_args_values_cannot_break_the_format() {
     assert!(err.contains("CNI_ARGS"), "{err}");
     assert!(f.log().is_empty());
 }
+
+#[test]
+fn plugins_get_only_stdio() {
+    use std::os::fd::AsRawFd;
+    let f = Fixture::new();
+    // An fd opened without O_CLOEXEC, as foreign code might.
+    let leaky = rustix::fs::open(
+        f.rec.as_path(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let n = leaky.as_raw_fd();
+    assert!(!rustix::io::fcntl_getfd(&leaky)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC));
+    f.plugin(
+        "a",
+        2,
+        &format!("ls /proc/$$/fd > \"$REC/fds\"; [ -e /proc/$$/fd/{n} ] && echo leaked > \"$REC/leak\"\n{OK}"),
+    );
+    let net = list("1.0.0", json!([{"type": "a"}]));
+    f.cni.add(&net, &rt("c1")).unwrap();
+    let fds = fs::read_to_string(f.rec.join("fds")).unwrap();
+    assert!(fds.lines().any(|l| l == "0"), "{fds}");
+    assert!(
+        !f.rec.join("leak").exists(),
+        "fd {n} reached the plugin: {fds}"
+    );
+    drop(leaky);
+}
