@@ -232,9 +232,20 @@ fn reference_chain_add_check_del() {
     assert_eq!(w.reservations(), vec![ip.clone()]);
     assert!(w.cni.cached(&w.network, &id, "eth0").unwrap().is_some());
 
+    // firewall admitted the address; bridge's ipMasq masquerades it.
+    let ip_rule = format!("{ip}/32");
+    let filter = sh(&["iptables-save", "-t", "filter"]).1;
+    assert!(filter.contains(&ip_rule), "firewall rules:\n{filter}");
+    let nat = sh(&["iptables-save", "-t", "nat"]).1;
+    assert!(nat.contains(&id), "ipMasq rule for {id}:\n{nat}");
+
     w.cni.check(&net, &rt).unwrap();
 
     w.cni.del(&net, &rt).unwrap();
+    let filter = sh(&["iptables-save", "-t", "filter"]).1;
+    assert!(!filter.contains(&ip_rule), "firewall rules left:\n{filter}");
+    let nat = sh(&["iptables-save", "-t", "nat"]).1;
+    assert!(!nat.contains(&id), "ipMasq rule left:\n{nat}");
     assert!(!sh(&["ip", "link", "show", &host_veth]).0, "veth removed");
     assert!(!w.in_ns(&["ip", "link", "show", "eth0"]).0);
     assert!(w.reservations().is_empty(), "{:?}", w.reservations());
