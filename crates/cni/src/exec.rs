@@ -3,7 +3,7 @@
 //! timeout.
 //!
 //! Invariants: the plugin runs in its own process group with only stdio open
-//! (std's `Command` opens everything else close-on-exec) and an environment of
+//! (every other fd is marked close-on-exec in the child before exec) and an environment of
 //! the CNI variables plus `PATH`; on timeout the whole group is SIGKILLed and
 //! the plugin is reaped before returning, so no plugin outlives a call.
 
@@ -128,6 +128,24 @@ pub(crate) fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec; it makes
+    // one raw syscall (async-signal-safe), allocates nothing and touches no
+    // state shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            // std opens its own fds close-on-exec; this also covers any fd
+            // opened elsewhere in the process without O_CLOEXEC, so a plugin
+            // gets stdio and nothing else. Kernels before 5.11 lack the flag
+            // (the call fails and changes nothing).
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
     let mut attempt = 0;
     let mut child = loop {
         match cmd.spawn() {
@@ -202,7 +220,7 @@ pub(crate) fn run(
         return Err(CniError::Timeout {
             plugin: plugin.to_string(),
             network: network.to_string(),
-            secs: timeout.as_secs(),
+            secs: timeout.as_millis().div_ceil(1000) as u64,
         });
     }
     let status = match status {

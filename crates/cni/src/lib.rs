@@ -125,11 +125,11 @@ impl Cni {
         config::validate_name("container ID", &rt.container_id)
             .map_err(|r| CniError::invalid("runtime config", r))?;
         config::validate_ifname(&rt.ifname).map_err(|r| CniError::invalid("runtime config", r))?;
-        for (k, _) in &rt.args {
-            if k.is_empty() || k.contains(['=', ';']) {
+        for (k, v) in &rt.args {
+            if k.is_empty() || k.contains(['=', ';']) || v.contains(';') {
                 return Err(CniError::invalid(
                     "runtime config",
-                    format!("CNI_ARGS key {k:?} is empty or has '=' or ';'"),
+                    format!("CNI_ARGS {k:?}={v:?}: the key must be non-empty without '=' or ';', the value without ';'"),
                 ));
             }
         }
@@ -243,14 +243,17 @@ impl Cni {
         join_errors(errs)
     }
 
-    /// DEL: runs the chain in reverse with the cached result as `prevResult`
-    /// (none if nothing is cached). Every plugin is tried; the cache entry is
+    /// DEL: runs the chain in reverse with the cached result (in the list's
+    /// version, as libcni converts it) as `prevResult` (none if nothing is
+    /// cached). Every plugin is tried; the cache entry is
     /// removed only when all succeeded.
     pub fn del(&self, net: &NetworkConfigList, rt: &RuntimeConf) -> Result<(), CniError> {
         self.validate(net, rt)?;
         let prev = if config::version_at_least(&net.cni_version, "0.4.0") {
             match cache::read(&self.cache_dir, &net.name, &rt.container_id, &rt.ifname) {
-                Ok(entry) => entry.and_then(|e| e.result),
+                Ok(entry) => entry
+                    .and_then(|e| e.result)
+                    .map(|r| result::as_version(&r, &net.cni_version)),
                 Err(e) => {
                     tracing::warn!(error = %e, "ignoring unreadable CNI cache entry for DEL");
                     None
@@ -320,7 +323,10 @@ impl Cni {
             return Ok(());
         }
         let entry = cache::read(&self.cache_dir, &net.name, &rt.container_id, &rt.ifname)?;
-        let Some(prev) = entry.and_then(|e| e.result) else {
+        let Some(prev) = entry
+            .and_then(|e| e.result)
+            .map(|r| result::as_version(&r, &net.cni_version))
+        else {
             return Err(CniError::NotAttached {
                 network: net.name.clone(),
                 container_id: rt.container_id.clone(),

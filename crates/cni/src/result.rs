@@ -270,6 +270,46 @@ impl CniResult {
     }
 }
 
+/// A result (as JSON) in the shape of spec version `target`, as libcni hands
+/// the cached result to plugins: 0.3.0..0.4.0 results carry `version` ("4" or
+/// "6") in each IP, 1.0.0 and later do not. `cniVersion` becomes `target`.
+/// Results older than 0.3.0 and non-objects are returned unchanged.
+pub fn as_version(raw: &Value, target: &str) -> Value {
+    use crate::config::version_at_least;
+    let mut out = raw.clone();
+    let Some(obj) = out.as_object_mut() else {
+        return out;
+    };
+    let from = obj
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let shaped = |v: &str| version_at_least(v, "0.3.0");
+    if !shaped(&from) || !shaped(target) {
+        return out;
+    }
+    let want_version_field = !version_at_least(target, "1.0.0");
+    if let Some(Value::Array(ips)) = obj.get_mut("ips") {
+        for ip in ips.iter_mut().filter_map(Value::as_object_mut) {
+            if want_version_field {
+                let v6 = ip
+                    .get("address")
+                    .and_then(Value::as_str)
+                    .is_some_and(|a| a.contains(':'));
+                ip.insert(
+                    "version".into(),
+                    Value::String(if v6 { "6" } else { "4" }.into()),
+                );
+            } else {
+                ip.remove("version");
+            }
+        }
+    }
+    obj.insert("cniVersion".into(), Value::String(target.to_string()));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +356,21 @@ mod tests {
             let out = serde_json::to_value(&r.ips).unwrap();
             assert!(out[0].get("version").is_none());
         }
+    }
+
+    #[test]
+    fn as_version_reshapes_ips() {
+        let old = json!({"cniVersion": "0.4.0", "ips": [
+            {"version": "4", "address": "10.0.0.2/24"}, {"version": "6", "address": "fd00::2/64"}]});
+        let new = as_version(&old, "1.0.0");
+        assert_eq!(new["cniVersion"], "1.0.0");
+        assert!(new["ips"][0].get("version").is_none());
+        let back = as_version(&new, "0.3.1");
+        assert_eq!(back["cniVersion"], "0.3.1");
+        assert_eq!(back["ips"][0]["version"], "4");
+        assert_eq!(back["ips"][1]["version"], "6");
+        let legacy = json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24"}});
+        assert_eq!(as_version(&legacy, "1.0.0"), legacy);
     }
 
     #[test]

@@ -479,3 +479,65 @@ fn bad_runtime_conf_is_refused_before_running_anything() {
         .contains("container ID"));
     assert!(f.log().is_empty());
 }
+
+#[test]
+fn cached_result_is_handed_back_in_the_lists_version() {
+    let f = Fixture::new();
+    // A plugin that answers in 0.4.0 although the list says 1.0.0.
+    f.plugin(
+        "old",
+        0,
+        r#"[ "$CNI_COMMAND" = ADD ] && printf '{"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.1.0.9/24"}]}'; exit 0"#,
+    );
+    let net = list("1.0.0", json!([{"type": "old"}]));
+    let r = f.cni.add(&net, &rt("c1")).unwrap();
+    assert_eq!(r.cni_version, "0.4.0");
+    assert_eq!(r.ips[0].address, "10.1.0.9/24");
+    f.cni.del(&net, &rt("c1")).unwrap();
+    let prev = &f.stdin("old", "DEL")["prevResult"];
+    assert_eq!(prev["cniVersion"], "1.0.0");
+    assert_eq!(prev["ips"], json!([{"address": "10.1.0.9/24"}]));
+}
+
+#[test]
+fn cni_args_values_cannot_break_the_format() {
+    let f = Fixture::new();
+    f.plugin("a", 2, OK);
+    let net = list("1.0.0", json!([{"type": "a"}]));
+    let mut r = rt("c1");
+    r.args.push(("X".into(), "a;b".into()));
+    let err = f.cni.add(&net, &r).unwrap_err().to_string();
+    assert!(err.contains("CNI_ARGS"), "{err}");
+    assert!(f.log().is_empty());
+}
+
+#[test]
+fn plugins_get_only_stdio() {
+    use std::os::fd::AsRawFd;
+    let f = Fixture::new();
+    // An fd opened without O_CLOEXEC, as foreign code might.
+    let leaky = rustix::fs::open(
+        f.rec.as_path(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let n = leaky.as_raw_fd();
+    assert!(!rustix::io::fcntl_getfd(&leaky)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC));
+    f.plugin(
+        "a",
+        2,
+        &format!("ls /proc/$$/fd > \"$REC/fds\"; [ -e /proc/$$/fd/{n} ] && echo leaked > \"$REC/leak\"\n{OK}"),
+    );
+    let net = list("1.0.0", json!([{"type": "a"}]));
+    f.cni.add(&net, &rt("c1")).unwrap();
+    let fds = fs::read_to_string(f.rec.join("fds")).unwrap();
+    assert!(fds.lines().any(|l| l == "0"), "{fds}");
+    assert!(
+        !f.rec.join("leak").exists(),
+        "fd {n} reached the plugin: {fds}"
+    );
+    drop(leaky);
+}
