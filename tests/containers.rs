@@ -845,12 +845,10 @@ fn another_runtime_and_start_attached() {
     assert_eq!(env.status(&name), "created");
     let (code, out, _) = env.run(&["start", "-a", &name]);
     assert_eq!((code, out.as_str()), (9, "first\n"));
-    // No ports are published without a bridge network.
+    // It publishes no ports (tests/network.rs covers published ones).
     assert_eq!(env.ok(&["port", &name]), "");
     let e = env.fails(&["port", &name, "80"], 125);
     assert!(e.contains("80/tcp"), "{e}");
-    let e = env.fails(&["run", "-p", "8080:80", &env.image, "true"], 125);
-    assert!(e.contains("--publish"), "{e}");
     env.ok(&["rm", &name]);
     env.assert_clean(&[id]);
 }
@@ -947,8 +945,8 @@ fn run_flags_end_to_end() {
     assert!(e.contains("/no/such/dir"), "{e}");
     let e = env.fails(&["run", "--memory", "lots", &env.image, "true"], 125);
     assert!(e.contains("--memory") && e.contains("lots"), "{e}");
-    let e = env.fails(&["run", "--network", "bridge", &env.image, "true"], 125);
-    assert!(e.contains("bridge"), "{e}");
+    let e = env.fails(&["run", "--network", "container:", &env.image, "true"], 125);
+    assert!(e.contains("container:NAME"), "{e}");
     let e = env.fails(&["run", "--ulimit", "bogus=1", &env.image, "true"], 125);
     assert!(e.contains("bogus"), "{e}");
 
@@ -1049,9 +1047,20 @@ fn run_flags_end_to_end() {
         "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status",
     ]);
     assert_eq!(out, "NoNewPrivs:\t1\nSeccomp:\t0\n");
-    // Networks: none has only lo; host sees the host's links.
-    let out = env.ok(&["run", "--rm", &env.image, "ls", "/sys/class/net"]);
+    // Networks: none has only lo, the default bridge adds eth0; host sees
+    // the host's links.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &env.image,
+        "ls",
+        "/sys/class/net",
+    ]);
     assert_eq!(out, "lo\n");
+    let out = env.ok(&["run", "--rm", &env.image, "ls", "/sys/class/net"]);
+    assert_eq!(out, "eth0\nlo\n");
     let host_links = fs::read_dir("/sys/class/net").unwrap().count();
     let out = env.ok(&[
         "run",
