@@ -519,7 +519,7 @@ impl Engine {
             }));
         };
         let a = st.attachments[i].clone();
-        let def = self.networks().get(network).ok();
+        let def = self.networks().find(network).ok().flatten();
         attachers
             .for_backend(&a.backend)
             .detach(
@@ -552,7 +552,7 @@ impl Engine {
         let mut first_err = None;
         let nets = self.networks();
         while let Some(a) = st.attachments.last().cloned() {
-            let def = nets.get(&a.network).ok();
+            let def = nets.find(&a.network).ok().flatten();
             let pin = st.netns.clone().unwrap_or_default();
             match attachers
                 .for_backend(&a.backend)

@@ -355,7 +355,9 @@ impl Networks {
         })
     }
 
-    fn find(&self, name: &str) -> Result<Option<NetworkDef>, NetworkError> {
+    /// The network `name` if its file exists; never makes one (teardown
+    /// must not create the default network).
+    pub fn find(&self, name: &str) -> Result<Option<NetworkDef>, NetworkError> {
         // A malformed file of another network must not hide this one.
         let rd = match fs::read_dir(&self.config_dir) {
             Ok(rd) => rd,
