@@ -51,6 +51,8 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     ip link del "$bridge" 2>/dev/null
     nft delete table ip "berth_$bridge" 2>/dev/null
+    # berth's isolation table of this root (crates/engine/src/isolation.rs).
+    nft delete table ip "$(perl -e 'my $h = 0x811c9dc5; for (split //, $ARGV[0]) { $h ^= ord; $h = ($h * 0x01000193) & 0xffffffff } printf "berth_iso_%08x", $h' "$work/berth")" 2>/dev/null
     [ -n "$podman0_before" ] || ip link del podman0 2>/dev/null
     grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
     rm -rf "$work" "$run_dir"

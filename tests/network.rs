@@ -681,3 +681,82 @@ fn bad_network_input_leaves_nothing() {
         fs::remove_file(&file).unwrap();
     }
 }
+
+#[test]
+fn prune_removes_what_crashes_left() {
+    if !need_root("prune_removes_what_crashes_left") {
+        return;
+    }
+    let env = Env::new("netleak");
+    let ports_of = berth_tests::net::TestNet::ports_of;
+    // Attachments and pins of containers berth has no record of, as a crash
+    // of a `berth` between attaching and recording would leave: one made by
+    // the CNI plugins on a user network, one by the fast path on the default
+    // network, each with its pinned namespace.
+    let ids: Vec<String> = (0..2)
+        .map(|i| format!("{:0>64}", format!("{:x}{i}", std::process::id())))
+        .collect();
+    let pins: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| berth_engine::netns::path(&env.run_dir, id))
+        .collect();
+    for p in &pins {
+        berth_engine::netns::create(p).unwrap();
+    }
+    let net = unique("lknet");
+    let bridge = format!("btl{:06x}", std::process::id() & 0xff_ffff);
+    env.net
+        .write_bridge(&net, &bridge, &env.net.subnet(4), true);
+    let list =
+        berth_cni::NetworkConfigList::load(&env.net.dir.join(format!("{net}.conflist"))).unwrap();
+    let cni = berth_cni::Cni::new(vec!["/usr/lib/cni".into()], env.root.path().join("cni"));
+    cni.add(
+        &list,
+        &berth_cni::RuntimeConf {
+            container_id: ids[0].clone(),
+            netns: pins[0].clone(),
+            ifname: "eth0".into(),
+            args: vec![("IgnoreUnknown".into(), "1".into())],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let gw: std::net::Ipv4Addr = env.net.gateway.parse().unwrap();
+    let fast = berth_bridge::Bridge::with_table(
+        env.root.path().join("networks/bridge"),
+        &format!("berth_{}", env.net.bridge),
+    );
+    fast.attach(
+        &berth_bridge::BridgeNetwork {
+            name: "berth".into(),
+            bridge: env.net.bridge.clone(),
+            subnet: env.net.subnet.trim_end_matches("/24").parse().unwrap(),
+            prefix: 24,
+            gateway: gw,
+            mtu: None,
+            ip_masq: true,
+            hairpin: true,
+            internal: false,
+        },
+        &berth_bridge::AttachRequest {
+            container_id: &ids[1],
+            netns: &pins[1],
+            ifname: "eth0",
+            ports: &[],
+            ip: None,
+            mac: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(ports_of(&bridge).len(), 1);
+    assert_eq!(ports_of(&env.net.bridge).len(), 1);
+
+    let (_, _, err) = env.run(&["system", "prune", "-f"]);
+    for id in &ids {
+        assert!(err.contains(id.as_str()), "{id} not reported: {err}");
+    }
+    assert!(ports_of(&bridge).is_empty(), "CNI veth left");
+    assert!(ports_of(&env.net.bridge).is_empty(), "fast-path veth left");
+    assert!(fast.attachments("berth").unwrap().is_empty());
+    env.assert_clean(&[]);
+}

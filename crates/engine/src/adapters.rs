@@ -121,6 +121,8 @@ impl Attacher for CniAttacher {
                 _ => None,
             }),
             mac,
+            nameservers: res.dns.nameservers.clone(),
+            search: res.dns.search.clone(),
         })
     }
 
@@ -259,6 +261,8 @@ impl Attacher for FastAttacher {
             prefix: got.prefix,
             gateway: Some(got.gateway),
             mac: got.mac,
+            nameservers: Vec::new(),
+            search: Vec::new(),
         })
     }
 
