@@ -17,7 +17,7 @@ pkgs=(
     build-essential pkg-config libseccomp-dev
     ca-certificates curl git jq perl tar gzip time util-linux procps iproute2 strace hyperfine
     runc crun podman conmon containerd umoci skopeo docker-registry openssl apache2-utils debootstrap
-    containernetworking-plugins catatonit uidmap
+    containernetworking-plugins nftables iptables catatonit uidmap
 )
 
 # busybox-static conflicts with Debian's dynamic `busybox`, which some systems
