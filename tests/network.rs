@@ -760,3 +760,132 @@ fn prune_removes_what_crashes_left() {
     assert!(fast.attachments("berth").unwrap().is_empty());
     env.assert_clean(&[]);
 }
+
+#[test]
+fn static_ip_internal_several_networks_and_a_lost_namespace() {
+    if !need_root("static_ip_internal_several_networks_and_a_lost_namespace") {
+        return;
+    }
+    let env = Env::new("netmore");
+    let (na, ni) = (unique("nm"), unique("ni"));
+    let (ba, bi) = (
+        format!("btm{:06x}", std::process::id() & 0xff_ffff),
+        format!("bti{:06x}", std::process::id() & 0xff_ffff),
+    );
+    env.net.clean_later(&ba, &na);
+    env.net.clean_later(&bi, &ni);
+    let sa = env.net.subnet(11);
+    env.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &sa,
+        "--gateway",
+        &sa.replace(".0/24", ".254"),
+        "--interface-name",
+        &ba,
+        &na,
+    ]);
+    env.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        &env.net.subnet(12),
+        "--interface-name",
+        &bi,
+        &ni,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["network", "inspect", &ni])).unwrap();
+    assert_eq!(v[0]["Internal"], true);
+    // --ip, on a network with its own gateway.
+    let ip = sa.replace(".0/24", ".50");
+    let c = unique("ipc");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &c,
+        "--network",
+        &na,
+        "--ip",
+        &ip,
+        &env.image,
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(ip_of(&env, &c, &na), ip);
+    let route = env.ok(&["exec", &c, "ip", "route"]);
+    assert!(
+        route.contains(&format!("default via {}", sa.replace(".0/24", ".254"))),
+        "{route}"
+    );
+    // The address is taken now.
+    let err = env.fails(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            &na,
+            "--ip",
+            &ip,
+            &env.image,
+            "true",
+        ],
+        125,
+    );
+    assert!(err.contains(&ip), "{err}");
+    // Two networks at once: eth0 and eth1; the internal one has no way out.
+    let d = unique("two");
+    let both = format!("{na},{ni}");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &d,
+        "--network",
+        &both,
+        &env.image,
+        "sleep",
+        "60",
+    ]);
+    let links = env.ok(&["exec", &d, "ls", "/sys/class/net"]);
+    assert_eq!(links, "eth0\neth1\nlo\n");
+    let i = unique("int");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &i,
+        "--network",
+        &ni,
+        &env.image,
+        "sleep",
+        "60",
+    ]);
+    let route = env.ok(&["exec", &i, "ip", "route"]);
+    assert!(
+        !route.contains("default"),
+        "an internal network routes out: {route}"
+    );
+    env.ok(&["exec", &d, "ping", "-c1", "-W3", &i]);
+    // A lost namespace (a reboot empties the run dir): the next start makes
+    // the networks again, with the same address.
+    env.ok(&["stop", "-t", "0", &c]);
+    let id = env.inspect(&c)["Id"].as_str().unwrap().to_string();
+    berth_engine::netns::remove(&berth_engine::netns::path(&env.run_dir, &id)).unwrap();
+    env.ok(&["start", &c]);
+    assert_eq!(ip_of(&env, &c, &na), ip);
+    env.ok(&["exec", &c, "ping", "-c1", "-W3", &d]);
+    env.ok(&["rm", "-f", &c, &d, &i]);
+    // prune removes both unused networks berth made, never the default one.
+    let pruned = env.ok(&["network", "prune", "-f"]);
+    assert!(
+        pruned.contains(na.as_str()) && pruned.contains(ni.as_str()),
+        "{pruned}"
+    );
+    assert!(env.ok(&["network", "ls", "-q"]).contains("berth"));
+    let err = env.fails(&["network", "rm", "berth"], 125);
+    assert!(err.contains("default network"), "{err}");
+    env.assert_clean(&[]);
+}
