@@ -297,10 +297,33 @@ fn published_ports_from_loopback_host_and_hairpin() {
         );
         env.assert_clean(&[]);
     }
-    // -P: the image exposes nothing, so nothing is published.
+    // -P: the test image exposes nothing, so nothing is published; an
+    // image that exposes 8080/tcp gets it on a free host port.
     let c = unique("pall");
     env.ok(&["run", "-d", "-P", "--name", &c, &env.image, "sleep", "30"]);
     assert_eq!(env.ok(&["port", &c]).trim(), "");
+    env.ok(&["rm", "-f", &c]);
+    let layout = env.root.path().join("web-layout");
+    let config = serde_json::json!({
+        "ExposedPorts": {"8080/tcp": {}},
+        "Cmd": ["sh", "-c", "mkdir -p /www && echo exposed > /www/index.html && exec httpd -f -p 8080 -h /www"],
+    });
+    berth_tests::run_ok(
+        std::process::Command::new(berth_tests::workspace().join("scripts/mkimage.sh"))
+            .env("MKIMAGE_CONFIG", config.to_string())
+            .arg(&layout)
+            .arg("latest")
+            .arg(env.root.path().join("img-rootfs")),
+    );
+    env.reg
+        .push_oci_layout(&layout, "latest", "test/web:latest");
+    let web_image = format!("{}/test/web:latest", env.reg.addr);
+    env.ok(&["run", "-d", "-P", "--name", &c, &web_image]);
+    let line = env.ok(&["port", &c, "8080/tcp"]);
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    wait_until("the -P port to answer", || {
+        http_get("127.0.0.1", port).contains("exposed")
+    });
     env.ok(&["rm", "-f", &c]);
     env.assert_clean(&[]);
 }
@@ -418,7 +441,7 @@ echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME $CNI_NETNS" >> {log}
 addr=$(echo "$conf" | sed -n 's/.*"address": *"\([^"]*\)".*/\1/p')
 host=tp$(echo "$CNI_CONTAINERID" | cut -c1-10)
 case "$CNI_COMMAND" in
-VERSION) echo '{{"cniVersion":"1.0.0","supportedVersions":["0.3.1","0.4.0","1.0.0"]}}' ;;
+VERSION) echo '{{"cniVersion":"1.1.0","supportedVersions":["0.3.1","0.4.0","1.0.0","1.1.0"]}}' ;;
 ADD)
   {extra_add}
   nsenter --net="$CNI_NETNS" ip link add "$CNI_IFNAME" type veth peer name "$host" netns 1 || exit 1
@@ -429,6 +452,7 @@ ADD)
   ;;
 DEL) ip link del "$host" 2>/dev/null; exit 0 ;;
 CHECK) exit 0 ;;
+GC|STATUS) echo "$conf" | tr -d '\n' >> {log}; echo >> {log}; exit 0 ;;
 *) echo '{{"cniVersion":"1.0.0","code":4,"msg":"unknown command"}}'; exit 1 ;;
 esac
 "#,
@@ -454,7 +478,7 @@ fn third_party_plugin() {
     fs::write(
         env.net.dir.join(format!("{net}.conflist")),
         serde_json::to_vec(&serde_json::json!({
-            "cniVersion": "1.0.0", "name": net,
+            "cniVersion": "1.1.0", "name": net,
             "plugins": [{"type": ptype, "address": addr}]
         }))
         .unwrap(),
@@ -483,7 +507,51 @@ fn third_party_plugin() {
         addr.trim_end_matches("/24")
     );
     let id = v["Id"].as_str().unwrap().to_string();
-    env.ok(&["--cni-plugin-dir", &path, "rm", &c]);
+    // STATUS (spec 1.1) through `network inspect`.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--cni-plugin-dir", &path, "network", "inspect", &net]))
+            .unwrap();
+    assert_eq!(inspect[0]["Status"], "ready");
+    // GC (spec 1.1) through `system prune`, keeping the existing
+    // container's attachment (it is stopped, so prune removes the container
+    // first: make another that stays).
+    let keep = unique("tpk");
+    let addr2 = env.net.subnet(8).replace(".0/24", ".2/24");
+    let net2 = unique("tpnet2");
+    fs::write(
+        env.net.dir.join(format!("{net2}.conflist")),
+        serde_json::to_vec(&serde_json::json!({
+            "cniVersion": "1.1.0", "name": net2,
+            "plugins": [{"type": ptype, "address": addr2}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    env.ok(&[
+        "--cni-plugin-dir",
+        &path,
+        "run",
+        "-d",
+        "--name",
+        &keep,
+        "--network",
+        &net2,
+        &env.image,
+        "sleep",
+        "60",
+    ]);
+    let keep_id = env.inspect(&keep)["Id"].as_str().unwrap().to_string();
+    env.ok(&["--cni-plugin-dir", &path, "system", "prune", "-f"]);
+    let calls = fs::read_to_string(&log).unwrap();
+    assert!(calls.contains("cni.dev/valid-attachments"), "{calls}");
+    let gc2 = calls
+        .lines()
+        .find(|l| l.contains("valid-attachments") && l.contains(net2.as_str()))
+        .expect("a GC of the second network");
+    assert!(gc2.contains(&keep_id), "{gc2}");
+    // The stopped container went with the prune, its DEL with it.
+    assert!(env.run(&["inspect", &c]).0 != 0);
+    env.ok(&["--cni-plugin-dir", &path, "rm", "-f", &keep]);
     let calls = fs::read_to_string(&log).unwrap();
     let pin = env.run_dir.join("netns").join(&id);
     assert!(

@@ -227,6 +227,12 @@ fn inspect_json(engine: &berth_engine::container::Engine, d: &NetworkDef) -> ser
             "Gateway": d.gateway.map(|g| g.to_string()).unwrap_or_default(),
         })]).unwrap_or_default()},
         "Backend": if engine.backend_for(d) == "fast" { "berth bridge (in-process)" } else { "CNI plugins" },
+        // CNI STATUS (plugins at spec 1.1 report whether they can take
+        // containers; older ones are taken as ready).
+        "Status": match engine.attachers().for_backend(engine.backend_for(d)).status(d) {
+            Ok(()) => "ready".to_string(),
+            Err(e) => e.to_string(),
+        },
         "ConfigFile": d.file,
         "Containers": containers,
         "Config": d.conflist,

@@ -378,6 +378,9 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
     {
         eprintln!("removed leaked {leak}");
     }
+    engine
+        .gc_networks()
+        .context("garbage-collecting CNI networks")?;
     let store = engine.store();
     let used = images_in_use(&engine)?;
     let host = Platform::host();

@@ -92,7 +92,13 @@ impl Attacher for CniAttacher {
         let list = Self::list(a.net)?;
         let mut rt = Self::rt(a.id, a.netns, a.ifname);
         if let Some(ip) = a.ip {
+            // Both ways IPAM plugins take a static address: host-local's
+            // `IP` arg, and the `ips` capability of the plugins that declare
+            // it.
             rt.args.push(("IP".into(), ip.to_string()));
+            let prefix = a.net.subnet.map(|s| s.prefix).unwrap_or(32);
+            rt.capability_args
+                .insert("ips".into(), serde_json::json!([format!("{ip}/{prefix}")]));
         }
         if !a.ports.is_empty() {
             rt.capability_args
@@ -170,6 +176,30 @@ impl Attacher for CniAttacher {
         }
         let _ = std::fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(&net.name));
         Ok(())
+    }
+
+    fn status(&self, net: &NetworkDef) -> Result<(), NetError> {
+        self.cni
+            .status(&Self::list(net)?)
+            .map_err(|e| attach_err(&net.name)(e.to_string()))
+    }
+
+    fn gc(&self, net: &NetworkDef, known: &dyn Fn(&str) -> bool) -> Result<(), NetError> {
+        let err = attach_err(&net.name);
+        let valid: Vec<berth_cni::GcAttachment> = self
+            .cni
+            .cached_attachments()
+            .map_err(|e| err(e.to_string()))?
+            .into_iter()
+            .filter(|c| c.network == net.name && known(&c.container_id))
+            .map(|c| berth_cni::GcAttachment {
+                container_id: c.container_id,
+                ifname: c.ifname,
+            })
+            .collect();
+        self.cni
+            .gc(&Self::list(net)?, &valid)
+            .map_err(|e| err(e.to_string()))
     }
 
     fn remove_leaked(&self, known: &dyn Fn(&str) -> bool) -> Result<Vec<String>, NetError> {

@@ -173,6 +173,18 @@ pub trait Attacher {
     /// `known` does not know (what a crash left); returns what it removed,
     /// as `network/container/ifname`.
     fn remove_leaked(&self, known: &dyn Fn(&str) -> bool) -> Result<Vec<String>, NetError>;
+    /// Whether the network is ready (CNI STATUS); Ok when the path cannot
+    /// tell.
+    fn status(&self, net: &NetworkDef) -> Result<(), NetError> {
+        let _ = net;
+        Ok(())
+    }
+    /// Garbage-collects what the path holds for the network except the
+    /// attachments of containers `known` knows: CNI GC.
+    fn gc(&self, net: &NetworkDef, known: &dyn Fn(&str) -> bool) -> Result<(), NetError> {
+        let _ = (net, known);
+        Ok(())
+    }
 }
 
 /// The attachers: chosen per network.
@@ -421,6 +433,22 @@ impl Engine {
             );
         }
         Ok(out)
+    }
+
+    /// CNI GC of every CNI network in the config dir, keeping the
+    /// attachments of the containers that have a record (`system prune`).
+    /// A container being made has its record before its first ADD, so GC
+    /// never takes what a concurrent `create` is attaching.
+    pub fn gc_networks(&self) -> Result<(), ContainerError> {
+        let known: std::collections::BTreeSet<String> =
+            self.list()?.iter().map(|c| c.id().to_string()).collect();
+        let is_known = |id: &str| known.contains(id);
+        for def in self.networks().list().map_err(NetError::from)? {
+            if self.backend_for(&def) == "cni" {
+                self.attachers().for_backend("cni").gc(&def, &is_known)?;
+            }
+        }
+        Ok(())
     }
 
     /// The containers attached to network `name`.
