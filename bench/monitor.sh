@@ -53,15 +53,7 @@ JSON
 # conmon, through podman with the same rootfs.
 # This host's root cannot raise hard rlimits (HOST.md): podman's defaults
 # would fail in crun's setrlimit.
-cat >"$work/containers.conf" <<CONF
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-events_logger = "file"
-events_logfile_path = "$work/podman-events.log"
-cgroup_manager = "cgroupfs"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
+podman_config "$work"
 # crun refuses this hybrid-cgroup host (HOST.md); the monitor is what is measured.
 podman_cmd=(podman --runtime /usr/sbin/runc --root "$work/podman/root" --runroot "$work/podman/run" --storage-driver vfs)
 conmon_one() {

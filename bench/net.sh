@@ -13,6 +13,8 @@ set -euo pipefail
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 bench_dir=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$bench_dir")
+# shellcheck source=bench/peers.sh
+source "$bench_dir/peers.sh"
 results=$bench_dir/results
 mkdir -p "$results"
 [ "$(id -u)" -eq 0 ] || { echo "$0: run as root" >&2; exit 1; }
@@ -29,17 +31,7 @@ run_dir=/run/bbn-$$
 bridge=bbn$$
 pids=()
 berth="$berth_bin --root $work/berth --run-dir $run_dir --network-config-dir $work/net.d"
-cat >"$work/containers.conf" <<CONF
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-# podman's default here is crun, which refuses this host's hybrid cgroups.
-runtime = "runc"
-events_logger = "file"
-events_logfile_path = "$work/podman-events.log"
-cgroup_manager = "cgroupfs"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
+podman_config "$work"
 podman="podman --root $work/podman/root --runroot $work/podman/run --storage-driver overlay"
 podman0_before=$(ip -o link show podman0 2>/dev/null || true)
 cleanup() {

@@ -23,3 +23,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.trac
   path = "$dir/opt"
 TOML
 }
+
+# Writes DIR/containers.conf for a podman that runs on runc (its default
+# here, crun, refuses this host's hybrid cgroups), logs events to a file in
+# DIR and uses cgroupfs, and exports CONTAINERS_CONF to it.
+podman_config() {
+    local dir=$1
+    cat >"$dir/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+events_logger = "file"
+events_logfile_path = "$dir/podman-events.log"
+cgroup_manager = "cgroupfs"
+CONF
+    export CONTAINERS_CONF=$dir/containers.conf
+}

@@ -86,13 +86,7 @@ chmod +x "$work/aside.sh" "$work/ctr-fresh.sh"
 ctr_cmd="ctr -a $work/ctr/sock -n bench"
 
 # A private podman store with file events (no journald).
-cat >"$work/containers.conf" <<CONF
-[engine]
-events_logger = "file"
-events_logfile_path = "$work/podman-events.log"
-cgroup_manager = "cgroupfs"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
+podman_config "$work"
 podman_cmd="podman --root $work/podman/root --runroot $work/podman/run --storage-driver overlay"
 
 table=()

@@ -32,17 +32,7 @@ work=$(mktemp -d /var/tmp/berth-bench-run.XXXXXX)
 run_dir=/run/bbr-$$
 pids=()
 berth="$berth_bin --root $work/berth --run-dir $run_dir"
-cat >"$work/containers.conf" <<CONF
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-# podman's default here is crun, which refuses this host's hybrid cgroups.
-runtime = "runc"
-events_logger = "file"
-events_logfile_path = "$work/podman-events.log"
-cgroup_manager = "cgroupfs"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
+podman_config "$work"
 podman="podman --root $work/podman/root --runroot $work/podman/run --storage-driver overlay"
 cleanup() {
     set +e

@@ -81,6 +81,17 @@ fn ok_with(env: &Env, backend: &str, args: &[&str]) -> String {
     out
 }
 
+/// Names of two user networks and their bridges for this test, removed
+/// when `env` drops.
+fn two_names(env: &Env, tags: [&str; 2]) -> [(String, String); 2] {
+    tags.map(|t| {
+        let name = unique(&format!("n{t}"));
+        let bridge = format!("bt{t}{:06x}", std::process::id() & 0xff_ffff);
+        env.net.clean_later(&bridge, &name);
+        (name, bridge)
+    })
+}
+
 #[test]
 fn default_bridge_on_both_paths() {
     if !need_root("default_bridge_on_both_paths") {
@@ -138,13 +149,7 @@ fn user_networks_resolve_and_isolate() {
         return;
     }
     let env = Env::new("netuser");
-    let (na, nb) = (unique("na"), unique("nb"));
-    let (ba, bb) = (
-        format!("bta{:06x}", std::process::id() & 0xff_ffff),
-        format!("btb{:06x}", std::process::id() & 0xff_ffff),
-    );
-    env.net.clean_later(&ba, &na);
-    env.net.clean_later(&bb, &nb);
+    let [(na, ba), (nb, bb)] = two_names(&env, ["a", "b"]);
     for (n, b, i) in [(&na, &ba, 1), (&nb, &bb, 2)] {
         let out = env.ok(&[
             "network",
@@ -835,13 +840,7 @@ fn static_ip_internal_several_networks_and_a_lost_namespace() {
         return;
     }
     let env = Env::new("netmore");
-    let (na, ni) = (unique("nm"), unique("ni"));
-    let (ba, bi) = (
-        format!("btm{:06x}", std::process::id() & 0xff_ffff),
-        format!("bti{:06x}", std::process::id() & 0xff_ffff),
-    );
-    env.net.clean_later(&ba, &na);
-    env.net.clean_later(&bi, &ni);
+    let [(na, ba), (ni, bi)] = two_names(&env, ["m", "i"]);
     let sa = env.net.subnet(11);
     env.ok(&[
         "network",

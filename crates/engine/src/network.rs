@@ -219,6 +219,18 @@ pub fn hosts_file(
     out
 }
 
+/// Rewrites `path` in place, not by rename: the file is bind-mounted into
+/// the container, and a rename would leave the mount on the old inode.
+fn write_in_place(path: &Path, body: &str) -> Result<(), NetError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    f.write_all(body.as_bytes())
+        .map_err(io_err(format!("write {}", path.display())))
+}
+
 impl Engine {
     /// The network definitions.
     pub fn networks(&self) -> Networks {
@@ -687,13 +699,7 @@ impl Engine {
         for n in servers {
             body.push_str(&format!("nameserver {n}\n"));
         }
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io_err(format!("open {}", path.display())))?;
-        f.write_all(body.as_bytes())
-            .map_err(io_err(format!("write {}", path.display())))
+        write_in_place(&path, &body)
     }
 
     fn write_hosts(&self, c: &Container, st: &NetState) -> Result<(), NetError> {
@@ -707,14 +713,7 @@ impl Engine {
             c.config.hostname.clone()
         };
         let body = hosts_file(&hostname, c.name(), &st.attachments, &self.peers(c, st));
-        // In place, not renamed: the file is bind-mounted into the container.
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io_err(format!("open {}", path.display())))?;
-        f.write_all(body.as_bytes())
-            .map_err(io_err(format!("write {}", path.display())))
+        write_in_place(&path, &body)
     }
 }
 
