@@ -15,6 +15,8 @@ bench_dir=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$bench_dir")
 # shellcheck source=bench/peers.sh
 source "$bench_dir/peers.sh"
+# shellcheck source=scripts/private-net.sh
+source "$repo/scripts/private-net.sh"
 results=$bench_dir/results
 mkdir -p "$results"
 [ "$(id -u)" -eq 0 ] || { echo "$0: run as root" >&2; exit 1; }
@@ -41,10 +43,7 @@ cleanup() {
     $podman rm -f -a -t 0 >/dev/null 2>&1
     $podman system reset -f >/dev/null 2>&1
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-    ip link del "$bridge" 2>/dev/null
-    nft delete table ip "berth_$bridge" 2>/dev/null
-    # berth's isolation table of this root (crates/engine/src/isolation.rs).
-    nft delete table ip "$(perl -e 'my $h = 0x811c9dc5; for (split //, $ARGV[0]) { $h ^= ord; $h = ($h * 0x01000193) & 0xffffffff } printf "berth_iso_%08x", $h' "$work/berth")" 2>/dev/null
+    private_net_remove "$work/berth" "$bridge"
     [ -n "$podman0_before" ] || ip link del podman0 2>/dev/null
     grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
     rm -rf "$work" "$run_dir"
@@ -67,15 +66,8 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && brea
 skopeo copy -q --dest-tls-verify=false "oci:$work/layout:latest" "docker://127.0.0.1:$port/bb:latest"
 ref=127.0.0.1:$port/bb:latest
 
-# berth's default network for this run: its own bridge, on a /24 of
-# 10.252.0.0/16 that no route of the host covers.
-routes=$(ip -4 route show table all)
-for third in $(seq 0 255); do
-    case "$routes" in *"10.252.$third."*) continue ;; esac
-    break
-done
-mkdir -p "$work/net.d"
-cat >"$work/net.d/berth.conflist" <<JSON
+# berth's default network for this run: its own bridge and /24.
+private_net_write "$work/net.d" "$bridge"
 {"cniVersion": "1.0.0", "name": "berth", "berth": {"bench": true},
  "plugins": [
   {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": true, "hairpinMode": true,

@@ -11,15 +11,25 @@ export PATH="$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 bash scripts/install-deps.sh
 cargo build --release
 bash scripts/build-static.sh
-berth=${CARGO_TARGET_DIR:-$PWD/target}/release/berth
+berth_bin=${CARGO_TARGET_DIR:-$PWD/target}/release/berth
 
 work=$(mktemp -d /tmp/berth-quickstart.XXXXXX)
 root=$work/root
 run_dir=/run/berth-quickstart-$$
+bridge=bq$$
 reg_pid=
+# shellcheck source=scripts/private-net.sh
+source scripts/private-net.sh
+# berth's default network, private to this run (its own bridge and subnet),
+# so nothing of it stays on the host.
+private_net_write "$work/net.d" "$bridge"
+berth() { "$berth_bin" --root "$root" --run-dir "$run_dir" --network-config-dir "$work/net.d" "$@"; }
 cleanup() {
-    "$berth" --root "$root" --run-dir "$run_dir" rm -f $("$berth" --root "$root" --run-dir "$run_dir" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+    # Every step runs, whatever the one before it returned.
+    set +e
+    berth rm -f $(berth ps -aq 2>/dev/null) >/dev/null 2>&1 || true
     [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null
+    private_net_remove "$root" "$bridge"
     rm -rf "$work" "$run_dir"
 }
 trap cleanup EXIT
@@ -50,5 +60,5 @@ skopeo copy -q --dest-tls-verify=false "oci:$work/layout:latest" "docker://127.0
 
 image=127.0.0.1:$port/busybox:latest
 echo "+ berth run --rm $image sh -c '...'"
-"$berth" --root "$root" --run-dir "$run_dir" run --rm "$image" \
-    sh -c 'echo "hello from a berth container"; uname -sr; id; hostname'
+berth run --rm "$image" \
+    sh -c 'echo "hello from a berth container"; uname -sr; id; hostname; ip -o -4 addr show eth0'
