@@ -369,13 +369,12 @@ fn cpu_quota_throttles() {
     b.edit(|c| c["linux"]["resources"]["cpu"] = json!({"quota": 10000, "period": 100000}));
     let pid = start(&rt, &id, &b);
     let (d, _) = CgroupView::of(pid).dir("cpu").expect("cpu cgroup");
-    let throttled = || {
-        keyed(&d.join("cpu.stat"))
-            .get("nr_throttled")
-            .copied()
-            .unwrap_or(0)
-    };
-    wait_until("cpu.stat to count throttled periods", || throttled() > 0);
+    // Both counted: a period can be counted as throttled before its
+    // throttled time is (the time is added when the throttling ends).
+    let stat = |key: &str| keyed(&d.join("cpu.stat")).get(key).copied().unwrap_or(0);
+    wait_until("cpu.stat to count throttled periods and time", || {
+        stat("nr_throttled") > 0 && (stat("throttled_time") > 0 || stat("throttled_usec") > 0)
+    });
     let s = stats(&rt, &id);
     let th = &s["cpu"]["throttling"];
     assert!(
