@@ -278,7 +278,11 @@ fn network_none_and_host() {
     }
     let f = Fixture::new();
     let script = "ls /sys/class/net | sort | tr '\\n' ' '; echo; hostname";
-    let (code, out, err, _) = f.run("host-netnone", &HostFlags::default(), script);
+    let none = HostFlags {
+        network: Some("none".into()),
+        ..HostFlags::default()
+    };
+    let (code, out, err, _) = f.run("host-netnone", &none, script);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().next(), Some("lo "), "{out}");
     let flags = HostFlags {
@@ -322,7 +326,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         return;
     }
     let missing = format!("/nonexistent-{}", unique("src"));
-    let cases: [(HostFlags, &str); 4] = [
+    let cases: [(HostFlags, &str); 5] = [
         (
             HostFlags {
                 volumes: vec![format!("{missing}:/x")],
@@ -346,10 +350,18 @@ fn bad_input_is_refused_and_leaves_nothing() {
         ),
         (
             HostFlags {
-                network: Some("bridge".into()),
+                network: Some("container:".into()),
                 ..HostFlags::default()
             },
-            "\"bridge\"",
+            "container:NAME",
+        ),
+        (
+            HostFlags {
+                network: Some("none".into()),
+                publish: vec!["80".into()],
+                ..HostFlags::default()
+            },
+            "not --network none",
         ),
     ];
     for (flags, want) in cases {
