@@ -563,10 +563,11 @@ fn stdin_and_terminal() {
     );
 
     let inner = format!(
-        "stty rows 33 cols 77; {} --root {} --run-dir {} run --rm -it {} sh -c 'tty; stty -a | head -1; exit 3'",
+        "stty rows 33 cols 77; {} --root {} --run-dir {} --network-config-dir {} run --rm -it {} sh -c 'tty; stty -a | head -1; exit 3'",
         berth_bin().display(),
         env.root.path().display(),
         env.run_dir.display(),
+        env.net.dir.display(),
         env.image
     );
     // `script` gives the command a pty; its own stdin stays open a while.
