@@ -219,6 +219,12 @@ pub fn hosts_file(
     out
 }
 
+/// Whether any of the attachments is on a user network (one where
+/// containers find each other by name).
+fn on_user_network(atts: &[Attachment]) -> bool {
+    atts.iter().any(|a| a.network != DEFAULT_NETWORK)
+}
+
 /// Rewrites `path` in place, not by rename: the file is bind-mounted into
 /// the container, and a rename would leave the mount on the old inode.
 fn write_in_place(path: &Path, body: &str) -> Result<(), NetError> {
@@ -297,10 +303,13 @@ impl Engine {
     ) -> Result<NetState, NetError> {
         // Ports first: a taken one is refused before anything is made.
         let mut taken = Vec::new();
-        for o in self.list().unwrap_or_default() {
-            if o.id() != c.id() {
-                for p in self.net_state(o.id()).ports {
-                    taken.push((o.name().to_string(), p));
+        // Only a fixed host port can clash with another container's.
+        if ports.iter().any(|p| p.host_port != 0) {
+            for o in self.list().unwrap_or_default() {
+                if o.id() != c.id() {
+                    for p in self.net_state(o.id()).ports {
+                        taken.push((o.name().to_string(), p));
+                    }
                 }
             }
         }
@@ -350,7 +359,7 @@ impl Engine {
             }
             self.save_net_state(c.id(), &st)?;
         }
-        self.refresh_hosts(c, &st)?;
+        self.refresh_hosts(c, &st, on_user_network(&st.attachments))?;
         Ok(st)
     }
 
@@ -546,7 +555,7 @@ impl Engine {
         st.attachments.push(a);
         self.save_net_state(c.id(), &st)
             .map_err(ContainerError::Network)?;
-        self.refresh_hosts(c, &st)
+        self.refresh_hosts(c, &st, true)
             .map_err(ContainerError::Network)?;
         Ok(())
     }
@@ -583,7 +592,7 @@ impl Engine {
         }
         self.save_net_state(c.id(), &st)
             .map_err(ContainerError::Network)?;
-        self.refresh_hosts(c, &st)
+        self.refresh_hosts(c, &st, true)
             .map_err(ContainerError::Network)?;
         Ok(())
     }
@@ -597,6 +606,7 @@ impl Engine {
         attachers: &dyn Attachers,
     ) -> Result<(), NetError> {
         let mut st = self.net_state(c.id());
+        let had_peers = on_user_network(&st.attachments);
         let mut first_err = None;
         let nets = self.networks();
         while let Some(a) = st.attachments.last().cloned() {
@@ -628,24 +638,30 @@ impl Engine {
         }
         let _ = fs::remove_file(self.dir(c.id()).join("network.json"));
         // The others on its user networks no longer list it.
-        let _ = self.refresh_peers(c, &[]);
+        if had_peers {
+            let _ = self.refresh_peers(c);
+        }
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    /// Rewrites `c`'s own `/etc/hosts` and those of the containers sharing a
-    /// user network with it.
-    fn refresh_hosts(&self, c: &Container, st: &NetState) -> Result<(), NetError> {
+    /// Rewrites `c`'s own `/etc` files, and with `peers` those of the
+    /// containers that may list it (only a change on a user network touches
+    /// them, so a container on the default network alone skips the scan).
+    fn refresh_hosts(&self, c: &Container, st: &NetState, peers: bool) -> Result<(), NetError> {
         self.write_hosts(c, st)?;
         self.write_resolv(c, st)?;
-        self.refresh_peers(c, &st.attachments)
+        if peers {
+            self.refresh_peers(c)?;
+        }
+        Ok(())
     }
 
     /// Rewrites the `/etc/hosts` of every other container on a user
     /// network: `c` joined or left some.
-    fn refresh_peers(&self, c: &Container, _own: &[Attachment]) -> Result<(), NetError> {
+    fn refresh_peers(&self, c: &Container) -> Result<(), NetError> {
         let Ok(all) = self.list() else { return Ok(()) };
         for o in all.iter().filter(|o| o.id() != c.id()) {
             let ost = self.net_state(o.id());
