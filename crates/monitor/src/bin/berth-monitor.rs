@@ -24,6 +24,14 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // The monitor outlives the CLI beside a running container: run from a
+    // copy of this binary that nothing can write, so not even a container
+    // that can see it (a shared PID namespace with CAP_SYS_PTRACE) can reach
+    // the host's file through /proc/PID/exe (the CVE-2019-5736 class).
+    if let Err(e) = berth_exeseal::ensure_sealed() {
+        eprintln!("berth-monitor: {e}");
+        return ExitCode::from(2);
+    }
     let Some(path) = std::env::args_os().nth(1) else {
         eprintln!("usage: berth-monitor CONFIG.json");
         return ExitCode::from(2);

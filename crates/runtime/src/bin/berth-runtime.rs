@@ -283,9 +283,32 @@ extern "C" fn c_main(
             }
         }
     }
+    if let Err(e) = seal_if_needed() {
+        let _ = writeln!(std::io::stderr(), "berth-runtime: {e}");
+        return 1;
+    }
     let code = std::panic::catch_unwind(real_main).unwrap_or(101);
     let _ = std::io::stdout().flush();
     code
+}
+
+/// Commands that start a process inside a container: `create` and `run`
+/// (its init) and `exec`. Until that process calls `execve`, its
+/// `/proc/self/exe` is this binary; the container must never get a writable
+/// handle on it (CVE-2019-5736), so these run from a sealed copy of the
+/// binary (`berth_exeseal`). Other commands never let a container near the
+/// binary and skip the cost. A container ID or path that happens to equal
+/// one of these words costs a needless re-exec, nothing else.
+const SEALED_COMMANDS: [&str; 3] = ["create", "run", "exec"];
+
+fn seal_if_needed() -> Result<(), berth_exeseal::Error> {
+    let needed = std::env::args_os()
+        .skip(1)
+        .any(|a| SEALED_COMMANDS.iter().any(|c| a == *c));
+    if needed {
+        berth_exeseal::ensure_sealed()?;
+    }
+    Ok(())
 }
 
 fn real_main() -> std::ffi::c_int {
