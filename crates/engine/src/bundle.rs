@@ -331,7 +331,9 @@ fn fill(
     }
     host.apply(&mut v, &o.volumes).map_err(host_err)?;
     if let Some(init) = &o.init {
-        crate::init::apply(&mut v, init);
+        let copy = crate::init::install(dir, init)
+            .map_err(io(format!("copying {} into the bundle", init.display())))?;
+        crate::init::apply(&mut v, &copy);
     }
 
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

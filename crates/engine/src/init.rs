@@ -1,8 +1,15 @@
 //! `--init`: berth's own minimal PID 1 (`berth-init`, crates/init) put in
 //! front of the container's command, as docker does with tini and podman
-//! with catatonit. The static binary is bind-mounted read-only from the host
-//! at [`INIT_PATH`] (so it needs nothing from the image and works with a
+//! with catatonit. The static binary is bind-mounted read-only at
+//! [`INIT_PATH`] (so it needs nothing from the image and works with a
 //! read-only rootfs), and the process becomes `[INIT_PATH, "--", args...]`.
+//!
+//! What is mounted is the container's own copy of the binary ([`install`],
+//! in its bundle), never the host's file: the container's PID 1 executes it,
+//! so `/proc/1/exe` hands the container a handle on it, and a container
+//! allowed to remount (CAP_SYS_ADMIN) could make a bind of the host's file
+//! writable and replace the init of every later container (the
+//! CVE-2019-5736 class). A copy can only be spoiled for its own container.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +48,16 @@ pub fn find_binary() -> Result<PathBuf, InitError> {
             .collect::<Vec<_>>()
             .join(", "),
     ))
+}
+
+/// Copies `init_binary` into the bundle `dir` (read and execute only) and
+/// returns the copy's path, which is what [`apply`] should mount.
+pub fn install(dir: &Path, init_binary: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join("berth-init");
+    std::fs::copy(init_binary, &copy)?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o555))?;
+    Ok(copy)
 }
 
 /// Puts `init_binary` in front of the process of the config `spec`.
@@ -82,6 +99,24 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("ro")));
+    }
+
+    #[test]
+    fn install_makes_a_read_only_copy_of_its_own() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let host = tempfile::tempdir().unwrap();
+        let bundle = tempfile::tempdir().unwrap();
+        let bin = host.path().join("berth-init");
+        std::fs::write(&bin, b"\x7fELF not really").unwrap();
+        let copy = install(bundle.path(), &bin).unwrap();
+        assert_eq!(copy, bundle.path().join("berth-init"));
+        assert_eq!(std::fs::read(&copy).unwrap(), b"\x7fELF not really");
+        let (a, b) = (
+            std::fs::metadata(&bin).unwrap(),
+            std::fs::metadata(&copy).unwrap(),
+        );
+        assert_ne!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        assert_eq!(b.permissions().mode() & 0o7777, 0o555);
     }
 
     #[test]
