@@ -18,9 +18,20 @@ use serde_json::json;
 /// Runs `script` in a busybox bundle whose config is the engine's, with
 /// `security`; returns the exit code and stdout.
 fn run_engine_spec(test: &str, script: &str, security: &SecurityFlags) -> (i32, String) {
+    run_engine_spec_with(test, script, security, |_| {})
+}
+
+/// As [`run_engine_spec`], with `prepare` adding to the rootfs first.
+fn run_engine_spec_with(
+    test: &str,
+    script: &str,
+    security: &SecurityFlags,
+    prepare: impl FnOnce(&Path),
+) -> (i32, String) {
     let rt = Rt::new();
     let id = unique(test);
     let mut b = Bundle::new(&id, &["true"]);
+    prepare(&b.rootfs());
     let flags = ProcessFlags {
         cmd: vec!["sh".into(), "-c".into(), script.into()],
         ..ProcessFlags::default()
@@ -104,6 +115,71 @@ fn capabilities_and_privileged_lift_the_defaults() {
     );
     assert!(out.contains("procsys=rw"), "{out}");
     assert!(!out.contains("interrupts=0"), "{out}");
+}
+
+/// A static probe that tries `io_uring_setup` and prints the outcome.
+const IO_URING_PROBE: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {
+    char params[120];
+    memset(params, 0, sizeof params);
+    long fd = syscall(425 /* io_uring_setup */, 4, params);
+    if (fd >= 0) { puts("io_uring_setup=ok"); return 0; }
+    printf("io_uring_setup=%s\n", strerror(errno));
+    return 0;
+}
+"#;
+
+/// Compiles [`IO_URING_PROBE`] into `rootfs/io_uring_probe`.
+fn add_io_uring_probe(rootfs: &Path) {
+    let src = rootfs.join("io_uring_probe.c");
+    std::fs::write(&src, IO_URING_PROBE).unwrap();
+    run_ok(
+        Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(rootfs.join("io_uring_probe"))
+            .arg(&src),
+    );
+}
+
+/// io_uring is refused by the default profile (moby since 25, containerd
+/// since 2.0: its history of kernel escapes), while the kernel offers it:
+/// the same probe unconfined gets a ring.
+#[test]
+fn default_profile_refuses_io_uring() {
+    if !need_root("default_profile_refuses_io_uring") {
+        return;
+    }
+    let (code, out) = run_engine_spec_with(
+        "eng-uring",
+        "/io_uring_probe",
+        &SecurityFlags::default(),
+        add_io_uring_probe,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.trim(),
+        "io_uring_setup=Operation not permitted",
+        "{out}"
+    );
+    let unconfined = SecurityFlags {
+        seccomp: spec::Seccomp::Unconfined,
+        ..SecurityFlags::default()
+    };
+    let (code, out) = run_engine_spec_with(
+        "eng-uring-u",
+        "/io_uring_probe",
+        &unconfined,
+        add_io_uring_probe,
+    );
+    assert_eq!(code, 0, "{out}");
+    // Otherwise the kernel itself refuses io_uring (kernel.io_uring_disabled)
+    // and the first check proved nothing.
+    assert_eq!(out.trim(), "io_uring_setup=ok", "unconfined: {out}");
 }
 
 /// A busybox image with a user `app` (uid 1000, group `app` 1000 and

@@ -5,7 +5,7 @@
 //! is every system call libseccomp knows for the host's architectures, minus
 //! those a container may not make:
 //! - never, whatever its capabilities ([`NEVER`]: kexec, swap, module-era
-//!   relics, keyrings, userfaultfd, …);
+//!   relics, keyrings, userfaultfd, io_uring, …);
 //! - only with a capability ([`GATED`]): `mount`, `unshare`, `setns`, `bpf`,
 //!   `process_vm_readv`, `reboot`, `settimeofday`, … are allowed when the container has
 //!   the capability that makes them meaningful, as docker does for
@@ -31,6 +31,11 @@ pub const NEVER: &[&str] = &[
     "create_module",
     "get_kernel_syms",
     "getpmsg",
+    // io_uring: a long run of kernel escapes (moby refuses it since 25,
+    // containerd since 2.0, Google in production).
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
     "kexec_file_load",
     "kexec_load",
     "keyctl",
@@ -256,6 +261,9 @@ mod tests {
             "unshare",
             "setns",
             "keyctl",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
             "bpf",
             "process_vm_readv",
             "reboot",
