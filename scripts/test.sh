@@ -30,7 +30,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo build --release"
 cargo build --release
-step "berth-init and berth-monitor, static (scripts/build-static.sh)"
+step "berth-init, berth-monitor and berth-runtime, static (scripts/build-static.sh)"
 bash scripts/build-static.sh
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
