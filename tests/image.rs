@@ -759,3 +759,98 @@ fn progress_bars_only_on_a_terminal() {
         "{err}"
     );
 }
+/// PUTs `manifest` (an OCI image manifest) to `reg` as `repo:tag`.
+fn put_manifest(reg: &TestRegistry, repo: &str, tag: &str, manifest: &Value) {
+    let body = serde_json::to_vec(manifest).unwrap();
+    let mut child = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            "@-",
+            &format!("http://{}/v2/{repo}/manifests/{tag}", reg.addr),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&body).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "PUT manifest {repo}:{tag}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A manifest that reuses stored blobs but gives them a wrong size is
+/// refused with the blob's digest in the error, whether the blob is stored
+/// already (the case that was accepted, making `images` show the wrong
+/// size) or not; the store keeps only the right image, with its right size.
+#[test]
+fn a_manifest_with_wrong_blob_sizes_is_refused() {
+    if !need_root("a_manifest_with_wrong_blob_sizes_is_refused") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let layout = busybox_layout(tmp.path());
+    let reg = TestRegistry::start();
+    reg.push_oci_layout(&layout, "latest", "sz/good:latest");
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mdig = index["manifests"][0]["digest"].as_str().unwrap();
+    let man: Value =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(&mdig[7..])).unwrap())
+            .unwrap();
+    let layer = man["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer_size = man["layers"][0]["size"].as_u64().unwrap();
+    let config = man["config"]["digest"].as_str().unwrap().to_string();
+    let config_size = man["config"]["size"].as_u64().unwrap();
+    // The registry takes a manifest whose blobs the repository has.
+    reg.push_oci_layout(&layout, "latest", "sz/badlayer:good");
+    reg.push_oci_layout(&layout, "latest", "sz/badconfig:good");
+    let mut bad_layer = man.clone();
+    bad_layer["layers"][0]["size"] = json!(layer_size + 1000);
+    put_manifest(&reg, "sz/badlayer", "latest", &bad_layer);
+    let mut bad_config = man.clone();
+    bad_config["config"]["size"] = json!(config_size - 1);
+    put_manifest(&reg, "sz/badconfig", "latest", &bad_config);
+    let good = format!("{}/sz/good", reg.addr);
+    let badl = format!("{}/sz/badlayer", reg.addr);
+    let badc = format!("{}/sz/badconfig", reg.addr);
+
+    // The blobs are stored already.
+    let b = Berth::new("wrongsize");
+    b.ok(&["pull", "-q", &good]);
+    let e = b.fails(&["pull", "-q", &badl]);
+    assert!(
+        e.contains(&layer) && e.contains(&(layer_size + 1000).to_string()),
+        "{e}"
+    );
+    let e = b.fails(&["pull", "-q", &badc]);
+    assert!(e.contains(&config), "{e}");
+    let names = b.ok(&["images", "--format", "{{.Repository}}"]);
+    assert_eq!(names.trim(), good, "{names}");
+    let img: Value = serde_json::from_str(&b.ok(&["image", "inspect", &good])).unwrap();
+    assert_eq!(img[0]["Size"], json!(layer_size + config_size));
+    b.check_clean();
+
+    // A fresh store: nothing stored yet.
+    let b = Berth::new("wrongsize-fresh");
+    let e = b.fails(&["pull", "-q", &badl]);
+    assert!(e.contains(&layer), "{e}");
+    let e = b.fails(&["pull", "-q", &badc]);
+    assert!(e.contains(&config), "{e}");
+    assert_eq!(b.ok(&["images", "-q"]).trim(), "");
+    b.ok(&["pull", "-q", &good]);
+    b.check_clean();
+}

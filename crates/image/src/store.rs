@@ -77,6 +77,18 @@ pub enum ImageError {
         /// What was unpacked.
         actual: Digest,
     },
+    /// A descriptor whose size is not the size of the blob it names.
+    #[error("{what} {digest}: its descriptor gives its size as {expected} bytes, but the blob has {actual}")]
+    SizeMismatch {
+        /// What the blob is: "layer", "config", "manifest".
+        what: &'static str,
+        /// The blob.
+        digest: Digest,
+        /// The size the descriptor gives.
+        expected: u64,
+        /// The blob's real size.
+        actual: u64,
+    },
     /// A manifest whose layer count differs from the config's diff IDs.
     #[error("{0}: the manifest has {1} layers but the config lists {2} diff IDs")]
     LayerCount(String, usize, usize),
@@ -400,6 +412,7 @@ impl ImageStore {
                 ),
                 None => (repo.get_manifest(&entry.digest.to_string())?.0, true),
             };
+            check_size("manifest", &entry.digest, entry.size, bytes.len() as u64)?;
             (entry.digest.clone(), bytes, new)
         } else if manifest::is_manifest(&top_type) {
             (top_digest.clone(), top_bytes.clone(), false)
@@ -421,6 +434,12 @@ impl ImageStore {
                 true,
             ),
         };
+        check_size(
+            "config",
+            &man.config.digest,
+            man.config.size,
+            config_bytes.len() as u64,
+        )?;
         let config: ImageConfig = manifest::parse("config", &man.config.digest, &config_bytes)?;
         let diff_ids = &config.rootfs.diff_ids;
         if diff_ids.len() != man.layers.len() {
@@ -505,7 +524,13 @@ impl ImageStore {
             .collect();
         for (i, (chain, layer)) in chains.iter().zip(&man.layers).enumerate() {
             let present_snap = committed.contains(&chain.to_string());
-            let present_blob = self.inner.content.info(&layer.digest)?.is_some();
+            // A stored blob is checked against the manifest here; a fetched
+            // one by its ingest, which expects the manifest's size.
+            let stored = self.inner.content.info(&layer.digest)?;
+            if let Some(actual) = stored {
+                check_size("layer", &layer.digest, layer.size, actual)?;
+            }
+            let present_blob = stored.is_some();
             progress.layer(&layer.digest, layer.size, present_snap && present_blob);
             if present_snap && present_blob {
                 state.0.lock().expect("layer state")[i] = Some(true);
@@ -1046,6 +1071,27 @@ fn overlay_known_good(dir: &Path) -> bool {
     #[allow(clippy::unnecessary_cast)]
     let t = st.f_type as u64;
     listed && [EXT4, XFS, BTRFS, TMPFS].contains(&t)
+}
+
+/// Refuses a descriptor whose size is not its blob's: a manifest that
+/// misstates the size of a blob stored here would otherwise be taken, and
+/// its image listed with the wrong size.
+fn check_size(
+    what: &'static str,
+    digest: &Digest,
+    expected: u64,
+    actual: u64,
+) -> Result<(), ImageError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(ImageError::SizeMismatch {
+            what,
+            digest: digest.clone(),
+            expected,
+            actual,
+        })
+    }
 }
 
 /// Keys for the extraction snapshots of a pull, one per layer:
