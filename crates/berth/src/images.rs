@@ -36,6 +36,7 @@ pub(crate) fn open_store(cli: &Cli, extra_insecure: Option<&str>) -> Result<Imag
     dirs.push(PathBuf::from("/etc/containers/certs.d"));
     dirs.push(PathBuf::from("/etc/docker/certs.d"));
     opts.registry.certs_dirs = dirs;
+    opts.unpack.max_size = crate::containers::parse_bytes("--max-layer-size", &cli.max_layer_size)?;
     opts.snapshotter = match cli.snapshotter.as_str() {
         "auto" => SnapshotterKind::Auto,
         "overlay" | "overlayfs" => SnapshotterKind::Overlay,

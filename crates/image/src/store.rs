@@ -659,6 +659,16 @@ impl ImageStore {
                 Err(e) => {
                     drop(source);
                     let _ = inner.snaps.remove(key.as_deref().unwrap_or_default());
+                    // A layer refused for what it holds is refused for good:
+                    // its partial download is no use to a later pull.
+                    if matches!(&e, ImageError::Unpack { source, .. } if source.is_refusal()) {
+                        if let Some(ing) = ingest.take().and_then(Arc::into_inner) {
+                            let ing = ing.into_inner().unwrap_or_else(|p| p.into_inner());
+                            if let Err(err) = ing.abort() {
+                                tracing::warn!(layer = %layer.digest, "dropping the refused layer's download: {err}");
+                            }
+                        }
+                    }
                     return Err(e);
                 }
             }
