@@ -1367,3 +1367,270 @@ fn cp_export_and_commit() {
     let e = env.fails(&["commit", "-c", "RUN make", &name], 125);
     assert!(e.contains("RUN"), "{e}");
 }
+
+/// Runs `cmd` and SIGKILLs it as soon as an entry for which `hit` holds is
+/// created in, or moved into, `dir` (inotify). Returns whether it was
+/// killed, rather than ending first.
+fn kill_on_entry(mut cmd: Command, dir: &Path, hit: impl Fn(&str) -> bool) -> bool {
+    use rustix::fs::inotify;
+    use std::os::fd::AsFd;
+    let ino = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+        .expect("inotify");
+    inotify::add_watch(
+        &ino,
+        dir,
+        inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
+    )
+    .expect("inotify watch");
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = rustix::process::Pid::from_child(&child);
+    let pidfd =
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).expect("pidfd_open");
+    let mut buf = [std::mem::MaybeUninit::uninit(); 8192];
+    loop {
+        let mut fds = [
+            nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN),
+            nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN),
+        ];
+        // A bound against hangs, not a timing check.
+        let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(60_000u16)).expect("poll");
+        assert!(n > 0, "{cmd:?}: neither an entry nor its end in 60 s");
+        let mut r = inotify::Reader::new(&ino, &mut buf);
+        loop {
+            match r.next() {
+                Ok(ev) => {
+                    let name = ev.file_name().map(|n| n.to_string_lossy().into_owned());
+                    if name.as_deref().is_some_and(&hit) {
+                        let _ = child.kill();
+                        child.wait().expect("wait");
+                        return true;
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(e) => panic!("inotify read: {e}"),
+            }
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            return false;
+        }
+    }
+}
+
+/// Names in `dir`.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `rmi`, `rm -f` and `system prune` killed (SIGKILL) while they delete a
+/// snapshot, and pulls killed while they unpack, at chosen moments and
+/// after random delays, leave directories that nothing refers to (removed
+/// snapshots' `rm-N` trash, unfinished `extract-*` snapshots).
+/// `system check` lists them, `system df` counts them, `system gc` removes
+/// every one of them, and the store stays whole: the image pulls and runs.
+#[test]
+fn killed_removals_leave_trash_that_check_shows_and_gc_removes() {
+    if !need_root("killed_removals_leave_trash_that_check_shows_and_gc_removes") {
+        return;
+    }
+    let env = Env::new("ctr-trash");
+    let store = env.root.path();
+    // A layer of 10 000 files, so that deleting its snapshot takes a while.
+    let many = store.join("many-layer/many");
+    for d in 0..20 {
+        let dir = many.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..500 {
+            fs::write(dir.join(format!("f{f}")), b"x").unwrap();
+        }
+    }
+    let layout = store.join("many-layout");
+    berth_tests::run_ok(
+        Command::new(berth_tests::workspace().join("scripts/mkimage.sh"))
+            .arg(&layout)
+            .arg("latest")
+            .arg(store.join("img-rootfs"))
+            .arg(store.join("many-layer")),
+    );
+    env.reg
+        .push_oci_layout(&layout, "latest", "test/many:latest");
+    let image = format!("{}/test/many:latest", env.reg.addr);
+    let snaps = store.join("snapshots/overlay/snapshots");
+    let is_trash = |n: &str| n.starts_with("rm-");
+    let cmd = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.args(args);
+        c
+    };
+
+    // rmi, killed as it moves the layer's snapshot to the trash.
+    env.ok(&["pull", "-q", &image]);
+    assert!(kill_on_entry(cmd(&["rmi", &image]), &snaps, is_trash));
+    let after_rmi = names_in(&snaps).into_iter().filter(|n| is_trash(n)).count();
+    assert!(after_rmi >= 1, "{:?}", names_in(&snaps));
+
+    // rm -f of a container that wrote many files, killed the same way; a
+    // second rm -f finishes the container.
+    env.ok(&["pull", "-q", &image]);
+    let name = unique("trash");
+    env.ok(&[
+        "run",
+        "--name",
+        &name,
+        &image,
+        "sh",
+        "-c",
+        "cp -a /many /copy",
+    ]);
+    assert!(kill_on_entry(cmd(&["rm", "-f", &name]), &snaps, is_trash));
+    env.ok(&["rm", "-f", &name]);
+
+    // check and df show what the kills left (no GC has run since: rm -f
+    // runs none).
+    let trash: Vec<String> = names_in(&snaps)
+        .into_iter()
+        .filter(|n| is_trash(n))
+        .collect();
+    assert!(trash.len() >= 2, "{:?}", names_in(&snaps));
+    let report = env.ok(&["system", "check"]);
+    for t in &trash {
+        assert!(
+            report.contains(t.as_str()),
+            "check does not show {t}:\n{report}"
+        );
+    }
+    let json: Value =
+        serde_json::from_str(&env.ok(&["system", "check", "--json"])).expect("check json");
+    assert_eq!(
+        json["snapshot_trash"].as_array().map(Vec::len),
+        Some(trash.len()),
+        "{json}"
+    );
+    let df = env.ok(&["system", "df"]);
+    assert!(
+        df.lines().any(|l| l.starts_with("Trash")
+            && l.split_whitespace().nth(1) == Some(trash.len().to_string().as_str())),
+        "df does not count the trash:\n{df}"
+    );
+
+    // system prune -a, killed the same way.
+    assert!(kill_on_entry(
+        cmd(&["system", "prune", "-a", "-f"]),
+        &snaps,
+        is_trash
+    ));
+
+    // A pull killed as soon as its layer's snapshot directory is made.
+    env.run(&["rmi", &image]);
+    kill_on_entry(cmd(&["pull", "-q", &image]), &snaps, |n| {
+        n.bytes().all(|b| b.is_ascii_digit())
+    });
+
+    // And at random moments: pulls, rmi and rm -f.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    println!("random kills: seed {seed}");
+    for round in 0..8 {
+        let delay = std::time::Duration::from_millis(next() % 1500);
+        let args: Vec<String> = match round % 3 {
+            0 => vec!["pull".into(), "-q".into(), image.clone()],
+            1 => {
+                env.run(&["pull", "-q", &image]);
+                vec!["rmi".into(), "-f".into(), image.clone()]
+            }
+            _ => {
+                env.run(&["pull", "-q", &image]);
+                let n = unique("rnd");
+                env.run(&["create", "--name", &n, &image, "true"]);
+                vec!["rm".into(), "-f".into(), n]
+            }
+        };
+        println!("round {round}: {args:?} killed after {delay:?}");
+        let mut child = env
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    // Containers the kills left half-removed are removed for good.
+    for id in env.ids() {
+        env.ok(&["rm", "-f", &id]);
+    }
+    let trash: Vec<String> = names_in(&snaps)
+        .into_iter()
+        .filter(|n| is_trash(n))
+        .collect();
+    let report = env.ok(&["system", "check"]);
+    for t in &trash {
+        assert!(
+            report.contains(t.as_str()),
+            "check does not show {t}:\n{report}"
+        );
+    }
+    println!("before gc: {:?}\n{report}", names_in(&snaps));
+
+    let gc = env.ok(&["system", "gc"]);
+    assert!(gc.contains("trash"), "{gc}");
+    let left: Vec<String> = names_in(&snaps)
+        .into_iter()
+        .filter(|n| is_trash(n))
+        .collect();
+    assert!(left.is_empty(), "gc left {left:?}");
+    let report = env.ok(&["system", "check"]);
+    assert!(report.contains("no errors found"), "{report}");
+    assert!(
+        !report.contains("trash") && !report.contains("extract-"),
+        "{report}"
+    );
+    // Every snapshot directory left belongs to a snapshot.
+    let json: Value =
+        serde_json::from_str(&env.ok(&["system", "check", "--json"])).expect("check json");
+    assert_eq!(
+        json["snapshot_trash"].as_array().map(Vec::len),
+        Some(0),
+        "{json}"
+    );
+    assert_eq!(
+        json["orphan_snapshots"].as_array().map(Vec::len),
+        Some(0),
+        "{json}"
+    );
+
+    // The store is whole: the image pulls and runs.
+    env.ok(&["pull", "-q", &image]);
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "ls /many | wc -l; ls /many/d19 | wc -l",
+    ]);
+    assert_eq!(out, "20\n500\n");
+    env.assert_clean(&[]);
+}
