@@ -1368,6 +1368,228 @@ fn cp_export_and_commit() {
     assert!(e.contains("RUN"), "{e}");
 }
 
+/// Runs `args` as the unprivileged host user nobody, with no supplementary
+/// groups; returns whether it succeeded, and its output. setpriv keeps its
+/// capabilities until its own execve (which path lookup then passes), so
+/// the command is exec'd by a shell that has none.
+fn as_nobody(args: &[&str]) -> (bool, String) {
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv");
+    let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&o.stderr));
+    (o.status.success(), out)
+}
+
+/// Asserts that nobody is refused `args` on `path` (which exists) with
+/// "Permission denied".
+fn nobody_is_refused(what: &str, path: &Path, args: &[&str]) {
+    assert!(
+        path.symlink_metadata().is_ok(),
+        "{what}: {} does not exist",
+        path.display()
+    );
+    let (ok, out) = as_nobody(args);
+    let modes: Vec<String> = path
+        .ancestors()
+        .map(|a| format!("{:o} {}", mode_of(a), a.display()))
+        .collect();
+    assert!(
+        !ok && out.contains("Permission denied"),
+        "{what}: an unprivileged user could do {args:?}:\n{out}\n{modes:#?}"
+    );
+}
+
+/// The one regular file named `name` under `dir` (not following symlinks).
+fn find_one(dir: &Path, name: &str) -> PathBuf {
+    fn walk(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            match p.symlink_metadata() {
+                Ok(md) if md.is_dir() => walk(&p, name, out),
+                Ok(md) if md.is_file() && e.file_name() == name => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, name, &mut out);
+    assert_eq!(out.len(), 1, "{name} under {}: {out:?}", dir.display());
+    out.remove(0)
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The store and the run dir are root's alone (the CVE-2021-41091 class):
+/// an unprivileged host user can neither run a setuid-root binary of an
+/// image layer (from the layer's directory or the container's mounted
+/// rootfs), nor open a device node an image carries, nor read a
+/// container's config (its env), its log, a volume's data or the runtime's
+/// state — for berth-runtime and for runc. A store left open by an older
+/// berth is closed again when berth opens it; a new one is made closed.
+#[test]
+fn store_and_run_dir_are_closed_to_other_users() {
+    if !need_root("store_and_run_dir_are_closed_to_other_users") {
+        return;
+    }
+    let env = Env::new("ctr-perms");
+    let store = env.root.path();
+    // As an older berth left /var/lib/berth: open to everyone.
+    chmod(store, 0o755);
+    // A layer with a setuid-root copy of busybox (as `id`) and a device
+    // node anyone may write.
+    let layer = store.join("suid-layer");
+    let dir = layer.join("opt/suid");
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(store.join("img-rootfs/bin/busybox"), dir.join("id")).unwrap();
+    chmod(&dir.join("id"), 0o4755);
+    nix::sys::stat::mknod(
+        &dir.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    chmod(&dir.join("null"), 0o666);
+    let layout = store.join("suid-layout");
+    berth_tests::run_ok(
+        Command::new(berth_tests::workspace().join("scripts/mkimage.sh"))
+            .arg(&layout)
+            .arg("latest")
+            .arg(store.join("img-rootfs"))
+            .arg(&layer),
+    );
+    env.reg
+        .push_oci_layout(&layout, "latest", "test/suid:latest");
+    let image = format!("{}/test/suid:latest", env.reg.addr);
+    let vol = unique("permvol");
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc is installed by scripts/install-deps.sh");
+    let mut ids = Vec::new();
+    for runtime in [None, Some(runc)] {
+        let name = unique("perm");
+        let mut args = vec!["run", "-d", "--name", &name];
+        if let Some(r) = runtime {
+            args.extend(["--runtime", r]);
+        }
+        let mount = format!("{vol}:/data");
+        args.extend([
+            "-e",
+            "SECRET=hunter2",
+            "-v",
+            &mount,
+            &image,
+            "sh",
+            "-c",
+            "echo data > /data/f; echo logged; exec sleep 1000",
+        ]);
+        let id = env.ok(&args).trim().to_string();
+        wait_until("the log line", || env.ok(&["logs", &name]) == "logged\n");
+        ids.push(id);
+    }
+    let check = || {
+        let snaps = store.join("snapshots");
+        let layer_bin = find_one(&snaps, "id");
+        let layer_dev = layer_bin.with_file_name("null");
+        // The setuid bit and the device are there, for root to see.
+        assert_eq!(mode_of(&layer_bin), 0o4755);
+        let sh = format!(": > {}", layer_dev.display());
+        nobody_is_refused(
+            "setuid binary in the layer",
+            &layer_bin,
+            &[layer_bin.to_str().unwrap()],
+        );
+        nobody_is_refused("device node in the layer", &layer_dev, &["sh", "-c", &sh]);
+        let volume = store.join("volumes").join(&vol).join("_data/f");
+        nobody_is_refused("volume data", &volume, &["cat", volume.to_str().unwrap()]);
+        for id in &ids {
+            let ctr = store.join("containers").join(id);
+            let rootfs = ctr.join("bundle/rootfs");
+            let bin = rootfs.join("opt/suid/id");
+            let dev = rootfs.join("opt/suid/null");
+            let sh = format!(": > {}", dev.display());
+            nobody_is_refused(
+                "setuid binary in the rootfs",
+                &bin,
+                &[bin.to_str().unwrap()],
+            );
+            nobody_is_refused("device node in the rootfs", &dev, &["sh", "-c", &sh]);
+            let config = ctr.join("bundle/config.json");
+            assert!(fs::read_to_string(&config).unwrap().contains("hunter2"));
+            nobody_is_refused("config.json", &config, &["cat", config.to_str().unwrap()]);
+            let log = ctr.join("ctr.log");
+            nobody_is_refused("ctr.log", &log, &["cat", log.to_str().unwrap()]);
+            // The runtime's state: berth-runtime keeps the config (with
+            // the env) there, runc its state.json.
+            let state = env.run_dir.join("runtime").join(id);
+            let saved = state.join("config.json");
+            let file = if saved.exists() {
+                assert!(fs::read_to_string(&saved).unwrap().contains("hunter2"));
+                saved
+            } else {
+                state.join("state.json")
+            };
+            nobody_is_refused("runtime state", &file, &["cat", file.to_str().unwrap()]);
+        }
+        assert_eq!(mode_of(store) & 0o007, 0, "root {:o}", mode_of(store));
+        for d in ["content", "snapshots", "containers", "volumes"] {
+            assert_eq!(mode_of(&store.join(d)), 0o700, "{d}");
+        }
+        assert_eq!(mode_of(&env.run_dir), 0o700, "run dir");
+    };
+    check();
+    assert_eq!(mode_of(store), 0o700);
+
+    // An older berth's store, opened up again, is closed on the next open.
+    for d in ["", "content", "snapshots", "containers", "volumes"] {
+        chmod(&store.join(d), 0o755);
+    }
+    chmod(&env.run_dir, 0o755);
+    chmod(&env.run_dir.join("runtime"), 0o755);
+    env.ok(&["ps"]);
+    check();
+    // A mode the admin made tighter is kept.
+    chmod(store, 0o500);
+    env.ok(&["ps"]);
+    assert_eq!(mode_of(store), 0o500);
+    chmod(store, 0o700);
+
+    // A root berth makes itself is closed from the start.
+    let fresh = store.join("fresh/store");
+    let o = Command::new(berth_bin())
+        .arg("--root")
+        .arg(&fresh)
+        .arg("images")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mode_of(&fresh), 0o700);
+    assert_eq!(mode_of(fresh.parent().unwrap()) & 0o755, 0o755);
+    for d in ["content", "snapshots"] {
+        assert_eq!(mode_of(&fresh.join(d)), 0o700, "{d}");
+    }
+
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    env.ok(&rm);
+    env.ok(&["volume", "rm", &vol]);
+    env.assert_clean(&ids);
+}
+
 /// Runs `cmd` and SIGKILLs it as soon as an entry for which `hit` holds is
 /// created in, or moved into, `dir` (inotify). Returns whether it was
 /// killed, rather than ending first.

@@ -13,6 +13,8 @@
 //! - The snapshotter chosen on first use (overlay when the filesystem can,
 //!   else native) is recorded in `ROOT/snapshotter` and kept.
 //! - Store data is only ever added by a pull; removing is `rmi`, `prune` and GC.
+//! - The root, `content/` and `snapshots/` are 0700 (see `private`);
+//!   opening a store closes them if they are more open.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -253,8 +255,15 @@ impl ImageStore {
     /// Opens (creating) a store under `opts.root`.
     pub fn open(opts: StoreOptions) -> Result<ImageStore, ImageError> {
         let root = opts.root.clone();
-        std::fs::create_dir_all(&root)
+        // Closed to other users, and closed again if an older berth left
+        // them open: they lead to layers (setuid binaries, device nodes).
+        crate::private::private_dir(&root, crate::private::ROOT_MODE)
             .map_err(|e| ImageError::Io(format!("creating {}", root.display()), e))?;
+        for sub in ["content", "snapshots"] {
+            let dir = root.join(sub);
+            crate::private::private_dir(&dir, crate::private::DIR_MODE)
+                .map_err(|e| ImageError::Io(format!("creating {}", dir.display()), e))?;
+        }
         let content = ContentStore::open(&root.join("content"))?;
         let meta = MetaDb::open(&root.join("meta.redb"))?;
         let snap_root = |name: &str| root.join("snapshots").join(name);
