@@ -1367,3 +1367,492 @@ fn cp_export_and_commit() {
     let e = env.fails(&["commit", "-c", "RUN make", &name], 125);
     assert!(e.contains("RUN"), "{e}");
 }
+
+/// Runs `args` as the unprivileged host user nobody, with no supplementary
+/// groups; returns whether it succeeded, and its output. setpriv keeps its
+/// capabilities until its own execve (which path lookup then passes), so
+/// the command is exec'd by a shell that has none.
+fn as_nobody(args: &[&str]) -> (bool, String) {
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv");
+    let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&o.stderr));
+    (o.status.success(), out)
+}
+
+/// Asserts that nobody is refused `args` on `path` (which exists) with
+/// "Permission denied".
+fn nobody_is_refused(what: &str, path: &Path, args: &[&str]) {
+    assert!(
+        path.symlink_metadata().is_ok(),
+        "{what}: {} does not exist",
+        path.display()
+    );
+    let (ok, out) = as_nobody(args);
+    let modes: Vec<String> = path
+        .ancestors()
+        .map(|a| format!("{:o} {}", mode_of(a), a.display()))
+        .collect();
+    assert!(
+        !ok && out.contains("Permission denied"),
+        "{what}: an unprivileged user could do {args:?}:\n{out}\n{modes:#?}"
+    );
+}
+
+/// The one regular file named `name` under `dir` (not following symlinks).
+fn find_one(dir: &Path, name: &str) -> PathBuf {
+    fn walk(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            match p.symlink_metadata() {
+                Ok(md) if md.is_dir() => walk(&p, name, out),
+                Ok(md) if md.is_file() && e.file_name() == name => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, name, &mut out);
+    assert_eq!(out.len(), 1, "{name} under {}: {out:?}", dir.display());
+    out.remove(0)
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The store and the run dir are root's alone (the CVE-2021-41091 class):
+/// an unprivileged host user can neither run a setuid-root binary of an
+/// image layer (from the layer's directory or the container's mounted
+/// rootfs), nor open a device node an image carries, nor read a
+/// container's config (its env), its log, a volume's data or the runtime's
+/// state — for berth-runtime and for runc. A store left open by an older
+/// berth is closed again when berth opens it; a new one is made closed.
+#[test]
+fn store_and_run_dir_are_closed_to_other_users() {
+    if !need_root("store_and_run_dir_are_closed_to_other_users") {
+        return;
+    }
+    let env = Env::new("ctr-perms");
+    let store = env.root.path();
+    // As an older berth left /var/lib/berth: open to everyone.
+    chmod(store, 0o755);
+    // A layer with a setuid-root copy of busybox (as `id`) and a device
+    // node anyone may write.
+    let layer = store.join("suid-layer");
+    let dir = layer.join("opt/suid");
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(store.join("img-rootfs/bin/busybox"), dir.join("id")).unwrap();
+    chmod(&dir.join("id"), 0o4755);
+    nix::sys::stat::mknod(
+        &dir.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    chmod(&dir.join("null"), 0o666);
+    let layout = store.join("suid-layout");
+    berth_tests::run_ok(
+        Command::new(berth_tests::workspace().join("scripts/mkimage.sh"))
+            .arg(&layout)
+            .arg("latest")
+            .arg(store.join("img-rootfs"))
+            .arg(&layer),
+    );
+    env.reg
+        .push_oci_layout(&layout, "latest", "test/suid:latest");
+    let image = format!("{}/test/suid:latest", env.reg.addr);
+    let vol = unique("permvol");
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc is installed by scripts/install-deps.sh");
+    let mut ids = Vec::new();
+    for runtime in [None, Some(runc)] {
+        let name = unique("perm");
+        let mut args = vec!["run", "-d", "--name", &name];
+        if let Some(r) = runtime {
+            args.extend(["--runtime", r]);
+        }
+        let mount = format!("{vol}:/data");
+        args.extend([
+            "-e",
+            "SECRET=hunter2",
+            "-v",
+            &mount,
+            &image,
+            "sh",
+            "-c",
+            "echo data > /data/f; echo logged; exec sleep 1000",
+        ]);
+        let id = env.ok(&args).trim().to_string();
+        wait_until("the log line", || env.ok(&["logs", &name]) == "logged\n");
+        ids.push(id);
+    }
+    let check = || {
+        let snaps = store.join("snapshots");
+        let layer_bin = find_one(&snaps, "id");
+        let layer_dev = layer_bin.with_file_name("null");
+        // The setuid bit and the device are there, for root to see.
+        assert_eq!(mode_of(&layer_bin), 0o4755);
+        let sh = format!(": > {}", layer_dev.display());
+        nobody_is_refused(
+            "setuid binary in the layer",
+            &layer_bin,
+            &[layer_bin.to_str().unwrap()],
+        );
+        nobody_is_refused("device node in the layer", &layer_dev, &["sh", "-c", &sh]);
+        let volume = store.join("volumes").join(&vol).join("_data/f");
+        nobody_is_refused("volume data", &volume, &["cat", volume.to_str().unwrap()]);
+        for id in &ids {
+            let ctr = store.join("containers").join(id);
+            let rootfs = ctr.join("bundle/rootfs");
+            let bin = rootfs.join("opt/suid/id");
+            let dev = rootfs.join("opt/suid/null");
+            let sh = format!(": > {}", dev.display());
+            nobody_is_refused(
+                "setuid binary in the rootfs",
+                &bin,
+                &[bin.to_str().unwrap()],
+            );
+            nobody_is_refused("device node in the rootfs", &dev, &["sh", "-c", &sh]);
+            let config = ctr.join("bundle/config.json");
+            assert!(fs::read_to_string(&config).unwrap().contains("hunter2"));
+            nobody_is_refused("config.json", &config, &["cat", config.to_str().unwrap()]);
+            let log = ctr.join("ctr.log");
+            nobody_is_refused("ctr.log", &log, &["cat", log.to_str().unwrap()]);
+            // The runtime's state: berth-runtime keeps the config (with
+            // the env) there, runc its state.json.
+            let state = env.run_dir.join("runtime").join(id);
+            let saved = state.join("config.json");
+            let file = if saved.exists() {
+                assert!(fs::read_to_string(&saved).unwrap().contains("hunter2"));
+                saved
+            } else {
+                state.join("state.json")
+            };
+            nobody_is_refused("runtime state", &file, &["cat", file.to_str().unwrap()]);
+        }
+        assert_eq!(mode_of(store) & 0o007, 0, "root {:o}", mode_of(store));
+        for d in ["content", "snapshots", "containers", "volumes"] {
+            assert_eq!(mode_of(&store.join(d)), 0o700, "{d}");
+        }
+        assert_eq!(mode_of(&env.run_dir), 0o700, "run dir");
+    };
+    check();
+    assert_eq!(mode_of(store), 0o700);
+
+    // An older berth's store, opened up again, is closed on the next open.
+    for d in ["", "content", "snapshots", "containers", "volumes"] {
+        chmod(&store.join(d), 0o755);
+    }
+    chmod(&env.run_dir, 0o755);
+    chmod(&env.run_dir.join("runtime"), 0o755);
+    env.ok(&["ps"]);
+    check();
+    // A mode the admin made tighter is kept.
+    chmod(store, 0o500);
+    env.ok(&["ps"]);
+    assert_eq!(mode_of(store), 0o500);
+    chmod(store, 0o700);
+
+    // A root berth makes itself is closed from the start.
+    let fresh = store.join("fresh/store");
+    let o = Command::new(berth_bin())
+        .arg("--root")
+        .arg(&fresh)
+        .arg("images")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mode_of(&fresh), 0o700);
+    assert_eq!(mode_of(fresh.parent().unwrap()) & 0o755, 0o755);
+    for d in ["content", "snapshots"] {
+        assert_eq!(mode_of(&fresh.join(d)), 0o700, "{d}");
+    }
+
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    env.ok(&rm);
+    env.ok(&["volume", "rm", &vol]);
+    env.assert_clean(&ids);
+}
+
+/// Runs `cmd` and SIGKILLs it as soon as an entry for which `hit` holds is
+/// created in, or moved into, `dir` (inotify). Returns whether it was
+/// killed, rather than ending first.
+fn kill_on_entry(mut cmd: Command, dir: &Path, hit: impl Fn(&str) -> bool) -> bool {
+    use rustix::fs::inotify;
+    use std::os::fd::AsFd;
+    let ino = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+        .expect("inotify");
+    inotify::add_watch(
+        &ino,
+        dir,
+        inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
+    )
+    .expect("inotify watch");
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = rustix::process::Pid::from_child(&child);
+    let pidfd =
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).expect("pidfd_open");
+    let mut buf = [std::mem::MaybeUninit::uninit(); 8192];
+    loop {
+        let mut fds = [
+            nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN),
+            nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN),
+        ];
+        // A bound against hangs, not a timing check.
+        let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(60_000u16)).expect("poll");
+        assert!(n > 0, "{cmd:?}: neither an entry nor its end in 60 s");
+        let mut r = inotify::Reader::new(&ino, &mut buf);
+        loop {
+            match r.next() {
+                Ok(ev) => {
+                    let name = ev.file_name().map(|n| n.to_string_lossy().into_owned());
+                    if name.as_deref().is_some_and(&hit) {
+                        let _ = child.kill();
+                        child.wait().expect("wait");
+                        return true;
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(e) => panic!("inotify read: {e}"),
+            }
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            return false;
+        }
+    }
+}
+
+/// Names in `dir`.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `rmi`, `rm -f` and `system prune` killed (SIGKILL) while they delete a
+/// snapshot, and pulls killed while they unpack, at chosen moments and
+/// after random delays, leave directories that nothing refers to (removed
+/// snapshots' `rm-N` trash, unfinished `extract-*` snapshots).
+/// `system check` lists them, `system df` counts them, `system gc` removes
+/// every one of them, and the store stays whole: the image pulls and runs.
+#[test]
+fn killed_removals_leave_trash_that_check_shows_and_gc_removes() {
+    if !need_root("killed_removals_leave_trash_that_check_shows_and_gc_removes") {
+        return;
+    }
+    let env = Env::new("ctr-trash");
+    let store = env.root.path();
+    // A layer of 10 000 files, so that deleting its snapshot takes a while.
+    let many = store.join("many-layer/many");
+    for d in 0..20 {
+        let dir = many.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..500 {
+            fs::write(dir.join(format!("f{f}")), b"x").unwrap();
+        }
+    }
+    let layout = store.join("many-layout");
+    berth_tests::run_ok(
+        Command::new(berth_tests::workspace().join("scripts/mkimage.sh"))
+            .arg(&layout)
+            .arg("latest")
+            .arg(store.join("img-rootfs"))
+            .arg(store.join("many-layer")),
+    );
+    env.reg
+        .push_oci_layout(&layout, "latest", "test/many:latest");
+    let image = format!("{}/test/many:latest", env.reg.addr);
+    let snaps = store.join("snapshots/overlay/snapshots");
+    let is_trash = |n: &str| n.starts_with("rm-");
+    let cmd = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.args(args);
+        c
+    };
+
+    // rmi, killed as it moves the layer's snapshot to the trash.
+    env.ok(&["pull", "-q", &image]);
+    assert!(kill_on_entry(cmd(&["rmi", &image]), &snaps, is_trash));
+    let after_rmi = names_in(&snaps).into_iter().filter(|n| is_trash(n)).count();
+    assert!(after_rmi >= 1, "{:?}", names_in(&snaps));
+
+    // rm -f of a container that wrote many files, killed the same way; a
+    // second rm -f finishes the container.
+    env.ok(&["pull", "-q", &image]);
+    let name = unique("trash");
+    env.ok(&[
+        "run",
+        "--name",
+        &name,
+        &image,
+        "sh",
+        "-c",
+        "cp -a /many /copy",
+    ]);
+    assert!(kill_on_entry(cmd(&["rm", "-f", &name]), &snaps, is_trash));
+    env.ok(&["rm", "-f", &name]);
+
+    // check and df show what the kills left (no GC has run since: rm -f
+    // runs none).
+    let trash: Vec<String> = names_in(&snaps)
+        .into_iter()
+        .filter(|n| is_trash(n))
+        .collect();
+    assert!(trash.len() >= 2, "{:?}", names_in(&snaps));
+    let report = env.ok(&["system", "check"]);
+    for t in &trash {
+        assert!(
+            report.contains(t.as_str()),
+            "check does not show {t}:\n{report}"
+        );
+    }
+    let json: Value =
+        serde_json::from_str(&env.ok(&["system", "check", "--json"])).expect("check json");
+    assert_eq!(
+        json["snapshot_trash"].as_array().map(Vec::len),
+        Some(trash.len()),
+        "{json}"
+    );
+    let df = env.ok(&["system", "df"]);
+    assert!(
+        df.lines().any(|l| l.starts_with("Trash")
+            && l.split_whitespace().nth(1) == Some(trash.len().to_string().as_str())),
+        "df does not count the trash:\n{df}"
+    );
+
+    // system prune -a, killed the same way.
+    assert!(kill_on_entry(
+        cmd(&["system", "prune", "-a", "-f"]),
+        &snaps,
+        is_trash
+    ));
+
+    // A pull killed as soon as its layer's snapshot directory is made.
+    env.run(&["rmi", &image]);
+    kill_on_entry(cmd(&["pull", "-q", &image]), &snaps, |n| {
+        n.bytes().all(|b| b.is_ascii_digit())
+    });
+
+    // And at random moments: pulls, rmi and rm -f.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    println!("random kills: seed {seed}");
+    for round in 0..8 {
+        let delay = std::time::Duration::from_millis(next() % 1500);
+        let args: Vec<String> = match round % 3 {
+            0 => vec!["pull".into(), "-q".into(), image.clone()],
+            1 => {
+                env.run(&["pull", "-q", &image]);
+                vec!["rmi".into(), "-f".into(), image.clone()]
+            }
+            _ => {
+                env.run(&["pull", "-q", &image]);
+                let n = unique("rnd");
+                env.run(&["create", "--name", &n, &image, "true"]);
+                vec!["rm".into(), "-f".into(), n]
+            }
+        };
+        println!("round {round}: {args:?} killed after {delay:?}");
+        let mut child = env
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    // Containers the kills left half-removed are removed for good.
+    for id in env.ids() {
+        env.ok(&["rm", "-f", &id]);
+    }
+    let trash: Vec<String> = names_in(&snaps)
+        .into_iter()
+        .filter(|n| is_trash(n))
+        .collect();
+    let report = env.ok(&["system", "check"]);
+    for t in &trash {
+        assert!(
+            report.contains(t.as_str()),
+            "check does not show {t}:\n{report}"
+        );
+    }
+    println!("before gc: {:?}\n{report}", names_in(&snaps));
+
+    let gc = env.ok(&["system", "gc"]);
+    assert!(gc.contains("trash"), "{gc}");
+    let left: Vec<String> = names_in(&snaps)
+        .into_iter()
+        .filter(|n| is_trash(n))
+        .collect();
+    assert!(left.is_empty(), "gc left {left:?}");
+    let report = env.ok(&["system", "check"]);
+    assert!(report.contains("no errors found"), "{report}");
+    assert!(
+        !report.contains("trash") && !report.contains("extract-"),
+        "{report}"
+    );
+    // Every snapshot directory left belongs to a snapshot.
+    let json: Value =
+        serde_json::from_str(&env.ok(&["system", "check", "--json"])).expect("check json");
+    assert_eq!(
+        json["snapshot_trash"].as_array().map(Vec::len),
+        Some(0),
+        "{json}"
+    );
+    assert_eq!(
+        json["orphan_snapshots"].as_array().map(Vec::len),
+        Some(0),
+        "{json}"
+    );
+
+    // The store is whole: the image pulls and runs.
+    env.ok(&["pull", "-q", &image]);
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "ls /many | wc -l; ls /many/d19 | wc -l",
+    ]);
+    assert_eq!(out, "20\n500\n");
+    env.assert_clean(&[]);
+}

@@ -759,3 +759,296 @@ fn progress_bars_only_on_a_terminal() {
         "{err}"
     );
 }
+
+/// Writes an OCI layout at `layout` whose image `tag` has the one gzip
+/// layer `gz` (of uncompressed tar `tar`); returns the layer's digest.
+fn one_layer_layout(layout: &Path, tag: &str, tar: &Path, gz: &Path) -> String {
+    use berth_image::digest::Digest;
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("mkdir blobs");
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = Digest::sha256_of(bytes);
+        fs::write(blobs.join(d.hex()), bytes).expect("write blob");
+        (d.to_string(), bytes.len())
+    };
+    let diff_id = Digest::sha256_of(&fs::read(tar).expect("read tar")).to_string();
+    let (layer, layer_size) = put(&fs::read(gz).expect("read gz"));
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/big"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let (cfg, cfg_size) = put(config.to_string().as_bytes());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}],
+    });
+    let (man, man_size) = put(manifest.to_string().as_bytes());
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": man,
+            "size": man_size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    fs::write(layout.join("index.json"), index.to_string()).expect("index.json");
+    layer
+}
+
+/// Bytes the files under `dir` take on disk (st_blocks), not their sizes.
+fn allocated(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(md) = e.path().symlink_metadata() else {
+            continue;
+        };
+        total += md.blocks() * 512;
+        if md.is_dir() {
+            total += allocated(&e.path());
+        }
+    }
+    total
+}
+
+/// The regular files named `name` anywhere under `dir`.
+fn find_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let Ok(md) = p.symlink_metadata() else {
+            continue;
+        };
+        if md.is_dir() {
+            find_named(&p, name, out);
+        } else if md.is_file() && e.file_name() == name {
+            out.push(p);
+        }
+    }
+}
+
+/// A sparse-file bomb: a tiny gzip layer whose one tar entry is a 4 GiB
+/// sparse file, written by GNU tar `--sparse` in its GNU format and in its
+/// PAX format. The size limit holds it at its full size: under a 1 GiB limit
+/// (`BERTH_MAX_LAYER_SIZE`) the pull is refused, naming the layer and the
+/// entry, and leaves nothing behind (no snapshot, ingest or blob, nothing
+/// allocated); under a raised limit (`--max-layer-size`) the file is made
+/// with its holes, so it takes almost no disk, and with its data in place.
+#[test]
+fn sparse_file_layers_count_their_full_size() {
+    if !need_root("sparse_file_layers_count_their_full_size") {
+        return;
+    }
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    const REAL: u64 = 4 << 30;
+    const MARK: &[u8] = b"the one block of data in the middle";
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-sparse-")
+        .tempdir_in("/var/tmp")
+        .expect("tmp");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    run_ok(
+        Command::new("truncate")
+            .args(["-s", &REAL.to_string()])
+            .arg(src.join("big")),
+    );
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big"))
+        .expect("open");
+    f.write_all_at(MARK, REAL / 2).expect("write mark");
+    drop(f);
+    let reg = TestRegistry::start();
+    for format in ["gnu", "pax"] {
+        let tar = tmp.path().join(format!("{format}.tar"));
+        run_ok(
+            Command::new("tar")
+                .args(["--sparse", &format!("--format={format}"), "-C"])
+                .arg(&src)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("big"),
+        );
+        let gz = tmp.path().join(format!("{format}.tar.gz"));
+        run_ok(Command::new("sh").arg("-c").arg(format!(
+            "gzip -n -c {} > {}",
+            tar.display(),
+            gz.display()
+        )));
+        let gz_len = fs::metadata(&gz).unwrap().len();
+        assert!(gz_len < 4096, "{format}: the layer is {gz_len} bytes");
+        let layout = tmp.path().join(format!("layout-{format}"));
+        let layer = one_layer_layout(&layout, "latest", &tar, &gz);
+        reg.push_oci_layout(&layout, "latest", &format!("sparse/{format}:latest"));
+        let reference = format!("{}/sparse/{format}", reg.addr);
+
+        let b = Berth::new(&format!("sparse-{format}"));
+        let o = b
+            .cmd()
+            .env("BERTH_MAX_LAYER_SIZE", "1G")
+            .args(["pull", "-q", &reference])
+            .output()
+            .expect("pull");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "{format}: a 4 GiB sparse file passed a 1 GiB limit ({} bytes allocated)",
+            allocated(b.root())
+        );
+        assert!(
+            err.contains(&layer) && err.contains("\"big\"") && err.contains("1073741824"),
+            "{format}: the error does not name the layer, the entry and the limit:\n{err}"
+        );
+        assert_eq!(b.ok(&["images", "-q"]).trim(), "", "{format}");
+        let snaps: Vec<_> = fs::read_dir(b.root().join("snapshots/overlay/snapshots"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(snaps.is_empty(), "{format}: snapshots left: {snaps:?}");
+        let ingests: Vec<_> = fs::read_dir(b.root().join("content/ingest"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(ingests.is_empty(), "{format}: ingests left: {ingests:?}");
+        assert!(
+            !b.blobs().iter().any(|d| layer.ends_with(d.as_str())),
+            "{format}"
+        );
+        let report = b.ok(&["system", "check"]);
+        assert!(!report.contains("stale"), "{format}: {report}");
+        assert!(
+            allocated(b.root()) < 16 << 20,
+            "{format}: {}",
+            allocated(b.root())
+        );
+
+        // A limit above the file's size lets it in, holes and all.
+        b.ok(&["--max-layer-size", "5g", "pull", "-q", &reference]);
+        let mut found = Vec::new();
+        find_named(&b.root().join("snapshots"), "big", &mut found);
+        assert_eq!(found.len(), 1, "{format}: {found:?}");
+        assert_eq!(
+            found[0].parent().and_then(|p| p.file_name()),
+            Some(std::ffi::OsStr::new("fs")),
+            "{format}: the file is not at the layer's root: {found:?}"
+        );
+        let md = fs::metadata(&found[0]).expect("stat");
+        assert_eq!(md.len(), REAL, "{format}");
+        assert!(
+            md.blocks() * 512 < 1 << 20,
+            "{format}: {} blocks",
+            md.blocks()
+        );
+        let mut got = vec![0u8; MARK.len()];
+        fs::File::open(&found[0])
+            .unwrap()
+            .read_exact_at(&mut got, REAL / 2)
+            .unwrap();
+        assert_eq!(got, MARK, "{format}");
+        b.check_clean();
+    }
+}
+
+/// PUTs `manifest` (an OCI image manifest) to `reg` as `repo:tag`.
+fn put_manifest(reg: &TestRegistry, repo: &str, tag: &str, manifest: &Value) {
+    let body = serde_json::to_vec(manifest).unwrap();
+    let mut child = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            "@-",
+            &format!("http://{}/v2/{repo}/manifests/{tag}", reg.addr),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&body).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "PUT manifest {repo}:{tag}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A manifest that reuses stored blobs but gives them a wrong size is
+/// refused with the blob's digest in the error, whether the blob is stored
+/// already (the case that was accepted, making `images` show the wrong
+/// size) or not; the store keeps only the right image, with its right size.
+#[test]
+fn a_manifest_with_wrong_blob_sizes_is_refused() {
+    if !need_root("a_manifest_with_wrong_blob_sizes_is_refused") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let layout = busybox_layout(tmp.path());
+    let reg = TestRegistry::start();
+    reg.push_oci_layout(&layout, "latest", "sz/good:latest");
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mdig = index["manifests"][0]["digest"].as_str().unwrap();
+    let man: Value =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(&mdig[7..])).unwrap())
+            .unwrap();
+    let layer = man["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer_size = man["layers"][0]["size"].as_u64().unwrap();
+    let config = man["config"]["digest"].as_str().unwrap().to_string();
+    let config_size = man["config"]["size"].as_u64().unwrap();
+    // The registry takes a manifest whose blobs the repository has.
+    reg.push_oci_layout(&layout, "latest", "sz/badlayer:good");
+    reg.push_oci_layout(&layout, "latest", "sz/badconfig:good");
+    let mut bad_layer = man.clone();
+    bad_layer["layers"][0]["size"] = json!(layer_size + 1000);
+    put_manifest(&reg, "sz/badlayer", "latest", &bad_layer);
+    let mut bad_config = man.clone();
+    bad_config["config"]["size"] = json!(config_size - 1);
+    put_manifest(&reg, "sz/badconfig", "latest", &bad_config);
+    let good = format!("{}/sz/good", reg.addr);
+    let badl = format!("{}/sz/badlayer", reg.addr);
+    let badc = format!("{}/sz/badconfig", reg.addr);
+
+    // The blobs are stored already.
+    let b = Berth::new("wrongsize");
+    b.ok(&["pull", "-q", &good]);
+    let e = b.fails(&["pull", "-q", &badl]);
+    assert!(
+        e.contains(&layer) && e.contains(&(layer_size + 1000).to_string()),
+        "{e}"
+    );
+    let e = b.fails(&["pull", "-q", &badc]);
+    assert!(e.contains(&config), "{e}");
+    let names = b.ok(&["images", "--format", "{{.Repository}}"]);
+    assert_eq!(names.trim(), good, "{names}");
+    let img: Value = serde_json::from_str(&b.ok(&["image", "inspect", &good])).unwrap();
+    assert_eq!(img[0]["Size"], json!(layer_size + config_size));
+    b.check_clean();
+
+    // A fresh store: nothing stored yet.
+    let b = Berth::new("wrongsize-fresh");
+    let e = b.fails(&["pull", "-q", &badl]);
+    assert!(e.contains(&layer), "{e}");
+    let e = b.fails(&["pull", "-q", &badc]);
+    assert!(e.contains(&config), "{e}");
+    assert_eq!(b.ok(&["images", "-q"]).trim(), "");
+    b.ok(&["pull", "-q", &good]);
+    b.check_clean();
+}

@@ -36,6 +36,7 @@ pub(crate) fn open_store(cli: &Cli, extra_insecure: Option<&str>) -> Result<Imag
     dirs.push(PathBuf::from("/etc/containers/certs.d"));
     dirs.push(PathBuf::from("/etc/docker/certs.d"));
     opts.registry.certs_dirs = dirs;
+    opts.unpack.max_size = crate::containers::parse_bytes("--max-layer-size", &cli.max_layer_size)?;
     opts.snapshotter = match cli.snapshotter.as_str() {
         "auto" => SnapshotterKind::Auto,
         "overlay" | "overlayfs" => SnapshotterKind::Overlay,
@@ -880,6 +881,8 @@ pub fn check(cli: &Cli, a: &CheckArgs) -> Result<ExitCode> {
                 "orphan_blobs": r.orphan_blobs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
                 "stale_ingests": r.stale_ingests.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
                 "missing_snapshots": r.missing_snapshots.iter().map(|(i, s)| serde_json::json!({"image": i, "snapshot": s})).collect::<Vec<_>>(),
+                "orphan_snapshots": r.orphan_snapshots,
+                "snapshot_trash": r.snapshot_trash.iter().map(|t| serde_json::json!({"name": t.name, "size": t.size})).collect::<Vec<_>>(),
             }))?
         );
     } else {
@@ -898,6 +901,16 @@ pub fn check(cli: &Cli, a: &CheckArgs) -> Result<ExitCode> {
         }
         for (i, s) in &r.missing_snapshots {
             println!("missing snapshot: {s} of {i} (unpacked again on use)");
+        }
+        for s in &r.orphan_snapshots {
+            println!("orphan snapshot: {s} (nothing uses it; `berth system gc` removes it)");
+        }
+        for t in &r.snapshot_trash {
+            println!(
+                "snapshot trash: {}, {} (left by an interrupted removal or pull; `berth system gc` removes it)",
+                t.name,
+                format::human_size(t.size)
+            );
         }
         if problems == 0 {
             println!("no errors found");
@@ -926,10 +939,11 @@ pub fn gc(cli: &Cli, a: &GcArgs) -> Result<ExitCode> {
     })?;
     let verb = if a.dry_run { "would remove" } else { "removed" };
     println!(
-        "{verb} {} blobs, {} snapshots, {} ingests ({})",
+        "{verb} {} blobs, {} snapshots, {} ingests, {} trash directories ({})",
         r.removed_blobs.len(),
         r.removed_snapshots.len(),
         r.removed_ingests.len(),
+        r.removed_trash.len(),
         format::human_size(r.bytes_freed)
     );
     Ok(ExitCode::SUCCESS)

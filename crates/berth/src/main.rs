@@ -60,6 +60,17 @@ pub struct Cli {
         default_value = "/run/berth"
     )]
     pub run_dir: PathBuf,
+    /// The most one image layer may unpack to, counting each file at its
+    /// full size (a sparse file with its holes) as well as the uncompressed
+    /// stream: a layer past it is refused. docker's units (1024-based):
+    /// 512m, 32g, 1t.
+    #[arg(
+        long = "max-layer-size",
+        global = true,
+        env = "BERTH_MAX_LAYER_SIZE",
+        default_value = "32g"
+    )]
+    pub max_layer_size: String,
     /// The snapshotter: auto, overlay or native.
     #[arg(long, global = true, env = "BERTH_SNAPSHOTTER", default_value = "auto")]
     pub snapshotter: String,

@@ -258,6 +258,9 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<ExitCode> {
             st.status,
         ));
     }
+    // Directories interrupted removals left: all of it reclaimable by GC.
+    let trash = store.snapshotter().trash()?;
+    let trash_size: u64 = trash.iter().map(|t| t.size).sum();
     println!(
         "{}",
         format::render(
@@ -270,6 +273,7 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<ExitCode> {
                     ctr_total,
                     ctr_reclaim
                 ),
+                row("Trash", trash.len(), 0, trash_size, trash_size),
             ],
             &[
                 ("Type", "TYPE"),

@@ -241,6 +241,24 @@ pub struct EngineOptions {
     pub network: crate::network::NetworkOptions,
 }
 
+/// Makes the engine's directories, closed to other users, or closes them
+/// if an older berth left them open (see `berth_image::private`):
+/// `containers/` (bundles whose config holds the env, mounted root file
+/// systems, logs), `volumes/`, and the run dir with the runtime's state
+/// (which keeps the config too).
+fn private_dirs(opts: &EngineOptions) -> io::Result<()> {
+    use berth_image::private::{private_dir, DIR_MODE};
+    for d in [
+        opts.root.join("containers"),
+        opts.root.join("volumes"),
+        opts.run_dir.clone(),
+        opts.run_dir.join("runtime"),
+    ] {
+        private_dir(&d, DIR_MODE)?;
+    }
+    Ok(())
+}
+
 /// Finds a helper binary: `$ENV`, then beside the current executable, then
 /// berth's libexec dirs, then `PATH`.
 pub fn find_binary(name: &str, env: &str) -> PathBuf {
@@ -408,6 +426,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ContainerError> {
 impl Engine {
     /// The engine over `store` with `opts`.
     pub fn new(store: ImageStore, opts: EngineOptions) -> Engine {
+        if let Err(e) = private_dirs(&opts) {
+            tracing::warn!("closing berth's directories to other users: {e}");
+        }
         let records = ContainerStore::new(store.meta().clone());
         let attachers = Box::new(crate::adapters::Plugged::new(&opts));
         Engine {
@@ -701,6 +722,7 @@ impl Engine {
     ) -> Result<Container, ContainerError> {
         let id = &rec.id;
         let dir = self.dir(id);
+        private_dirs(&self.opts).map_err(io_err("create berth's directories"))?;
         fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         fs::write(dir.join("lock"), b"")
             .map_err(io_err(format!("create {}/lock", dir.display())))?;
@@ -837,8 +859,7 @@ impl Engine {
             let _ = fs::remove_file(dir.join(f));
         }
         let _ = fs::remove_file(self.attach_socket(c.id()));
-        fs::create_dir_all(&self.opts.run_dir)
-            .map_err(io_err(format!("create {}", self.opts.run_dir.display())))?;
+        private_dirs(&self.opts).map_err(io_err("create berth's directories"))?;
         self.write_monitor_config(c, wait_attach, exit_command)?;
         let err_path = dir.join("monitor.err");
         let err =

@@ -162,7 +162,9 @@ impl VolumeStore {
         exclusive: bool,
     ) -> Result<(Volume, bool), VolumeError> {
         let dir = self.checked(name)?;
-        fs::create_dir_all(&self.dir).map_err(io(format!("create {}", self.dir.display())))?;
+        // Closed to other users: volumes hold containers' data.
+        berth_image::private::private_dir(&self.dir, berth_image::private::DIR_MODE)
+            .map_err(io(format!("create {}", self.dir.display())))?;
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -8,14 +8,18 @@
 //! - stale ingest: partial data no writer holds now (left by a killed or
 //!   interrupted pull; a later pull resumes it, GC removes it once old);
 //! - missing snapshot: a committed layer snapshot (named by chain ID) of an
-//!   image's host-platform config that the snapshotter does not have.
+//!   image's host-platform config that the snapshotter does not have;
+//! - orphan snapshot: one GC would remove, such as the `extract-*` snapshot
+//!   of a killed pull (a lease whose holder is gone keeps nothing);
+//! - snapshot trash: a directory no snapshot owns, left by a removal or
+//!   creation that was killed half-way.
 
 use std::io;
 
 use crate::content::{ContentError, ContentStore};
 use crate::digest::{Digest, HashingReader};
-use crate::gc::{walk, Reached};
-use crate::meta::{Descriptor, MetaDb, MetaError};
+use crate::gc::{marked_snapshots, walk, Reached};
+use crate::meta::{Descriptor, Lease, MetaDb, MetaError};
 use crate::snapshot::{SnapshotError, Snapshotter};
 
 /// What [`check`] found.
@@ -33,6 +37,10 @@ pub struct CheckReport {
     pub stale_ingests: Vec<Digest>,
     /// (image, snapshot) pairs where the image's layer snapshot is absent.
     pub missing_snapshots: Vec<(String, String)>,
+    /// Snapshots nothing keeps (GC would remove them).
+    pub orphan_snapshots: Vec<String>,
+    /// Directories under the snapshotter that no snapshot owns.
+    pub snapshot_trash: Vec<crate::snapshot::Trash>,
 }
 
 impl CheckReport {
@@ -43,6 +51,8 @@ impl CheckReport {
             && self.orphan_blobs.is_empty()
             && self.stale_ingests.is_empty()
             && self.missing_snapshots.is_empty()
+            && self.orphan_snapshots.is_empty()
+            && self.snapshot_trash.is_empty()
     }
 }
 
@@ -68,12 +78,21 @@ pub enum CheckError {
     },
 }
 
-/// Checks the store.
+/// Checks the store. `live` says whether a lease still protects what it
+/// names (it is asked only of unexpired ones).
 pub fn check(
     meta: &MetaDb,
     content: &ContentStore,
     snaps: &dyn Snapshotter,
+    live: &dyn Fn(&Lease) -> bool,
 ) -> Result<CheckReport, CheckError> {
+    // Listed first, as GC does: a snapshot committed meanwhile is not an
+    // orphan.
+    let all_snaps: std::collections::BTreeMap<String, crate::snapshot::Info> = snaps
+        .list()?
+        .into_iter()
+        .map(|i| (i.key.clone(), i))
+        .collect();
     let mut report = CheckReport::default();
     let blobs = content.list()?;
     for (d, _) in &blobs {
@@ -109,16 +128,28 @@ pub fn check(
         }
     }
     let now = chrono::Utc::now();
-    for l in meta.list_leases()?.into_iter().filter(|l| !l.expired(now)) {
-        for d in l.content {
+    let leases: Vec<Lease> = meta
+        .list_leases()?
+        .into_iter()
+        .filter(|l| !l.expired(now) && live(l))
+        .collect();
+    for l in &leases {
+        for d in &l.content {
             let desc = Descriptor {
                 media_type: String::new(),
-                digest: d,
+                digest: d.clone(),
                 size: 0,
             };
             walk(content, &desc, false, &mut all)?;
         }
     }
+    let marked = marked_snapshots(&all_snaps, &leases, &all.chain_ids);
+    report.orphan_snapshots = all_snaps
+        .keys()
+        .filter(|k| !marked.contains(*k))
+        .cloned()
+        .collect();
+    report.snapshot_trash = snaps.trash()?;
     report.orphan_blobs = blobs
         .into_iter()
         .map(|(d, _)| d)
@@ -145,7 +176,7 @@ mod tests {
         let a = make_image(&e.content, &[b"base".to_vec(), b"top".to_vec()], "a");
         unpack(&e.snaps, &a);
         e.meta.put_image(&record("x/a:1", &a.manifest)).unwrap();
-        let r = check(&e.meta, &e.content, &e.snaps).unwrap();
+        let r = check(&e.meta, &e.content, &e.snaps, &|_| true).unwrap();
         assert!(r.is_clean(), "{r:?}");
         assert_eq!(r.checked_blobs, 4);
 
@@ -162,7 +193,7 @@ mod tests {
         let held_d = Digest::sha256_of(b"held");
         let _held = e.content.ingest(&held_d, None).unwrap();
 
-        let r = check(&e.meta, &e.content, &e.snaps).unwrap();
+        let r = check(&e.meta, &e.content, &e.snaps, &|_| true).unwrap();
         assert_eq!(r.checked_blobs, 4);
         assert_eq!(r.corrupt_blobs, vec![a.layers[0].clone()]);
         assert_eq!(

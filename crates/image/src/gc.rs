@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::content::{ContentError, ContentStore};
 use crate::digest::{chain_ids, Digest};
-use crate::meta::{Descriptor, MetaDb, MetaError};
+use crate::meta::{Descriptor, Lease, MetaDb, MetaError};
 use crate::snapshot::{Info, Kind, SnapshotError, Snapshotter};
 
 /// Media types the walk understands.
@@ -271,6 +271,8 @@ pub struct GcReport {
     pub removed_snapshots: Vec<String>,
     /// Ingests removed.
     pub removed_ingests: Vec<Digest>,
+    /// Snapshot trash directories removed (see [`crate::snapshot::Trash`]).
+    pub removed_trash: Vec<String>,
     /// Bytes freed: blobs, ingests and snapshot directories.
     pub bytes_freed: u64,
 }
@@ -305,6 +307,28 @@ fn mark_snapshots(
         }
     }
     marked
+}
+
+/// The snapshots GC keeps: those named by `live` leases, every active or
+/// view snapshot but unfinished layer extractions (`extract-*`, which only
+/// a lease keeps), and the layers named by `chain_ids`; each with its
+/// parents.
+pub(crate) fn marked_snapshots<'a>(
+    all: &BTreeMap<String, Info>,
+    live: impl IntoIterator<Item = &'a Lease>,
+    chain_ids: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut roots: Vec<String> = Vec::new();
+    for l in live {
+        roots.extend(l.snapshots.iter().cloned());
+    }
+    for i in all.values() {
+        if matches!(i.kind, Kind::Active | Kind::View) && !i.key.starts_with("extract-") {
+            roots.push(i.key.clone());
+        }
+    }
+    roots.extend(chain_ids.iter().cloned());
+    mark_snapshots(all, roots)
 }
 
 /// Orders `doomed` snapshots so that children come before their parents.
@@ -355,9 +379,9 @@ pub fn collect(
     for img in meta.list_images()? {
         walk(content, &img.target, false, &mut reached)?;
     }
-    let mut snap_roots: Vec<String> = Vec::new();
     let leases = meta.list_leases()?;
-    for l in leases.iter().filter(|l| !l.expired(now)) {
+    let live: Vec<&Lease> = leases.iter().filter(|l| !l.expired(now)).collect();
+    for l in &live {
         for d in &l.content {
             let desc = Descriptor {
                 media_type: String::new(),
@@ -366,15 +390,8 @@ pub fn collect(
             };
             walk(content, &desc, false, &mut reached)?;
         }
-        snap_roots.extend(l.snapshots.iter().cloned());
     }
-    for i in all_snaps.values() {
-        if matches!(i.kind, Kind::Active | Kind::View) && !i.key.starts_with("extract-") {
-            snap_roots.push(i.key.clone());
-        }
-    }
-    snap_roots.extend(reached.chain_ids.iter().cloned());
-    let marked_snaps = mark_snapshots(&all_snaps, snap_roots);
+    let marked_snaps = marked_snapshots(&all_snaps, live, &reached.chain_ids);
 
     let mut report = GcReport::default();
     if !opts.dry_run {
@@ -399,6 +416,19 @@ pub fn collect(
         tracing::debug!(snapshot = %key, "gc: removed snapshot");
         report.bytes_freed += size;
         report.removed_snapshots.push(key);
+    }
+
+    // What interrupted removals and creations left under the snapshotter.
+    for t in snaps.trash()? {
+        if !opts.dry_run {
+            if let Err(e) = snaps.remove_trash(&t.name) {
+                tracing::warn!(trash = %t.name, "gc: {e}");
+                continue;
+            }
+        }
+        tracing::debug!(trash = %t.name, "gc: removed snapshot trash");
+        report.bytes_freed += t.size;
+        report.removed_trash.push(t.name);
     }
 
     for (d, size) in blobs {

@@ -12,6 +12,7 @@ pub mod gc;
 pub mod manifest;
 pub mod meta;
 pub mod platform;
+pub mod private;
 pub mod reference;
 pub mod registry;
 mod shared_db;

@@ -69,6 +69,17 @@ pub struct Usage {
     pub inodes: u64,
 }
 
+/// A directory under a snapshotter's root that no snapshot owns: a removed
+/// snapshot whose deletion was cut short (a killed `rmi`, `rm -f` or
+/// `prune`), or the directory of a snapshot whose creation was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trash {
+    /// Its name under the root (`rm-<id>`, or a bare `<id>`).
+    pub name: String,
+    /// Bytes it takes (st_blocks * 512).
+    pub size: u64,
+}
+
 /// Errors of a snapshotter.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -152,4 +163,15 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     /// The writable directory of an active snapshot (the overlay upper dir),
     /// for `commit` of a container and `diff`.
     fn upper_dir(&self, key: &str) -> Result<PathBuf, SnapshotError>;
+
+    /// Directories that no snapshot owns (see [`Trash`]).
+    fn trash(&self) -> Result<Vec<Trash>, SnapshotError> {
+        Ok(Vec::new())
+    }
+
+    /// Deletes one directory that [`Snapshotter::trash`] listed. One that is
+    /// gone already, or that a snapshot owns again, is left alone.
+    fn remove_trash(&self, _name: &str) -> Result<(), SnapshotError> {
+        Ok(())
+    }
 }

@@ -13,6 +13,8 @@
 //! - The snapshotter chosen on first use (overlay when the filesystem can,
 //!   else native) is recorded in `ROOT/snapshotter` and kept.
 //! - Store data is only ever added by a pull; removing is `rmi`, `prune` and GC.
+//! - The root, `content/` and `snapshots/` are 0700 (see `private`);
+//!   opening a store closes them if they are more open.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -76,6 +78,18 @@ pub enum ImageError {
         expected: Digest,
         /// What was unpacked.
         actual: Digest,
+    },
+    /// A descriptor whose size is not the size of the blob it names.
+    #[error("{what} {digest}: its descriptor gives its size as {expected} bytes, but the blob has {actual}")]
+    SizeMismatch {
+        /// What the blob is: "layer", "config", "manifest".
+        what: &'static str,
+        /// The blob.
+        digest: Digest,
+        /// The size the descriptor gives.
+        expected: u64,
+        /// The blob's real size.
+        actual: u64,
     },
     /// A manifest whose layer count differs from the config's diff IDs.
     #[error("{0}: the manifest has {1} layers but the config lists {2} diff IDs")]
@@ -241,8 +255,15 @@ impl ImageStore {
     /// Opens (creating) a store under `opts.root`.
     pub fn open(opts: StoreOptions) -> Result<ImageStore, ImageError> {
         let root = opts.root.clone();
-        std::fs::create_dir_all(&root)
+        // Closed to other users, and closed again if an older berth left
+        // them open: they lead to layers (setuid binaries, device nodes).
+        crate::private::private_dir(&root, crate::private::ROOT_MODE)
             .map_err(|e| ImageError::Io(format!("creating {}", root.display()), e))?;
+        for sub in ["content", "snapshots"] {
+            let dir = root.join(sub);
+            crate::private::private_dir(&dir, crate::private::DIR_MODE)
+                .map_err(|e| ImageError::Io(format!("creating {}", dir.display()), e))?;
+        }
         let content = ContentStore::open(&root.join("content"))?;
         let meta = MetaDb::open(&root.join("meta.redb"))?;
         let snap_root = |name: &str| root.join("snapshots").join(name);
@@ -400,6 +421,7 @@ impl ImageStore {
                 ),
                 None => (repo.get_manifest(&entry.digest.to_string())?.0, true),
             };
+            check_size("manifest", &entry.digest, entry.size, bytes.len() as u64)?;
             (entry.digest.clone(), bytes, new)
         } else if manifest::is_manifest(&top_type) {
             (top_digest.clone(), top_bytes.clone(), false)
@@ -421,6 +443,12 @@ impl ImageStore {
                 true,
             ),
         };
+        check_size(
+            "config",
+            &man.config.digest,
+            man.config.size,
+            config_bytes.len() as u64,
+        )?;
         let config: ImageConfig = manifest::parse("config", &man.config.digest, &config_bytes)?;
         let diff_ids = &config.rootfs.diff_ids;
         if diff_ids.len() != man.layers.len() {
@@ -505,7 +533,13 @@ impl ImageStore {
             .collect();
         for (i, (chain, layer)) in chains.iter().zip(&man.layers).enumerate() {
             let present_snap = committed.contains(&chain.to_string());
-            let present_blob = self.inner.content.info(&layer.digest)?.is_some();
+            // A stored blob is checked against the manifest here; a fetched
+            // one by its ingest, which expects the manifest's size.
+            let stored = self.inner.content.info(&layer.digest)?;
+            if let Some(actual) = stored {
+                check_size("layer", &layer.digest, layer.size, actual)?;
+            }
+            let present_blob = stored.is_some();
             progress.layer(&layer.digest, layer.size, present_snap && present_blob);
             if present_snap && present_blob {
                 state.0.lock().expect("layer state")[i] = Some(true);
@@ -634,6 +668,16 @@ impl ImageStore {
                 Err(e) => {
                     drop(source);
                     let _ = inner.snaps.remove(key.as_deref().unwrap_or_default());
+                    // A layer refused for what it holds is refused for good:
+                    // its partial download is no use to a later pull.
+                    if matches!(&e, ImageError::Unpack { source, .. } if source.is_refusal()) {
+                        if let Some(ing) = ingest.take().and_then(Arc::into_inner) {
+                            let ing = ing.into_inner().unwrap_or_else(|p| p.into_inner());
+                            if let Err(err) = ing.abort() {
+                                tracing::warn!(layer = %layer.digest, "dropping the refused layer's download: {err}");
+                            }
+                        }
+                    }
                     return Err(e);
                 }
             }
@@ -947,12 +991,14 @@ impl ImageStore {
         )?)
     }
 
-    /// Verifies the store.
+    /// Verifies the store. A lease of a pull whose process is gone protects
+    /// nothing (GC drops it), so what only it names shows as orphaned.
     pub fn check(&self) -> Result<crate::check::CheckReport, ImageError> {
         Ok(crate::check::check(
             &self.inner.meta,
             &self.inner.content,
             self.inner.snaps.as_ref(),
+            &|l| lease_pid(&l.id).is_none_or(process_alive),
         )?)
     }
 
@@ -1046,6 +1092,27 @@ fn overlay_known_good(dir: &Path) -> bool {
     #[allow(clippy::unnecessary_cast)]
     let t = st.f_type as u64;
     listed && [EXT4, XFS, BTRFS, TMPFS].contains(&t)
+}
+
+/// Refuses a descriptor whose size is not its blob's: a manifest that
+/// misstates the size of a blob stored here would otherwise be taken, and
+/// its image listed with the wrong size.
+fn check_size(
+    what: &'static str,
+    digest: &Digest,
+    expected: u64,
+    actual: u64,
+) -> Result<(), ImageError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(ImageError::SizeMismatch {
+            what,
+            digest: digest.clone(),
+            expected,
+            actual,
+        })
+    }
 }
 
 /// Keys for the extraction snapshots of a pull, one per layer:

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
@@ -82,7 +83,10 @@ pub enum WhiteoutMode {
 pub struct UnpackOptions {
     /// Create device nodes (else such entries are refused).
     pub allow_devices: bool,
-    /// Most uncompressed bytes accepted.
+    /// Most bytes a layer may expand to. Both the uncompressed stream and
+    /// the sum of the sizes of its files are held to it; a sparse file
+    /// counts at its full (apparent) size, holes included, so a few bytes of
+    /// sparse map cannot make a file of any size.
     pub max_size: u64,
     /// Most tar entries accepted.
     pub max_entries: u64,
@@ -179,6 +183,21 @@ pub enum UnpackError {
     /// The layer has more entries than the limit.
     #[error("layer has more than {0} entries")]
     TooManyEntries(u64),
+    /// A file whose size (for a sparse file, its full size with the holes)
+    /// takes the sum of the layer's file sizes past the limit.
+    #[error(
+        "tar entry {path:?}: a file of {size} bytes{sparse} takes the layer past its limit of {max} bytes"
+    )]
+    EntryTooLarge {
+        /// The entry.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// `" (sparse)"` for a sparse file, else empty.
+        sparse: &'static str,
+        /// The limit.
+        max: u64,
+    },
     /// A system call failed on an entry.
     #[error("tar entry {path:?}: {op}: {source}")]
     Entry {
@@ -189,6 +208,22 @@ pub enum UnpackError {
         /// The error.
         source: io::Error,
     },
+}
+
+impl UnpackError {
+    /// Whether the layer was refused for what it holds (a hostile or
+    /// oversized entry), as opposed to failing to be read or written: the
+    /// same bytes would be refused again.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            UnpackError::Refused { .. }
+                | UnpackError::DeviceNotAllowed(_)
+                | UnpackError::TooLarge(_)
+                | UnpackError::TooManyEntries(_)
+                | UnpackError::EntryTooLarge { .. }
+        )
+    }
 }
 
 /// Counts the decompressed bytes and fails past the limit.
@@ -360,6 +395,7 @@ fn apply_stream<R: Read>(
         dirs: Vec::new(),
         written: HashSet::new(),
         privileged: opts.preserve_ownership,
+        expanded: 0,
     };
     let read_err = |e: io::Error| {
         if exceeded.get() {
@@ -413,6 +449,9 @@ struct Unpacker<'a> {
     /// Paths written by this layer (Delete mode only, for opaque dirs).
     written: HashSet<PathBuf>,
     privileged: bool,
+    /// The sum of the sizes of the layer's files so far (sparse ones at
+    /// their full size).
+    expanded: u64,
 }
 
 fn display(p: &Path) -> String {
@@ -479,6 +518,13 @@ impl Unpacker<'_> {
         }
     }
 
+    fn sparse_err(path: &Path, e: SparseMapError) -> UnpackError {
+        match e {
+            SparseMapError::Read(e) => UnpackError::Read(e),
+            SparseMapError::Bad(r) => Self::refuse(path, r),
+        }
+    }
+
     /// Opens directory `rel` (relative to the root) beneath the root, creating
     /// missing components as 0755 directories when `create` is set.
     fn open_dir(&self, entry: &Path, rel: &Path, create: bool) -> Result<OwnedFd, UnpackError> {
@@ -529,13 +575,24 @@ impl Unpacker<'_> {
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
-        let raw = entry
+        let mut raw = entry
             .path()
             .map_err(|e| UnpackError::Read(io::Error::other(e)))?
             .into_owned();
-        let path = clean_path(&raw).map_err(|r| Self::refuse(&raw, r))?;
+        let pax = read_pax(entry).map_err(|e| Self::err(&raw, "read PAX headers", e))?;
         let header = entry.header().clone();
         let kind = header.entry_type();
+        use tar::EntryType as T;
+        // A PAX sparse file (GNU tar's formats 0.0, 0.1 and 1.0) is a
+        // regular entry whose data are the file's non-hole chunks; format
+        // 1.0 puts a placeholder name in the header and the real one here.
+        let pax_sparse = matches!(kind, T::Regular | T::Continuous) && pax.sparse.present();
+        if pax_sparse {
+            if let Some(n) = &pax.sparse.name {
+                raw = PathBuf::from(OsStr::from_bytes(n));
+            }
+        }
+        let path = clean_path(&raw).map_err(|r| Self::refuse(&raw, r))?;
         let name = match path.file_name() {
             Some(n) => n.to_owned(),
             // The layer root itself ("./"): nothing to create.
@@ -552,14 +609,50 @@ impl Unpacker<'_> {
         let uid = header.uid().map_err(|e| Self::err(&path, "read uid", e))?;
         let gid = header.gid().map_err(|e| Self::err(&path, "read gid", e))?;
         let mtime = header.mtime().ok();
-        let xattrs = collect_xattrs(entry).map_err(|e| Self::err(&path, "read PAX headers", e))?;
+        let xattrs = pax.xattrs;
         if self.opts.whiteouts == WhiteoutMode::Delete {
             self.written.insert(path.clone());
         }
-        use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.regular(entry, &path, &name, mode, uid, gid, mtime, &xattrs)
+                // Count what the file will be, not what the stream carries:
+                // the tar crate gives a GNU sparse entry its full size, and
+                // a PAX sparse one names it in its headers.
+                let layout = if pax_sparse {
+                    let real = pax
+                        .sparse
+                        .real_size()
+                        .ok_or_else(|| Self::refuse(&path, "sparse file without its real size"))?;
+                    Layout::PaxSparse {
+                        map: pax
+                            .sparse
+                            .inline_map()
+                            .map_err(|r| Self::refuse(&path, r))?,
+                        real,
+                    }
+                } else if kind == T::GNUSparse {
+                    Layout::ZerosAreHoles
+                } else {
+                    Layout::Plain
+                };
+                let size = match layout {
+                    Layout::PaxSparse { real, .. } => real,
+                    _ => entry.size(),
+                };
+                self.expanded = self.expanded.saturating_add(size);
+                if self.expanded > self.opts.max_size {
+                    return Err(UnpackError::EntryTooLarge {
+                        path: display(&path),
+                        size,
+                        sparse: if matches!(layout, Layout::Plain) {
+                            ""
+                        } else {
+                            " (sparse)"
+                        },
+                        max: self.opts.max_size,
+                    });
+                }
+                self.regular(entry, &path, &name, mode, uid, gid, mtime, &xattrs, layout)
             }
             T::Directory => {
                 let parent = self.parent(&path)?;
@@ -690,6 +783,7 @@ impl Unpacker<'_> {
         gid: u64,
         mtime: Option<u64>,
         xattrs: &[(Vec<u8>, Vec<u8>)],
+        layout: Layout,
     ) -> Result<(), UnpackError> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -706,15 +800,62 @@ impl Unpacker<'_> {
             Err(e) => return Err(Self::err(path, "create", e)),
         };
         let mut file = File::from(fd);
-        loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(UnpackError::Read(e)),
-            };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| Self::err(path, "write", e))?;
+        match layout {
+            Layout::Plain => loop {
+                let n = read_some(entry, &mut self.buf)?;
+                if n == 0 {
+                    break;
+                }
+                file.write_all(&self.buf[..n])
+                    .map_err(|e| Self::err(path, "write", e))?;
+            },
+            Layout::ZerosAreHoles => {
+                // The tar crate reads the holes as zeros: skip whole zero
+                // reads instead of writing them, so holes stay holes.
+                let mut pos = 0u64;
+                loop {
+                    let n = read_some(entry, &mut self.buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = &self.buf[..n];
+                    if chunk.iter().any(|&b| b != 0) {
+                        file.write_all_at(chunk, pos)
+                            .map_err(|e| Self::err(path, "write", e))?;
+                    }
+                    pos += n as u64;
+                }
+                file.set_len(pos)
+                    .map_err(|e| Self::err(path, "set size", e))?;
+            }
+            Layout::PaxSparse { map, real } => {
+                let mut data_len = entry.size();
+                let map = match map {
+                    Some(m) => m,
+                    None => {
+                        let (m, used) = read_sparse_map(entry, data_len)
+                            .map_err(|e| Self::sparse_err(path, e))?;
+                        data_len -= used;
+                        m
+                    }
+                };
+                check_sparse_map(&map, real, data_len).map_err(|r| Self::refuse(path, r))?;
+                for (off, len) in map {
+                    let mut done = 0u64;
+                    while done < len {
+                        let want = (len - done).min(self.buf.len() as u64) as usize;
+                        let n = read_some(entry, &mut self.buf[..want])?;
+                        if n == 0 {
+                            return Err(Self::refuse(path, "sparse data ends before its map"));
+                        }
+                        file.write_all_at(&self.buf[..n], off + done)
+                            .map_err(|e| Self::err(path, "write", e))?;
+                        done += n as u64;
+                    }
+                }
+                file.set_len(real)
+                    .map_err(|e| Self::err(path, "set size", e))?;
+            }
         }
         if self.opts.preserve_ownership {
             rustix::fs::fchown(
@@ -903,23 +1044,238 @@ impl Unpacker<'_> {
     }
 }
 
-fn collect_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut out = Vec::new();
-    if let Some(exts) = entry.pax_extensions()? {
-        for ext in exts {
-            let ext = ext?;
-            if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                // overlayfs' own xattrs (redirect, metacopy, ...) could make
-                // the mounted view reach other layers; a layer never sets them.
-                if name.starts_with(b"trusted.overlay.") {
-                    tracing::warn!("ignoring overlayfs xattr in a layer");
-                    continue;
-                }
-                out.push((name.to_vec(), ext.value_bytes().to_vec()));
+/// How a regular entry's data make the file.
+enum Layout {
+    /// The data are the file.
+    Plain,
+    /// A GNU sparse entry (type `S`): the tar crate reads its holes as
+    /// zeros.
+    ZerosAreHoles,
+    /// A PAX sparse entry: the data are the file's chunks, placed by the map
+    /// (`None`: format 1.0, whose map heads the data), in a file of `real`
+    /// bytes.
+    PaxSparse {
+        map: Option<Vec<(u64, u64)>>,
+        real: u64,
+    },
+}
+
+/// What an entry's PAX headers say that the tar crate does not act on.
+#[derive(Default)]
+struct PaxInfo {
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse: PaxSparse,
+}
+
+/// GNU tar's PAX sparse keys (`GNU.sparse.*`), formats 0.0, 0.1 and 1.0.
+#[derive(Default)]
+struct PaxSparse {
+    major: Option<u64>,
+    name: Option<Vec<u8>>,
+    /// 1.0's real size.
+    realsize: Option<u64>,
+    /// 0.x's real size.
+    size: Option<u64>,
+    numblocks: Option<u64>,
+    /// 0.1's map: `offset,size,offset,size,...`.
+    map: Option<Vec<u8>>,
+    /// 0.0's map, as repeated keys.
+    offsets: Vec<u64>,
+    numbytes: Vec<u64>,
+}
+
+impl PaxSparse {
+    fn present(&self) -> bool {
+        self.major.is_some()
+            || self.realsize.is_some()
+            || self.size.is_some()
+            || self.numblocks.is_some()
+            || self.map.is_some()
+            || !self.offsets.is_empty()
+    }
+
+    fn real_size(&self) -> Option<u64> {
+        self.realsize.or(self.size)
+    }
+
+    /// The map when the headers hold it (0.0, 0.1); None when it heads the
+    /// data (1.0).
+    fn inline_map(&self) -> Result<Option<Vec<(u64, u64)>>, &'static str> {
+        if self.major == Some(1) {
+            return Ok(None);
+        }
+        let map: Vec<(u64, u64)> = if let Some(m) = &self.map {
+            let nums = std::str::from_utf8(m)
+                .map_err(|_| "sparse map is not text")?
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::parse::<u64>)
+                .collect::<Result<Vec<u64>, _>>()
+                .map_err(|_| "sparse map holds something other than numbers")?;
+            if nums.len() % 2 != 0 {
+                return Err("sparse map has an odd count of numbers");
             }
+            nums.chunks(2).map(|c| (c[0], c[1])).collect()
+        } else {
+            if self.offsets.len() != self.numbytes.len() {
+                return Err("sparse map has offsets and sizes of different counts");
+            }
+            self.offsets
+                .iter()
+                .copied()
+                .zip(self.numbytes.iter().copied())
+                .collect()
+        };
+        if self.numblocks.is_some_and(|n| n != map.len() as u64) {
+            return Err("sparse map's block count does not match the map");
+        }
+        Ok(Some(map))
+    }
+}
+
+fn read_pax<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<PaxInfo> {
+    let mut out = PaxInfo::default();
+    let Some(exts) = entry.pax_extensions()? else {
+        return Ok(out);
+    };
+    let num = |key: &[u8], v: &[u8]| -> io::Result<u64> {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a number", String::from_utf8_lossy(key)),
+                )
+            })
+    };
+    for ext in exts {
+        let ext = ext?;
+        let (key, value) = (ext.key_bytes(), ext.value_bytes());
+        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+            // overlayfs' own xattrs (redirect, metacopy, ...) could make
+            // the mounted view reach other layers; a layer never sets them.
+            if name.starts_with(b"trusted.overlay.") {
+                tracing::warn!("ignoring overlayfs xattr in a layer");
+                continue;
+            }
+            out.xattrs.push((name.to_vec(), value.to_vec()));
+            continue;
+        }
+        let sp = &mut out.sparse;
+        match key {
+            b"GNU.sparse.major" => sp.major = Some(num(key, value)?),
+            b"GNU.sparse.minor" => {
+                num(key, value)?;
+            }
+            b"GNU.sparse.name" => sp.name = Some(value.to_vec()),
+            b"GNU.sparse.realsize" => sp.realsize = Some(num(key, value)?),
+            b"GNU.sparse.size" => sp.size = Some(num(key, value)?),
+            b"GNU.sparse.numblocks" => sp.numblocks = Some(num(key, value)?),
+            b"GNU.sparse.map" => sp.map = Some(value.to_vec()),
+            b"GNU.sparse.offset" => sp.offsets.push(num(key, value)?),
+            b"GNU.sparse.numbytes" => sp.numbytes.push(num(key, value)?),
+            _ => {}
         }
     }
     Ok(out)
+}
+
+/// Reads into `buf`, retrying on EINTR; 0 at the end.
+fn read_some(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, UnpackError> {
+    loop {
+        match r.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(UnpackError::Read(e)),
+        }
+    }
+}
+
+enum SparseMapError {
+    Read(io::Error),
+    Bad(&'static str),
+}
+
+/// Reads the map that heads a PAX 1.0 sparse entry's data (`data_len`
+/// bytes): decimal numbers one per line, the count of blocks first, then
+/// offset and size of each, padded with NULs to a 512-byte boundary.
+/// Returns the map and the bytes it took.
+fn read_sparse_map(
+    r: &mut impl Read,
+    data_len: u64,
+) -> Result<(Vec<(u64, u64)>, u64), SparseMapError> {
+    let mut used = 0u64;
+    let mut number = |r: &mut dyn Read| -> Result<u64, SparseMapError> {
+        let mut digits = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            match r.read(&mut b) {
+                Ok(0) => return Err(SparseMapError::Bad("sparse map ends early")),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SparseMapError::Read(e)),
+            }
+            used += 1;
+            if b[0] == b'\n' {
+                break;
+            }
+            if !b[0].is_ascii_digit() || digits.len() >= 20 {
+                return Err(SparseMapError::Bad(
+                    "sparse map holds something other than numbers",
+                ));
+            }
+            digits.push(b[0]);
+        }
+        std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(SparseMapError::Bad(
+                "sparse map holds something other than numbers",
+            ))
+    };
+    let n = number(r)?;
+    // Each block takes at least four bytes of map ("0\n0\n").
+    if n > data_len / 4 {
+        return Err(SparseMapError::Bad(
+            "sparse map lists more blocks than its data can hold",
+        ));
+    }
+    let mut map = Vec::new();
+    for _ in 0..n {
+        let off = number(r)?;
+        let len = number(r)?;
+        map.push((off, len));
+    }
+    let pad = (512 - used % 512) % 512;
+    let mut skip = vec![0u8; pad as usize];
+    r.read_exact(&mut skip).map_err(SparseMapError::Read)?;
+    used += pad;
+    if used > data_len {
+        return Err(SparseMapError::Bad("sparse map is longer than the entry"));
+    }
+    Ok((map, used))
+}
+
+/// Checks a sparse map against the file's real size and the data it has:
+/// chunks in order, apart, inside the file, and adding up to the data.
+fn check_sparse_map(map: &[(u64, u64)], real: u64, data_len: u64) -> Result<(), &'static str> {
+    let mut end = 0u64;
+    let mut total = 0u64;
+    for &(off, len) in map {
+        if off < end {
+            return Err("sparse map chunks overlap or are out of order");
+        }
+        end = off
+            .checked_add(len)
+            .filter(|&e| e <= real)
+            .ok_or("sparse map chunk ends past the file's size")?;
+        total += len;
+    }
+    if total != data_len {
+        return Err("sparse map does not add up to the entry's data");
+    }
+    Ok(())
 }
 
 fn list_dir(fd: OwnedFd) -> io::Result<Vec<std::ffi::OsString>> {
@@ -1046,6 +1402,91 @@ mod tests {
                 .append_pax_extensions([(format!("SCHILY.xattr.{key}").as_str(), value.as_bytes())])
                 .unwrap();
             self.file(name, b"x")
+        }
+        /// A GNU sparse entry (type `S`, as `tar --sparse --format=gnu`
+        /// writes it): `chunks` at their offsets in a file of `real` bytes.
+        /// Every chunk but the last must be a multiple of 512 bytes long.
+        fn gnu_sparse(mut self, name: &str, real: u64, chunks: &[(u64, &[u8])]) -> Self {
+            assert!(chunks.len() < 4, "one header holds four map entries");
+            let stored: usize = chunks.iter().map(|c| c.1.len()).sum();
+            let mut h = Self::hdr(tar::EntryType::GNUSparse, 0o644, stored as u64);
+            Self::raw_name(&mut h, name);
+            let gnu = h.as_gnu_mut().unwrap();
+            gnu.set_real_size(real);
+            let ends_in_hole = chunks
+                .last()
+                .is_none_or(|(o, d)| o + d.len() as u64 != real);
+            let mut map: Vec<(u64, u64)> =
+                chunks.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
+            if ends_in_hole {
+                map.push((real, 0));
+            }
+            for (i, (o, l)) in map.into_iter().enumerate() {
+                gnu.sparse[i].set_offset(o);
+                gnu.sparse[i].set_length(l);
+            }
+            h.set_cksum();
+            let data: Vec<u8> = chunks.iter().flat_map(|c| c.1.iter().copied()).collect();
+            self.0.append(&h, &data[..]).unwrap();
+            self
+        }
+        /// A PAX sparse entry of GNU tar's format `version` ("0.0", "0.1"
+        /// or "1.0").
+        fn pax_sparse(
+            mut self,
+            version: &str,
+            name: &str,
+            real: u64,
+            chunks: &[(u64, &[u8])],
+        ) -> Self {
+            let n = chunks.len().to_string();
+            let real_s = real.to_string();
+            let nums: Vec<String> = chunks
+                .iter()
+                .flat_map(|(o, d)| [o.to_string(), d.len().to_string()])
+                .collect();
+            let mut data: Vec<u8> = Vec::new();
+            let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
+            let mut header_name = name.to_string();
+            match version {
+                "0.0" => {
+                    keys.push(("GNU.sparse.size".into(), real_s.clone().into()));
+                    keys.push(("GNU.sparse.numblocks".into(), n.clone().into()));
+                    for pair in nums.chunks(2) {
+                        keys.push(("GNU.sparse.offset".into(), pair[0].clone().into()));
+                        keys.push(("GNU.sparse.numbytes".into(), pair[1].clone().into()));
+                    }
+                }
+                "0.1" => {
+                    keys.push(("GNU.sparse.size".into(), real_s.clone().into()));
+                    keys.push(("GNU.sparse.numblocks".into(), n.clone().into()));
+                    keys.push(("GNU.sparse.map".into(), nums.join(",").into()));
+                }
+                "1.0" => {
+                    keys.push(("GNU.sparse.major".into(), b"1".to_vec()));
+                    keys.push(("GNU.sparse.minor".into(), b"0".to_vec()));
+                    keys.push(("GNU.sparse.name".into(), name.as_bytes().to_vec()));
+                    keys.push(("GNU.sparse.realsize".into(), real_s.clone().into()));
+                    header_name = format!("./GNUSparseFile.7/{name}");
+                    data.extend(format!("{n}\n").bytes());
+                    for x in &nums {
+                        data.extend(format!("{x}\n").bytes());
+                    }
+                    data.resize(data.len().div_ceil(512) * 512, 0);
+                }
+                v => panic!("no sparse format {v}"),
+            }
+            for (_, d) in chunks {
+                data.extend_from_slice(d);
+            }
+            self.0
+                .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .unwrap();
+            let mut h = Self::hdr(tar::EntryType::Regular, 0o644, data.len() as u64);
+            Self::raw_name(&mut h, &header_name);
+            h.set_cksum();
+            self.0.append(&h, &data[..]).unwrap();
+            self
         }
         fn build(self) -> Vec<u8> {
             self.0.into_inner().unwrap()
@@ -1409,5 +1850,152 @@ mod tests {
         let st = apply(&e, &tar, &opts()).unwrap();
         assert_eq!(st.diff_id, Digest::sha256_of(&tar));
         assert_eq!(st.size, tar.len() as u64);
+    }
+
+    /// A sparse entry counts at its full size against the limit, in GNU's
+    /// own format and in the three PAX ones, and the error names the entry;
+    /// under the limit it is written with its holes as holes, the data at
+    /// their offsets, and under its real name.
+    #[test]
+    fn sparse_files_count_their_full_size_and_keep_their_holes() {
+        use std::os::unix::fs::MetadataExt;
+        const REAL: u64 = 1 << 30;
+        let head = vec![b'h'; 1024];
+        let mid = b"middle of the sparse file";
+        let chunks: [(u64, &[u8]); 2] = [(0, &head), (REAL / 2, mid)];
+        let layers: Vec<(&str, Vec<u8>)> = vec![
+            ("gnu", Tb::new().gnu_sparse("big", REAL, &chunks).build()),
+            (
+                "pax 0.0",
+                Tb::new().pax_sparse("0.0", "big", REAL, &chunks).build(),
+            ),
+            (
+                "pax 0.1",
+                Tb::new().pax_sparse("0.1", "big", REAL, &chunks).build(),
+            ),
+            (
+                "pax 1.0",
+                Tb::new().pax_sparse("1.0", "big", REAL, &chunks).build(),
+            ),
+        ];
+        for (what, tar) in layers {
+            // The stream is a few KiB; the file is 1 GiB.
+            assert!(tar.len() < 8192, "{what}: {}", tar.len());
+            let e = env();
+            let small = UnpackOptions {
+                max_size: 64 << 20,
+                ..opts()
+            };
+            let err = apply(&e, &tar, &small).unwrap_err();
+            match &err {
+                UnpackError::EntryTooLarge {
+                    path, size, max, ..
+                } => {
+                    assert_eq!(
+                        (path.as_str(), *size, *max),
+                        ("big", REAL, 64 << 20),
+                        "{what}"
+                    );
+                }
+                other => panic!("{what}: {other}"),
+            }
+            let msg = err.to_string();
+            assert!(
+                msg.contains("\"big\"") && msg.contains("sparse"),
+                "{what}: {msg}"
+            );
+
+            let e = env();
+            let st = apply(&e, &tar, &opts()).unwrap();
+            assert_eq!(st.diff_id, Digest::sha256_of(&tar), "{what}");
+            let names: Vec<_> = std::fs::read_dir(&e.layer)
+                .unwrap()
+                .map(|d| d.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["big"], "{what}");
+            let p = e.layer.join("big");
+            let md = std::fs::metadata(&p).unwrap();
+            assert_eq!(md.len(), REAL, "{what}");
+            assert!(
+                md.blocks() * 512 < 1 << 20,
+                "{what}: {} blocks",
+                md.blocks()
+            );
+            let f = File::open(&p).unwrap();
+            let mut got = vec![0u8; 1024];
+            f.read_exact_at(&mut got, 0).unwrap();
+            assert_eq!(got, head, "{what}");
+            let mut got = vec![0u8; mid.len() + 2];
+            f.read_exact_at(&mut got, REAL / 2 - 1).unwrap();
+            assert_eq!(got[0], 0, "{what}");
+            assert_eq!(&got[1..=mid.len()], mid, "{what}");
+            assert_eq!(got[mid.len() + 1], 0, "{what}");
+        }
+    }
+
+    /// Many files, each under the limit, add up past it.
+    #[test]
+    fn the_limit_holds_for_the_sum_of_the_files() {
+        let e = env();
+        let tar = Tb::new()
+            .gnu_sparse("a", 40 << 20, &[])
+            .gnu_sparse("b", 40 << 20, &[])
+            .build();
+        let o = UnpackOptions {
+            max_size: 64 << 20,
+            ..opts()
+        };
+        let err = apply(&e, &tar, &o).unwrap_err();
+        assert!(
+            matches!(err, UnpackError::EntryTooLarge { ref path, .. } if path == "b"),
+            "{err}"
+        );
+    }
+
+    /// A PAX sparse map that does not fit its data, or reaches past the
+    /// file's end, is refused.
+    #[test]
+    fn bad_sparse_maps_are_refused() {
+        let e = env();
+        // Chunks past the real size.
+        let tar = Tb::new()
+            .pax_sparse("0.1", "f", 100, &[(90, b"0123456789012")])
+            .build();
+        let err = apply(&e, &tar, &opts()).unwrap_err();
+        assert!(
+            matches!(err, UnpackError::Refused { ref path, .. } if path == "f"),
+            "{err}"
+        );
+        // Overlapping chunks.
+        let e = env();
+        let tar = Tb::new()
+            .pax_sparse("1.0", "g", 100, &[(10, b"abc"), (11, b"def")])
+            .build();
+        let err = apply(&e, &tar, &opts()).unwrap_err();
+        assert!(
+            matches!(err, UnpackError::Refused { ref path, .. } if path == "g"),
+            "{err}"
+        );
+        // A map whose count claims more than the data can hold.
+        let e = env();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("GNU.sparse.major", &b"1"[..]),
+            ("GNU.sparse.minor", &b"0"[..]),
+            ("GNU.sparse.name", &b"h"[..]),
+            ("GNU.sparse.realsize", &b"100"[..]),
+        ])
+        .unwrap();
+        let mut data = b"99999999\n".to_vec();
+        data.resize(512, 0);
+        let mut h = Tb::hdr(tar::EntryType::Regular, 0o644, data.len() as u64);
+        Tb::raw_name(&mut h, "GNUSparseFile.1/h");
+        h.set_cksum();
+        b.append(&h, &data[..]).unwrap();
+        let err = apply(&e, &b.into_inner().unwrap(), &opts()).unwrap_err();
+        assert!(
+            matches!(err, UnpackError::Refused { ref path, .. } if path == "h"),
+            "{err}"
+        );
     }
 }

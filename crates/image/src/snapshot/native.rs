@@ -144,6 +144,14 @@ impl Snapshotter for NativeSnapshotter {
         }
         Ok(self.fs_dir(rec.id))
     }
+
+    fn trash(&self) -> Result<Vec<super::Trash>, SnapshotError> {
+        self.store.trash()
+    }
+
+    fn remove_trash(&self, name: &str) -> Result<(), SnapshotError> {
+        self.store.remove_trash(name)
+    }
 }
 
 fn ts(sec: i64, nsec: i64) -> Timespec {

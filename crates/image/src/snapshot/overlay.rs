@@ -10,9 +10,12 @@
 //! threads of one process exclude each other too), opens the database, runs one
 //! write transaction and closes it again, unless a `DbHold` keeps both open
 //! for a run of operations (`shared_db`). Directory changes happen under the
-//! same lock: created before the transaction commits (and removed if it fails),
-//! and removed by renaming to `snapshots/rm-<id>` inside the transaction and
-//! deleting after it.
+//! same lock: created before the transaction commits (and removed if it fails).
+//! A removal commits the record's deletion first, then renames the directory
+//! to `snapshots/rm-<id>` and deletes it. A process killed half-way leaves
+//! that `rm-<id>`, or a `<id>` directory with no record (killed while
+//! creating, or between a removal's commit and its rename): `trash` lists
+//! both under the lock and `remove_trash` deletes them, for `check` and GC.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -374,9 +377,13 @@ impl Store {
         })
     }
 
-    /// Removes `key` (no children allowed) and its directory.
+    /// Removes `key` (no children allowed) and its directory. The record
+    /// goes first: IDs are never reused, so from its commit on the
+    /// directory is trash, moved to `rm-<id>` and deleted outside the lock.
+    /// A kill at any point leaves either the whole snapshot or trash that
+    /// [`Store::trash`] lists, never a record whose directory is gone.
     pub fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        let trash = self.with(|tx| {
+        let id = self.with(|tx| {
             let rec = tx.must_get(key)?;
             let children: Vec<String> = tx
                 .all()?
@@ -390,18 +397,99 @@ impl Store {
                     children.join(", "),
                 ));
             }
-            let dir = tx.dir(rec.id);
-            let trash = tx.root.join("snapshots").join(format!("rm-{}", rec.id));
-            if dir.exists() {
-                fs::rename(&dir, &trash).map_err(io_err(format!("rename {}", dir.display())))?;
-            }
             tx.delete(key)?;
-            Ok(trash)
+            Ok(rec.id)
         })?;
-        if trash.exists() {
-            fs::remove_dir_all(&trash).map_err(io_err(format!("remove {}", trash.display())))?;
+        let dir = self.dir(id);
+        let trash = self.root.join("snapshots").join(format!("rm-{id}"));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => {}
+            // Gone already, or taken by GC as trash meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(format!("rename {}", dir.display()))(e)),
         }
-        Ok(())
+        remove_tree(&trash).map_err(io_err(format!("remove {}", trash.display())))
+    }
+
+    /// Directories under `snapshots/` that no record owns, listed under the
+    /// lock (so no create or remove is half-way through its transaction).
+    pub fn trash(&self) -> Result<Vec<super::Trash>, SnapshotError> {
+        let dir = self.root.join("snapshots");
+        let names = self.read(|tx| {
+            let ids: std::collections::HashSet<u64> =
+                tx.all()?.into_iter().map(|(_, r)| r.id).collect();
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_err(format!("read {}", dir.display()))(e)),
+            };
+            let mut out = Vec::new();
+            for ent in rd {
+                let ent = ent.map_err(io_err(format!("read {}", dir.display())))?;
+                let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let orphan = name.parse::<u64>().is_ok_and(|id| !ids.contains(&id));
+                if name.starts_with("rm-") || orphan {
+                    out.push(name);
+                }
+            }
+            Ok(out)
+        })?;
+        let mut out = Vec::new();
+        for name in names {
+            let mut usage = Usage::default();
+            let mut seen = std::collections::HashSet::new();
+            // It may be going away under a live remover: count what is there.
+            let _ = du(&dir.join(&name), &mut usage, &mut seen);
+            out.push(super::Trash {
+                name,
+                size: usage.size,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Deletes trash directory `name`. A removed snapshot's `rm-<id>` may
+    /// still be being deleted by its remover; both deletions tolerate the
+    /// other. A record-less `<id>` is first moved aside under the lock, so
+    /// that a create reusing the ID never sees its directory deleted.
+    pub fn remove_trash(&self, name: &str) -> Result<(), SnapshotError> {
+        let snaps = self.root.join("snapshots");
+        let path = if name.starts_with("rm-") && !name.contains('/') && name != "rm-" {
+            snaps.join(name)
+        } else if let Ok(id) = name.parse::<u64>() {
+            let moved = self.with(|tx| {
+                if tx.all()?.iter().any(|(_, r)| r.id == id) {
+                    return Ok(None);
+                }
+                let from = snaps.join(name);
+                let mut n = 0u32;
+                let to = loop {
+                    let to = snaps.join(format!("rm-orphan-{id}-{}-{n}", std::process::id()));
+                    if to.symlink_metadata().is_err() {
+                        break to;
+                    }
+                    n += 1;
+                };
+                match fs::rename(&from, &to) {
+                    Ok(()) => Ok(Some(to)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io_err(format!("rename {}", from.display()))(e)),
+                }
+            })?;
+            match moved {
+                Some(p) => p,
+                None => return Ok(()),
+            }
+        } else {
+            return Err(SnapshotError::InvalidKey(
+                name.to_string(),
+                "not a trash directory",
+            ));
+        };
+        remove_tree(&path).map_err(io_err(format!("remove {}", path.display())))
     }
 
     pub fn stat(&self, key: &str) -> Result<Option<Info>, SnapshotError> {
@@ -445,6 +533,15 @@ fn du(
         }
     }
     Ok(())
+}
+
+/// Deletes `path` and everything under it (never following symlinks); one
+/// that is gone already, or goes meanwhile under another remover, is fine.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn path_str(p: &Path) -> String {
@@ -645,6 +742,14 @@ impl Snapshotter for OverlaySnapshotter {
         }
         Ok(self.fs_dir(rec.id))
     }
+
+    fn trash(&self) -> Result<Vec<super::Trash>, SnapshotError> {
+        self.store.trash()
+    }
+
+    fn remove_trash(&self, name: &str) -> Result<(), SnapshotError> {
+        self.store.remove_trash(name)
+    }
 }
 
 /// A conformance check every snapshotter passes, without mounting anything.
@@ -833,5 +938,58 @@ mod tests {
             .map(|i| a.store.get(&i.key).unwrap().id)
             .collect();
         assert_eq!(ids.len(), 40);
+    }
+
+    /// What killed removals and creations leave is listed as trash (with
+    /// its size) and removed; directories of live snapshots never are.
+    #[test]
+    fn trash_is_listed_and_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let s = OverlaySnapshotter::new(t.path()).unwrap();
+        let live = s.prepare_layer("live", None).unwrap();
+        fs::write(live.join("f"), b"data").unwrap();
+        let gone = s.prepare_layer("gone", None).unwrap();
+        fs::write(gone.join("f"), vec![1u8; 8192]).unwrap();
+        let snaps = t.path().join("snapshots");
+        // A removal killed after its rename, one killed between its commit
+        // and its rename, and a creation killed before its commit.
+        let id = s.store.get("gone").unwrap().id;
+        s.store.with(|tx| tx.delete("gone")).unwrap();
+        let left = snaps.join(id.to_string());
+        assert!(left.exists());
+        fs::create_dir_all(snaps.join("rm-77/fs/d")).unwrap();
+        fs::write(snaps.join("rm-77/fs/d/x"), vec![2u8; 8192]).unwrap();
+        fs::create_dir_all(snaps.join("99/fs")).unwrap();
+        fs::create_dir(snaps.join("not-ours")).unwrap();
+        let trash = s.trash().unwrap();
+        let names: Vec<&str> = trash.iter().map(|t| t.name.as_str()).collect();
+        let mut want = vec![id.to_string(), "99".to_string(), "rm-77".to_string()];
+        want.sort();
+        assert_eq!(names, want);
+        assert!(trash.iter().find(|t| t.name == "rm-77").unwrap().size >= 8192);
+        for t in &trash {
+            s.remove_trash(&t.name).unwrap();
+        }
+        assert!(s.trash().unwrap().is_empty());
+        let mut names: Vec<String> = fs::read_dir(&snaps)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let live_id = s.store.get("live").unwrap().id.to_string();
+        assert_eq!(names, [live_id, "not-ours".to_string()]);
+        assert_eq!(fs::read(live.join("f")).unwrap(), b"data");
+        // Gone already, or not a trash name: nothing happens, or an error.
+        s.remove_trash("rm-77").unwrap();
+        s.remove_trash(&s.store.get("live").unwrap().id.to_string())
+            .unwrap();
+        assert!(live.exists());
+        assert!(s.remove_trash("not-ours").is_err());
+        assert!(s.remove_trash("rm-../x").is_err());
+        // A removal whose directory is gone already still removes the record.
+        let d = s.prepare_layer("bare", None).unwrap();
+        fs::remove_dir_all(d.parent().unwrap()).unwrap();
+        s.remove("bare").unwrap();
+        assert!(s.stat("bare").unwrap().is_none());
     }
 }
