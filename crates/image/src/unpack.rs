@@ -183,6 +183,16 @@ pub enum UnpackError {
     /// The layer has more entries than the limit.
     #[error("layer has more than {0} entries")]
     TooManyEntries(u64),
+    /// Between two entries the tar reader had to read more than the limit:
+    /// extension headers (GNU long names, PAX records), which it holds in
+    /// memory, or data of an entry that is skipped.
+    #[error("tar entry {after}: the headers of the next entry (long names, PAX records) exceed {max} bytes")]
+    HeadersTooLarge {
+        /// The entry before them (`start of layer` for the first).
+        after: String,
+        /// The limit.
+        max: u64,
+    },
     /// A file whose size (for a sparse file, its full size with the holes)
     /// takes the sum of the layer's file sizes past the limit.
     #[error(
@@ -221,16 +231,29 @@ impl UnpackError {
                 | UnpackError::DeviceNotAllowed(_)
                 | UnpackError::TooLarge(_)
                 | UnpackError::TooManyEntries(_)
+                | UnpackError::HeadersTooLarge { .. }
                 | UnpackError::EntryTooLarge { .. }
         )
     }
 }
 
-/// Counts the decompressed bytes and fails past the limit.
+/// Most bytes the tar reader may read between two entries. The tar crate
+/// reads an entry's extension headers (GNU long names and links, PAX
+/// records) whole into memory before it yields the entry; without a bound, a
+/// few KiB of gzip could make it allocate gigabytes. Real headers are a few
+/// KiB (a PAX record carrying an xattr is at most 64 KiB). The read buffer
+/// in front of the tar reader can shift up to its size in or out of a
+/// window, which this leaves ample room for.
+const MAX_HEADERS_BETWEEN_ENTRIES: u64 = 16 << 20;
+
+/// Counts the decompressed bytes and fails past the limit; while `window`
+/// holds a budget (the tar reader is between entries), fails past it too.
 struct Limited<R> {
     inner: HashingReader<R>,
     max: u64,
     exceeded: Rc<Cell<bool>>,
+    window: Rc<Cell<Option<u64>>>,
+    window_exceeded: Rc<Cell<bool>>,
 }
 
 impl<R: Read> Read for Limited<R> {
@@ -239,6 +262,15 @@ impl<R: Read> Read for Limited<R> {
         if self.inner.count() > self.max {
             self.exceeded.set(true);
             return Err(io::Error::other("uncompressed size limit exceeded"));
+        }
+        if let Some(left) = self.window.get() {
+            match left.checked_sub(n as u64) {
+                Some(left) => self.window.set(Some(left)),
+                None => {
+                    self.window_exceeded.set(true);
+                    return Err(io::Error::other("tar headers too large"));
+                }
+            }
         }
         Ok(n)
     }
@@ -381,10 +413,14 @@ fn apply_stream<R: Read>(
         source: e.into(),
     })?;
     let exceeded = Rc::new(Cell::new(false));
+    let window = Rc::new(Cell::new(None));
+    let window_exceeded = Rc::new(Cell::new(false));
     let limited = Limited {
         inner: HashingReader::new(stream, Algorithm::Sha256),
         max: opts.max_size,
         exceeded: exceeded.clone(),
+        window: window.clone(),
+        window_exceeded: window_exceeded.clone(),
     };
     let mut archive = tar::Archive::new(BufReader::with_capacity(BUF_SIZE, limited));
     let mut u = Unpacker {
@@ -405,8 +441,24 @@ fn apply_stream<R: Read>(
         }
     };
     let mut entries = 0u64;
-    for entry in archive.entries().map_err(read_err)? {
-        let mut entry = entry.map_err(read_err)?;
+    let mut iter = archive.entries().map_err(read_err)?;
+    let mut last = String::from("start of layer");
+    loop {
+        window.set(Some(MAX_HEADERS_BETWEEN_ENTRIES));
+        let next = iter.next();
+        window.set(None);
+        let Some(entry) = next else { break };
+        let mut entry = entry.map_err(|e| {
+            if window_exceeded.get() {
+                UnpackError::HeadersTooLarge {
+                    after: last.clone(),
+                    max: MAX_HEADERS_BETWEEN_ENTRIES,
+                }
+            } else {
+                read_err(e)
+            }
+        })?;
+        last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         entries += 1;
         if entries > opts.max_entries {
             return Err(UnpackError::TooManyEntries(opts.max_entries));
@@ -1681,6 +1733,58 @@ mod tests {
         let mid = bad.len() / 2;
         bad[mid..mid + 64].fill(0xff);
         assert!(apply_layer(&e.layer, &bad[..], Compression::Gzip, &opts()).is_err());
+    }
+
+    /// A tar whose first member is an extension header (`kind`: PAX `x` or
+    /// GNU long name `L`) of `size` bytes, followed by a file.
+    fn with_extension_header(kind: u8, size: usize) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::new(kind));
+        h.set_size(size as u64);
+        h.set_mode(0o644);
+        Tb::raw_name(&mut h, "././@LongLink");
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        // PAX records ("LEN key=value\n") or a long name, padded to blocks.
+        let mut data = if kind == b'x' {
+            let value = "a".repeat(size - 32);
+            let rec = format!("comment={value}\n");
+            let len = rec.len() + 1 + (rec.len() + 1).to_string().len();
+            let mut full = format!("{len} {rec}");
+            if full.len() != len {
+                full = format!("{} {rec}", full.len());
+            }
+            full.into_bytes()
+        } else {
+            vec![b'a'; size]
+        };
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        out[..512].copy_from_slice(h.as_bytes());
+        data.resize(data.len().div_ceil(512) * 512, 0);
+        out.extend(data);
+        out.extend(Tb::new().file("after", b"x").build());
+        out
+    }
+
+    #[test]
+    fn huge_extension_headers_are_refused_before_they_fill_memory() {
+        let e = env();
+        // An ordinary size for each: a PAX record with a 100 KiB value, a
+        // long name of 200 bytes.
+        for (kind, ordinary) in [(b'x', 100 << 10), (b'L', 200)] {
+            let big = with_extension_header(kind, 20 << 20);
+            match apply(&e, &big, &opts()) {
+                Err(UnpackError::HeadersTooLarge { after, max }) => {
+                    assert_eq!(after, "start of layer");
+                    assert_eq!(max, MAX_HEADERS_BETWEEN_ENTRIES);
+                }
+                other => panic!("{}: {other:?}", kind as char),
+            }
+            // Headers of an ordinary size still go through.
+            let small = with_extension_header(kind, ordinary);
+            apply(&e, &small, &opts()).unwrap_or_else(|e| panic!("{}: {e:.200}", kind as char));
+        }
     }
 
     #[test]
