@@ -1,8 +1,12 @@
 # Shared setup for the benchmark scripts; source it, do not run it.
 #
 # Environment:
-#   BENCH_RUNTIMES  names to compare, among: berth runc crun (default: all three)
+#   BENCH_RUNTIMES  names to compare, among: berth runc crun base (default:
+#                   berth runc crun)
 #   BERTH_RUNTIME   berth-runtime binary (default: target/release/berth-runtime)
+#   BERTH_RUNTIME_BASE  another build of berth-runtime, the `base` name, for an
+#                   A/B against a previous commit (BENCHMARKS.md says how the
+#                   builds compared there were made)
 #   RUNC, CRUN      peer binaries (default: /usr/sbin/runc, /usr/bin/crun)
 #
 # Every runtime runs the same bundle (busybox, `true`, runc's default spec)
@@ -25,6 +29,7 @@ declare -A bin=(
     [berth]=${BERTH_RUNTIME:-${CARGO_TARGET_DIR:-$repo/target}/release/berth-runtime}
     [runc]=${RUNC:-/usr/sbin/runc}
     [crun]=${CRUN:-/usr/bin/crun}
+    [base]=${BERTH_RUNTIME_BASE:-}
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -33,7 +38,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 for n in "${names[@]}"; do
     if [ -z "${bin[$n]:-}" ]; then
-        echo "$0: unknown runtime name '$n' (use berth, runc, crun)" >&2
+        echo "$0: unknown runtime name '$n' (use berth, runc, crun; base needs BERTH_RUNTIME_BASE)" >&2
         exit 2
     fi
     if [ ! -x "${bin[$n]}" ]; then
