@@ -404,6 +404,9 @@ fn finish_process<'s>(
 ) -> R<(PathBuf, Vec<String>, Option<&'s SeccompProgram>)> {
     let env = prepare_process(process, extra_env)?;
     let prog = resolve_program(process, &env)?;
+    // Before any seccomp filter: a profile that does not list close_range
+    // (every one written before 2020) would refuse it afterwards.
+    keep_fds(preserve_fds)?;
     if let Some(s) = seccomp.filter(|s| s.listener_path().is_some()) {
         load_seccomp(s, chan)?;
     }
@@ -412,7 +415,6 @@ fn finish_process<'s>(
         seccomp.filter(|s| s.listener_path().is_none()),
         chan,
     )?;
-    keep_fds(preserve_fds)?;
     Ok((prog, env, late))
 }
 
@@ -1103,7 +1105,7 @@ fn resolve_program(p: &Process, env: &[String]) -> R<PathBuf> {
 fn keep_fds(n: u32) -> R<()> {
     // Every fd the runtime holds is close-on-exec except 0-2 and the ones the
     // caller asked to pass: nothing from the host leaks into the container.
-    sys::cloexec_from(3 + n).map_err(errno("close_range"))?;
+    sys::cloexec_from(3 + n).map_err(errno("mark fds close-on-exec"))?;
     for fd in 3..3 + n as i32 {
         // EBADF only means the caller passed fewer fds than it announced.
         let _ = nix::fcntl::fcntl(

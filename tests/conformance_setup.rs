@@ -1,0 +1,535 @@
+//! Runtime conformance with configs that other tools write (issue 13, section
+//! "Runtime conformance"): container setup. Every case starts from the config
+//! that `runc spec` or `crun spec` generates here at test time (or the
+//! `--rootless` variant), edits it for the case, and runs it with berth's
+//! runtime and, where runc 1.1.5 knows the feature, with runc too, to show the
+//! expectation is the common one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use berth_tests::*;
+use serde_json::{json, Value};
+
+macro_rules! root_only {
+    ($name:expr) => {
+        if !need_root($name) {
+            return;
+        }
+    };
+}
+
+const RUNC: &str = "/usr/sbin/runc";
+
+/// A runtime binary with a private `--root`; deletes its containers on drop.
+struct Runner {
+    name: &'static str,
+    bin: PathBuf,
+    root: tempfile::TempDir,
+}
+
+impl Runner {
+    fn new(name: &'static str, bin: PathBuf) -> Runner {
+        assert!(bin.exists(), "{name}: {} is not installed", bin.display());
+        Runner {
+            name,
+            bin,
+            root: tempfile::Builder::new()
+                .prefix(&format!("conf-{name}."))
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    fn berth() -> Runner {
+        Runner::new("berth", runtime_bin())
+    }
+
+    fn runc() -> Runner {
+        Runner::new("runc", PathBuf::from(RUNC))
+    }
+
+    /// berth's runtime first, then runc.
+    fn both() -> Vec<Runner> {
+        vec![Runner::berth(), Runner::runc()]
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(self.root.path());
+        c
+    }
+
+    /// Foreground `run`: (exit code, stdout, stderr).
+    fn run(&self, id: &str, b: &Bundle) -> (i32, String, String) {
+        let o = self
+            .cmd()
+            .args(["run", "--bundle", b.path().to_str().unwrap(), id])
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn runtime");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// `run` that must succeed; returns stdout.
+    fn run_ok(&self, id: &str, b: &Bundle) -> String {
+        let (code, out, err) = self.run(id, b);
+        assert_eq!(code, 0, "{}: run {id} failed: {out}{err}", self.name);
+        out
+    }
+
+    /// `create` then `start`, with the container's stdio on /dev/null so
+    /// that no pipe of ours stays open in it.
+    fn create_start(&self, id: &str, b: &Bundle) {
+        let err = tempfile::NamedTempFile::new().unwrap();
+        let st = self
+            .cmd()
+            .args(["create", "--bundle", b.path().to_str().unwrap(), id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err.reopen().unwrap())
+            .status()
+            .expect("spawn create");
+        assert!(
+            st.success(),
+            "{}: create {id}: {}",
+            self.name,
+            fs::read_to_string(err.path()).unwrap_or_default()
+        );
+        self.ok(&["start", id]);
+    }
+
+    fn out(&self, args: &[&str]) -> Output {
+        self.cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn runtime")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.out(args);
+        assert!(
+            o.status.success(),
+            "{} {args:?} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `exec ID args...` that must succeed; returns stdout.
+    fn exec_ok(&self, id: &str, args: &[&str]) -> String {
+        let mut a = vec!["exec", id];
+        a.extend_from_slice(args);
+        self.ok(&a)
+    }
+
+    fn remove(&self, id: &str) {
+        let _ = self.out(&["delete", "--force", id]);
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Ok(rd) = fs::read_dir(self.root.path()) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                self.remove(&id);
+            }
+        }
+    }
+}
+
+/// The config `tool spec` (runc or crun) writes, generated now.
+fn peer_spec(tool: &str, rootless: bool) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new(tool);
+    c.arg("spec");
+    if rootless {
+        c.arg("--rootless");
+    }
+    c.arg("--bundle").arg(dir.path());
+    run_ok(&mut c);
+    serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap()
+}
+
+/// A busybox bundle whose config is `tool spec`'s, running `args` without a
+/// terminal, in a cgroup unique to `id`.
+fn peer_bundle(tool: &str, rootless: bool, id: &str, args: &[&str]) -> Bundle {
+    let mut b = Bundle::new(id, args);
+    let mut c = peer_spec(tool, rootless);
+    c["process"]["terminal"] = json!(false);
+    c["process"]["args"] = json!(args);
+    c["linux"]["cgroupsPath"] = json!(format!("/berth-test-{id}"));
+    b.config = c;
+    b.write();
+    b
+}
+
+fn sh(script: &str) -> Vec<&str> {
+    vec!["sh", "-c", script]
+}
+
+/// What `assert_no_leftovers` checks, for a runtime with its own root.
+fn assert_no_leftovers_of(rt: &Runner, id: &str, bundle: &Path) {
+    assert!(
+        !rt.root.path().join(id).exists(),
+        "{}: state dir of {id} left behind",
+        rt.name
+    );
+    for d in cgroup_dirs(id) {
+        assert!(
+            !d.exists(),
+            "{}: cgroup {} left behind",
+            rt.name,
+            d.display()
+        );
+    }
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let b = bundle.to_string_lossy();
+    assert!(
+        !mi.contains(b.as_ref()),
+        "{}: mount under {b} left behind",
+        rt.name
+    );
+}
+
+/// A seccomp profile in the shape of the defaults docker and the OCI tooling
+/// shipped before 2020: everything denied with EPERM but an allow-list of the
+/// syscalls of the time. `close_range` (Linux 5.9), `clone3`, `openat2`,
+/// `faccessat2` and the pidfd calls are not on it: they did not exist yet.
+fn seccomp_profile_2019() -> Value {
+    let names = [
+        "accept",
+        "accept4",
+        "access",
+        "adjtimex",
+        "alarm",
+        "arch_prctl",
+        "bind",
+        "brk",
+        "capget",
+        "capset",
+        "chdir",
+        "chmod",
+        "chown",
+        "chown32",
+        "chroot",
+        "clock_adjtime",
+        "clock_getres",
+        "clock_gettime",
+        "clock_nanosleep",
+        "clone",
+        "close",
+        "connect",
+        "copy_file_range",
+        "creat",
+        "dup",
+        "dup2",
+        "dup3",
+        "epoll_create",
+        "epoll_create1",
+        "epoll_ctl",
+        "epoll_pwait",
+        "epoll_wait",
+        "eventfd",
+        "eventfd2",
+        "execve",
+        "execveat",
+        "exit",
+        "exit_group",
+        "faccessat",
+        "fadvise64",
+        "fallocate",
+        "fanotify_mark",
+        "fchdir",
+        "fchmod",
+        "fchmodat",
+        "fchown",
+        "fchownat",
+        "fcntl",
+        "fdatasync",
+        "fgetxattr",
+        "flistxattr",
+        "flock",
+        "fork",
+        "fremovexattr",
+        "fsetxattr",
+        "fstat",
+        "fstat64",
+        "fstatfs",
+        "fsync",
+        "ftruncate",
+        "futex",
+        "futimesat",
+        "get_robust_list",
+        "get_thread_area",
+        "getcpu",
+        "getcwd",
+        "getdents",
+        "getdents64",
+        "getegid",
+        "geteuid",
+        "getgid",
+        "getgroups",
+        "getitimer",
+        "getpeername",
+        "getpgid",
+        "getpgrp",
+        "getpid",
+        "getppid",
+        "getpriority",
+        "getrandom",
+        "getresgid",
+        "getresuid",
+        "getrlimit",
+        "getrusage",
+        "getsid",
+        "getsockname",
+        "getsockopt",
+        "gettid",
+        "gettimeofday",
+        "getuid",
+        "getxattr",
+        "inotify_add_watch",
+        "inotify_init",
+        "inotify_init1",
+        "inotify_rm_watch",
+        "io_cancel",
+        "io_destroy",
+        "io_getevents",
+        "io_setup",
+        "io_submit",
+        "ioctl",
+        "ioprio_get",
+        "ioprio_set",
+        "ipc",
+        "kill",
+        "lchown",
+        "lgetxattr",
+        "link",
+        "linkat",
+        "listen",
+        "listxattr",
+        "llistxattr",
+        "lremovexattr",
+        "lseek",
+        "lsetxattr",
+        "lstat",
+        "madvise",
+        "memfd_create",
+        "mincore",
+        "mkdir",
+        "mkdirat",
+        "mknod",
+        "mknodat",
+        "mlock",
+        "mlock2",
+        "mlockall",
+        "mmap",
+        "mprotect",
+        "mq_getsetattr",
+        "mq_notify",
+        "mq_open",
+        "mq_timedreceive",
+        "mq_timedsend",
+        "mq_unlink",
+        "mremap",
+        "msgctl",
+        "msgget",
+        "msgrcv",
+        "msgsnd",
+        "msync",
+        "munlock",
+        "munlockall",
+        "munmap",
+        "nanosleep",
+        "newfstatat",
+        "open",
+        "openat",
+        "pause",
+        "pipe",
+        "pipe2",
+        "poll",
+        "ppoll",
+        "prctl",
+        "pread64",
+        "preadv",
+        "preadv2",
+        "prlimit64",
+        "pselect6",
+        "pwrite64",
+        "pwritev",
+        "pwritev2",
+        "read",
+        "readahead",
+        "readlink",
+        "readlinkat",
+        "readv",
+        "recvfrom",
+        "recvmmsg",
+        "recvmsg",
+        "remap_file_pages",
+        "removexattr",
+        "rename",
+        "renameat",
+        "renameat2",
+        "restart_syscall",
+        "rmdir",
+        "rseq",
+        "rt_sigaction",
+        "rt_sigpending",
+        "rt_sigprocmask",
+        "rt_sigqueueinfo",
+        "rt_sigreturn",
+        "rt_sigsuspend",
+        "rt_sigtimedwait",
+        "rt_tgsigqueueinfo",
+        "sched_get_priority_max",
+        "sched_get_priority_min",
+        "sched_getaffinity",
+        "sched_getattr",
+        "sched_getparam",
+        "sched_getscheduler",
+        "sched_rr_get_interval",
+        "sched_setaffinity",
+        "sched_setattr",
+        "sched_setparam",
+        "sched_setscheduler",
+        "sched_yield",
+        "seccomp",
+        "select",
+        "semctl",
+        "semget",
+        "semop",
+        "semtimedop",
+        "sendfile",
+        "sendmmsg",
+        "sendmsg",
+        "sendto",
+        "set_robust_list",
+        "set_thread_area",
+        "set_tid_address",
+        "setfsgid",
+        "setfsuid",
+        "setgid",
+        "setgroups",
+        "setitimer",
+        "setpgid",
+        "setpriority",
+        "setregid",
+        "setresgid",
+        "setresuid",
+        "setreuid",
+        "setrlimit",
+        "setsid",
+        "setsockopt",
+        "setuid",
+        "setxattr",
+        "shmat",
+        "shmctl",
+        "shmdt",
+        "shmget",
+        "shutdown",
+        "sigaltstack",
+        "signalfd",
+        "signalfd4",
+        "socket",
+        "socketpair",
+        "splice",
+        "stat",
+        "statfs",
+        "statx",
+        "symlink",
+        "symlinkat",
+        "sync",
+        "sync_file_range",
+        "syncfs",
+        "sysinfo",
+        "tee",
+        "tgkill",
+        "time",
+        "timer_create",
+        "timer_delete",
+        "timer_getoverrun",
+        "timer_gettime",
+        "timer_settime",
+        "timerfd_create",
+        "timerfd_gettime",
+        "timerfd_settime",
+        "times",
+        "tkill",
+        "truncate",
+        "umask",
+        "uname",
+        "unlink",
+        "unlinkat",
+        "utime",
+        "utimensat",
+        "utimes",
+        "vfork",
+        "vmsplice",
+        "wait4",
+        "waitid",
+        "write",
+        "writev",
+    ];
+    json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": names.as_slice(), "action": "SCMP_ACT_ALLOW"},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 4294967295u64, "op": "SCMP_CMP_EQ"}]}
+        ]
+    })
+}
+
+/// Item 1: with `noNewPrivileges: false` the filter is loaded while the
+/// runtime still holds its privileges, before its last own steps; an old
+/// allow-list that lacks `close_range` must not break create or exec.
+#[test]
+fn old_seccomp_profile_without_close_range() {
+    root_only!("old_seccomp_profile_without_close_range");
+    let old = |c: &mut Value| {
+        c["process"]["noNewPrivileges"] = json!(false);
+        c["linux"]["seccomp"] = seccomp_profile_2019();
+    };
+    for rt in Runner::both() {
+        for tool in ["runc", "crun"] {
+            let id = unique(&format!("seccomp-old-run-{}-{tool}", rt.name));
+            let mut b = peer_bundle(tool, false, &id, &sh("echo ran"));
+            b.edit(old);
+            assert_eq!(rt.run_ok(&id, &b), "ran\n", "{}/{tool}", rt.name);
+            assert_no_leftovers_of(&rt, &id, b.path());
+
+            // exec'd processes get the same filter, loaded the same way.
+            let id = unique(&format!("seccomp-old-exec-{}-{tool}", rt.name));
+            let mut b = peer_bundle(tool, false, &id, &["sleep", "1000"]);
+            b.edit(old);
+            rt.create_start(&id, &b);
+            let out = rt.exec_ok(&id, &["sh", "-c", "echo exec-ok"]);
+            assert_eq!(out, "exec-ok\n", "{}/{tool}", rt.name);
+            // The filter is in force: a syscall it does not list fails.
+            let o = rt.out(&["exec", &id, "unshare", "-U", "true"]);
+            assert!(
+                !o.status.success(),
+                "{}/{tool}: unshare was allowed",
+                rt.name
+            );
+            rt.remove(&id);
+            assert_no_leftovers_of(&rt, &id, b.path());
+        }
+    }
+}
