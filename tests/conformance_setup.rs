@@ -6,6 +6,8 @@
 //! expectation is the common one.
 
 use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -532,4 +534,75 @@ fn old_seccomp_profile_without_close_range() {
             assert_no_leftovers_of(&rt, &id, b.path());
         }
     }
+}
+
+/// Item 11: `--preserve-fds N` keeps the caller's fds 3..3+N and nothing of
+/// the runtime's own, also where the caller left a gap in that range (the
+/// runtime's sync socket or cgroup handle could take the free numbers).
+#[test]
+fn preserve_fds_keeps_only_the_callers_fds() {
+    root_only!("preserve_fds_keeps_only_the_callers_fds");
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let pass = fs::OpenOptions::new()
+        .append(true)
+        .open(out_file.path())
+        .unwrap();
+    let pass_fd = pass.as_raw_fd();
+    for rt in Runner::both() {
+        let id = unique(&format!("preserve-gap-{}", rt.name));
+        // The shell is pid 1 and opens nothing itself: `ls` lists its fds.
+        let b = peer_bundle(
+            "runc",
+            false,
+            &id,
+            &sh("echo via-fd3 >&3; ls -l /proc/1/fd; true"),
+        );
+        let mut c = rt.cmd();
+        c.args([
+            "run",
+            "--preserve-fds",
+            "8",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &id,
+        ])
+        .stdin(Stdio::null());
+        // SAFETY: dup2 and close in the pre-exec child touch only the child's fd table.
+        unsafe {
+            c.pre_exec(move || {
+                nix::unistd::dup2(pass_fd, 3)?;
+                for fd in 4..16 {
+                    let _ = nix::unistd::close(fd);
+                }
+                Ok(())
+            });
+        }
+        let o = c.output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        if rt.name == "runc" {
+            // runc 1.1.5 refuses the gap: it hands each of the N fds on itself.
+            assert!(
+                !o.status.success(),
+                "runc accepted a gap in --preserve-fds: {out}"
+            );
+            assert_no_leftovers_of(&rt, &id, b.path());
+            continue;
+        }
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let fds: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_once(" -> ")?.0.rsplit(' ').next())
+            .collect();
+        assert_eq!(
+            fds,
+            ["0", "1", "2", "3"],
+            "the container holds more fds:\n{out}"
+        );
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+    assert_eq!(fs::read_to_string(out_file.path()).unwrap(), "via-fd3\n");
 }

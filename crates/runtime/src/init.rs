@@ -1103,17 +1103,12 @@ fn resolve_program(p: &Process, env: &[String]) -> R<PathBuf> {
 }
 
 fn keep_fds(n: u32) -> R<()> {
-    // Every fd the runtime holds is close-on-exec except 0-2 and the ones the
-    // caller asked to pass: nothing from the host leaks into the container.
-    sys::cloexec_from(3 + n).map_err(errno("mark fds close-on-exec"))?;
-    for fd in 3..3 + n as i32 {
-        // EBADF only means the caller passed fewer fds than it announced.
-        let _ = nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        );
-    }
-    Ok(())
+    // Every fd from 3 + n up is close-on-exec, so nothing of the host leaks in.
+    // The caller's fds 3..3+n stay as they came: inheritable, since they
+    // crossed the caller's execve of this runtime. A number in that range the
+    // caller left free may hold an fd of ours (the sync socket, a cgroup
+    // handle); those are all opened close-on-exec and stay so.
+    sys::cloexec_from(3 + n).map_err(errno("mark fds close-on-exec"))
 }
 
 fn exec_program(
