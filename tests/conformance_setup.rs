@@ -606,3 +606,27 @@ fn preserve_fds_keeps_only_the_callers_fds() {
     }
     assert_eq!(fs::read_to_string(out_file.path()).unwrap(), "via-fd3\n");
 }
+
+/// Item 2: a FIFO in `linux.devices` is made in /dev, and no device-cgroup
+/// rule is derived from it (the device cgroup knows only b and c).
+#[test]
+fn fifo_in_linux_devices() {
+    root_only!("fifo_in_linux_devices");
+    for rt in Runner::both() {
+        let id = unique(&format!("fifo-{}", rt.name));
+        let mut b = peer_bundle(
+            "crun",
+            false,
+            &id,
+            &sh("test -p /dev/myfifo && stat -c '%a %u:%g' /dev/myfifo && echo hi > /dev/null"),
+        );
+        b.edit(|c| {
+            c["linux"]["devices"] = json!([
+                {"path": "/dev/myfifo", "type": "p", "fileMode": 0o640, "uid": 0, "gid": 0}
+            ]);
+        });
+        let out = rt.run_ok(&id, &b);
+        assert_eq!(out, "640 0:0\n", "{}", rt.name);
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+}
