@@ -630,3 +630,39 @@ fn fifo_in_linux_devices() {
         assert_no_leftovers_of(&rt, &id, b.path());
     }
 }
+
+/// The optional fields (propagation) of the mount at `mount_point`, as seen
+/// in a container's `/proc/self/mountinfo` printed by the test.
+fn mountinfo_entry<'a>(mountinfo: &'a str, mount_point: &str) -> Option<Vec<&'a str>> {
+    mountinfo.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 6 && f[4] == mount_point).then_some(f)
+    })
+}
+
+/// Item 5: `rootfsPropagation: unbindable` (and `runbindable`) make the
+/// container's root unbindable; the rootfs bind mount that comes first must
+/// not be refused for it. (runc 1.1.5 has the same defect; runc fixed it
+/// later, so this runs on berth only.)
+#[test]
+fn rootfs_propagation_unbindable() {
+    root_only!("rootfs_propagation_unbindable");
+    let rt = Runner::berth();
+    for (prop, want) in [
+        ("unbindable", "unbindable"),
+        ("runbindable", "unbindable"),
+        ("rshared", "shared:"),
+    ] {
+        let id = unique(&format!("rootprop-{prop}"));
+        let mut b = peer_bundle("runc", false, &id, &sh("cat /proc/self/mountinfo"));
+        b.edit(|c| c["linux"]["rootfsPropagation"] = json!(prop));
+        let out = rt.run_ok(&id, &b);
+        let root = mountinfo_entry(&out, "/").expect("a / mount");
+        let optional = &root[6..root.iter().position(|f| *f == "-").unwrap()];
+        assert!(
+            optional.iter().any(|f| f.starts_with(want)),
+            "{prop}: / is not {want}: {root:?}"
+        );
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+}

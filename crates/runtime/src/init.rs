@@ -188,12 +188,13 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
         .rootfs_propagation()
         .as_deref()
         .and_then(mount::propagation_flag);
-    let first = root_prop.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    let first = if first.contains(MsFlags::MS_SHARED) {
-        // Shared propagation is applied after pivot_root, which refuses shared mounts.
-        MsFlags::MS_SLAVE | MsFlags::MS_REC
-    } else {
-        first
+    // Shared and unbindable propagation are applied to the container's root
+    // after pivot_root: pivot_root refuses a shared mount, and the rootfs bind
+    // mount below cannot take its source from an unbindable one.
+    let late_prop = root_prop.filter(|p| p.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE));
+    let first = match root_prop {
+        Some(p) if late_prop.is_none() => p,
+        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
     mount::set_propagation(Path::new("/"), &[first]).map_err(errno("set propagation of /"))?;
     mount::mount(
@@ -309,7 +310,7 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
         )
         .map_err(errno("remount / read-only"))?;
     }
-    if let Some(p) = root_prop.filter(|p| p.contains(MsFlags::MS_SHARED)) {
+    if let Some(p) = late_prop {
         mount::set_propagation(Path::new("/"), &[p]).map_err(errno("set rootfsPropagation"))?;
     }
     drop(root);
