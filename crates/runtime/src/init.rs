@@ -553,10 +553,11 @@ fn mount_one(
             mount::set_propagation(&fd_path(target.as_fd()), &opts.propagation)
                 .map_err(errno("set propagation"))?;
         }
-        return Ok(());
+        return set_recursive_attrs(root, dest, &opts);
     }
     if typ == "cgroup" || typ == "cgroup2" {
-        return mount_cgroup(root, dest, &opts, a);
+        mount_cgroup(root, dest, &opts, a)?;
+        return set_recursive_attrs(root, dest, &opts);
     }
     let target = ensure_in_root(root, dest, true).map_err(ioerr("create mount point"))?;
     let tpath = fd_path(target.as_fd());
@@ -587,6 +588,14 @@ fn mount_one(
             mount::remount_bind(t.as_fd(), locked | opts.flags | MsFlags::MS_RDONLY)
                 .map_err(errno("remount /sys read-only"))?;
         }
+        Err(nix::errno::Errno::EINVAL) if !opts.data.is_empty() => {
+            return Err(format!(
+                "mount {} type {typ}: {} (the filesystem refused one of the options {:?})",
+                src.display(),
+                nix::errno::Errno::EINVAL.desc(),
+                opts.data
+            ))
+        }
         Err(e) => return Err(format!("mount {} type {typ}: {}", src.display(), e.desc())),
     }
     if !opts.propagation.is_empty() {
@@ -594,7 +603,24 @@ fn mount_one(
         mount::set_propagation(&fd_path(target.as_fd()), &opts.propagation)
             .map_err(errno("set propagation"))?;
     }
-    Ok(())
+    set_recursive_attrs(root, dest, &opts)
+}
+
+/// Apply the recursive options (`rro`, `rnosuid`...) to the mount at `dest`
+/// and every mount below it.
+fn set_recursive_attrs(root: BorrowedFd<'_>, dest: &Path, opts: &MountOptions) -> R<()> {
+    if !opts.has_recursive_attrs() {
+        return Ok(());
+    }
+    let target = open_in_root(root, dest, OFlags::PATH).map_err(ioerr("reopen mount point"))?;
+    sys::mount_setattr_recursive(target.as_fd(), opts.rec_set, opts.rec_clear).map_err(|e| {
+        let why = match e {
+            nix::errno::Errno::ENOSYS => " (recursive mount options need Linux 5.12 or later)",
+            nix::errno::Errno::EPERM => " (a locked mount of a user namespace keeps its settings)",
+            _ => "",
+        };
+        format!("recursive mount options: mount_setattr: {}{why}", e.desc())
+    })
 }
 
 fn mount_cgroup(root: BorrowedFd<'_>, dest: &Path, opts: &MountOptions, a: &InitArgs<'_>) -> R<()> {
