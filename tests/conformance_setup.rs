@@ -811,3 +811,27 @@ fn unknown_mount_option_is_an_error() {
         }
     }
 }
+
+/// Item 8: proc and sysfs are mounted only on a real directory of the rootfs:
+/// a symlink there would send them elsewhere in the container.
+#[test]
+fn symlinked_proc_or_sys_is_refused() {
+    root_only!("symlinked_proc_or_sys_is_refused");
+    for rt in Runner::both() {
+        for dir in ["proc", "sys"] {
+            let id = unique(&format!("symproc-{}-{dir}", rt.name));
+            let b = peer_bundle("runc", false, &id, &sh("ls /elsewhere; true"));
+            let r = b.rootfs();
+            fs::remove_dir(r.join(dir)).unwrap();
+            fs::create_dir(r.join("elsewhere")).unwrap();
+            std::os::unix::fs::symlink("elsewhere", r.join(dir)).unwrap();
+            let err = rt.run_fails(&id, &b);
+            assert!(
+                err.contains("ordinary directory"),
+                "{}: {dir}: the error does not say why: {err}",
+                rt.name
+            );
+            assert_no_leftovers_of(&rt, &id, b.path());
+        }
+    }
+}

@@ -559,6 +559,9 @@ fn mount_one(
         mount_cgroup(root, dest, &opts, a)?;
         return set_recursive_attrs(root, dest, &opts);
     }
+    if typ == "proc" || typ == "sysfs" {
+        check_ordinary_dir(root, dest, typ)?;
+    }
     let target = ensure_in_root(root, dest, true).map_err(ioerr("create mount point"))?;
     let tpath = fd_path(target.as_fd());
     let lbl = match typ {
@@ -604,6 +607,27 @@ fn mount_one(
             .map_err(errno("set propagation"))?;
     }
     set_recursive_attrs(root, dest, &opts)
+}
+
+/// proc and sysfs go on a real directory of the rootfs (or a missing one, made
+/// here): a symlink in the image would move them elsewhere in the container,
+/// where they escape the masked and read-only paths meant for them.
+fn check_ordinary_dir(root: BorrowedFd<'_>, dest: &Path, typ: &str) -> R<()> {
+    let fd = match open_in_root(root, dest, OFlags::PATH | OFlags::NOFOLLOW) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(format!("{typ} mount point: {e}")),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("{typ} mount point: {e}"))?;
+    let what = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::Directory => return Ok(()),
+        rustix::fs::FileType::Symlink => "a symbolic link",
+        _ => "not a directory",
+    };
+    Err(format!(
+        "{typ} must be mounted on an ordinary directory, but {} in the rootfs is {what}",
+        dest.display()
+    ))
 }
 
 /// Apply the recursive options (`rro`, `rnosuid`...) to the mount at `dest`
