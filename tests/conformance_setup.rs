@@ -835,3 +835,45 @@ fn symlinked_proc_or_sys_is_refused() {
         }
     }
 }
+
+/// Item 9: a masked path that is a symlink is refused. A link in a loop (as
+/// the runtime-tools and youki tests make it) is refused by runc as well.
+#[test]
+fn masked_symlink_is_refused() {
+    root_only!("masked_symlink_is_refused");
+    for rt in Runner::both() {
+        let id = unique(&format!("masklink-{}", rt.name));
+        let mut b = peer_bundle("runc", false, &id, &sh("true"));
+        std::os::unix::fs::symlink("../masked_link", b.rootfs().join("masked_link")).unwrap();
+        b.edit(|c| {
+            c["linux"]["maskedPaths"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("/masked_link"))
+        });
+        let err = rt.run_fails(&id, &b);
+        assert!(err.contains("masked_link"), "{}: {err}", rt.name);
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+    // A link to a file that exists: runc 1.1.5 masks its target; berth
+    // refuses, since the image decides where such a link points.
+    let rt = Runner::berth();
+    let id = unique("masklink-target");
+    let mut b = peer_bundle("runc", false, &id, &sh("cat /secret"));
+    fs::write(b.rootfs().join("secret"), "secret\n").unwrap();
+    std::os::unix::fs::symlink("/secret", b.rootfs().join("masked_link")).unwrap();
+    b.edit(|c| {
+        c["linux"]["maskedPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("/masked_link"))
+    });
+    let err = rt.run_fails(&id, &b);
+    assert!(
+        err.contains("maskedPaths")
+            && err.contains("/masked_link")
+            && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert_no_leftovers_of(&rt, &id, b.path());
+}

@@ -914,8 +914,16 @@ fn mask_path(root: BorrowedFd<'_>, p: &str) -> R<()> {
         Err(e) => return Err(format!("maskedPaths {p}: {e}")),
     };
     let st = rustix::fs::fstat(&fd).map_err(|e| format!("maskedPaths {p}: {e}"))?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if kind == rustix::fs::FileType::Symlink {
+        // What a link in the image points to is the image's choice: masking
+        // it or its target could hide the wrong thing, or nothing.
+        return Err(format!(
+            "linux.maskedPaths: {p} is a symbolic link in the container; refusing to mask it (list the path it points to instead)"
+        ));
+    }
     let target = fd_path(fd.as_fd());
-    let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+    let is_dir = kind == rustix::fs::FileType::Directory;
     let res = if is_dir {
         mount::mount(
             Some(Path::new("tmpfs")),
