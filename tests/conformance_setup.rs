@@ -877,3 +877,33 @@ fn masked_symlink_is_refused() {
     );
     assert_no_leftovers_of(&rt, &id, b.path());
 }
+
+/// Item 10: a relative `linux.readonlyPaths` entry is taken relative to the
+/// container's root, as runc and youki do.
+#[test]
+fn relative_readonly_path() {
+    root_only!("relative_readonly_path");
+    for rt in Runner::both() {
+        for rootless in [false, true] {
+            let id = unique(&format!("relro-{}-{rootless}", rt.name));
+            let mut b = peer_bundle(
+                "runc",
+                rootless,
+                &id,
+                &sh("touch /ro/x 2>/dev/null && echo ro-writable; touch /rw/x && echo rw-ok"),
+            );
+            fs::create_dir(b.rootfs().join("ro")).unwrap();
+            fs::create_dir(b.rootfs().join("rw")).unwrap();
+            b.edit(|c| {
+                c["root"]["readonly"] = json!(false);
+                c["linux"]["readonlyPaths"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("ro"));
+            });
+            let out = rt.run_ok(&id, &b);
+            assert_eq!(out, "rw-ok\n", "{} rootless={rootless}", rt.name);
+            assert_no_leftovers_of(&rt, &id, b.path());
+        }
+    }
+}

@@ -222,9 +222,11 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
             return Err(bad(format!("linux.maskedPaths: {p:?} is not absolute")));
         }
     }
+    // A relative read-only path is taken relative to the container's root, as
+    // runc and youki do (the spec asks for absolute ones).
     for p in linux.readonly_paths().iter().flatten() {
-        if !p.starts_with('/') {
-            return Err(bad(format!("linux.readonlyPaths: {p:?} is not absolute")));
+        if p.is_empty() {
+            return Err(bad("linux.readonlyPaths: an entry is empty".into()));
         }
     }
     for d in linux.devices().iter().flatten() {
@@ -436,6 +438,20 @@ mod tests {
         assert!(check(&c).unwrap_err().to_string().contains("process.args"));
         let c = minimal("", "").replace(r#""cwd":"/""#, r#""cwd":"tmp""#);
         assert!(check(&c).unwrap_err().to_string().contains("process.cwd"));
+    }
+
+    #[test]
+    fn relative_readonly_path() {
+        check(&minimal(r#","readonlyPaths":["proc/sys","/proc/bus"]"#, "")).unwrap();
+        let e = check(&minimal(r#","readonlyPaths":[""]"#, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux.readonlyPaths"), "{e}");
+        // Masked paths stay absolute: youki's conformance tests expect a relative one refused.
+        let e = check(&minimal(r#","maskedPaths":["../x"]"#, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux.maskedPaths"), "{e}");
     }
 
     #[test]
