@@ -907,3 +907,30 @@ fn relative_readonly_path() {
         }
     }
 }
+
+/// Item 14: `linux.personality` applies to every process of the container,
+/// the exec'd ones too (as runc does since 1.2; runc 1.1.5 ignores the field
+/// altogether, its init reports x86_64, so this runs on berth only).
+#[test]
+fn personality_applies_to_exec() {
+    root_only!("personality_applies_to_exec");
+    let rt = Runner::berth();
+    let id = unique("persona");
+    let mut b = peer_bundle("crun", false, &id, &["sleep", "1000"]);
+    b.edit(|c| c["linux"]["personality"] = json!({"domain": "LINUX32"}));
+    rt.create_start(&id, &b);
+    let pid = serde_json::from_str::<Value>(&rt.ok(&["state", &id])).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid}/personality")).unwrap(),
+        "00000008\n"
+    );
+    assert_eq!(rt.exec_ok(&id, &["uname", "-m"]), "i686\n");
+    assert_eq!(
+        rt.exec_ok(&id, &["cat", "/proc/self/personality"]),
+        "00000008\n"
+    );
+    rt.remove(&id);
+    assert_no_leftovers_of(&rt, &id, b.path());
+}

@@ -1060,6 +1060,7 @@ impl Runtime {
                         console_socket: console,
                         pty_to_parent: terminal && o.console_socket.is_none(),
                         seccomp: seccomp.as_ref(),
+                        personality: spec.linux().as_ref().and_then(|l| l.personality().as_ref()),
                         preserve_fds: o.preserve_fds + lp,
                         extra_env,
                         cgroup_tasks: join_cg.tasks,

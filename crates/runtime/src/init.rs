@@ -15,7 +15,7 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Process, Spec};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxPersonality, Process, Spec};
 use rustix::fs::OFlags;
 
 use crate::channel::{Channel, Msg};
@@ -87,6 +87,8 @@ pub struct ExecArgs<'a> {
     pub pty_to_parent: bool,
     /// The container's seccomp filter, applied to exec'd processes too.
     pub seccomp: Option<&'a SeccompProgram>,
+    /// The container's `linux.personality`, applied to exec'd processes too.
+    pub personality: Option<&'a LinuxPersonality>,
     /// Fds from 3 up to keep.
     pub preserve_fds: u32,
     /// Extra environment.
@@ -372,6 +374,9 @@ fn exec_inner(a: ExecArgs<'_>, chan: &Channel) -> R<Infallible> {
     // After joining the mount namespace our root and cwd are its root: the
     // container's rootfs. Re-anchor both explicitly so no host path leaks in.
     nix::unistd::chdir("/").map_err(errno("chdir /"))?;
+    if let Some(p) = a.personality {
+        crate::process::set_personality(p)?;
+    }
     if process.terminal().unwrap_or(false) {
         let root = rustix::fs::open(
             "/",
