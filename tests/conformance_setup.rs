@@ -934,3 +934,123 @@ fn personality_applies_to_exec() {
     rt.remove(&id);
     assert_no_leftovers_of(&rt, &id, b.path());
 }
+
+/// The memory policy of the first mapping in a `numa_maps` listing.
+fn first_policy(numa_maps: &str) -> String {
+    numa_maps
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Item 15: `linux.memoryPolicy` (runtime-spec 1.3) sets the NUMA policy of
+/// init and of exec'd processes with set_mempolicy. The host has one node
+/// (0), so the policy is observed in `/proc/self/numa_maps`. runc 1.1.5
+/// predates the field and ignores it.
+#[test]
+fn memory_policy() {
+    root_only!("memory_policy");
+    let rt = Runner::berth();
+    for (policy, want) in [
+        (json!({"mode": "MPOL_BIND", "nodes": "0"}), "bind:0"),
+        (
+            json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"}),
+            "interleave:0",
+        ),
+        (json!({"mode": "MPOL_PREFERRED", "nodes": "0"}), "prefer:0"),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"]}),
+            "bind=static:0",
+        ),
+        (json!({"mode": "MPOL_LOCAL"}), "local"),
+        (json!({"mode": "MPOL_DEFAULT"}), "default"),
+    ] {
+        let id = unique("mempolicy");
+        let mut b = peer_bundle(
+            "runc",
+            false,
+            &id,
+            &sh("cat /proc/self/numa_maps; exec sleep 1000"),
+        );
+        b.edit(|c| {
+            c["ociVersion"] = json!("1.3.0");
+            c["linux"]["memoryPolicy"] = policy.clone();
+        });
+        rt.create_start(&id, &b);
+        let exec = rt.exec_ok(&id, &["cat", "/proc/self/numa_maps"]);
+        assert_eq!(first_policy(&exec), want, "exec with {policy}: {exec}");
+        // init's own policy, seen from the host.
+        let pid = serde_json::from_str::<Value>(&rt.ok(&["state", &id])).unwrap()["pid"]
+            .as_i64()
+            .unwrap();
+        let init = fs::read_to_string(format!("/proc/{pid}/numa_maps")).unwrap();
+        assert_eq!(first_policy(&init), want, "init with {policy}: {init}");
+        rt.remove(&id);
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+}
+
+/// Item 15: a memory policy the host cannot apply is refused before any
+/// process exists, with an error that names the field.
+#[test]
+fn memory_policy_errors() {
+    root_only!("memory_policy_errors");
+    let rt = Runner::berth();
+    let online = fs::read_to_string("/sys/devices/system/node/online").unwrap_or_default();
+    let absent = (0..4096)
+        .find(|n| parse_nodes(&online).iter().all(|o| o != n))
+        .unwrap();
+    for (policy, words) in [
+        (
+            json!({"mode": "MPOL_BIND", "nodes": absent.to_string()}),
+            vec!["linux.memoryPolicy.nodes", "node"],
+        ),
+        (
+            json!({"mode": "MPOL_BIND"}),
+            vec!["linux.memoryPolicy", "MPOL_BIND", "node"],
+        ),
+        (
+            json!({"mode": "MPOL_DEFAULT", "nodes": "0"}),
+            vec!["linux.memoryPolicy", "MPOL_DEFAULT"],
+        ),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0-x"}),
+            vec!["linux.memoryPolicy.nodes", "0-x"],
+        ),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0",
+                   "flags": ["MPOL_F_STATIC_NODES", "MPOL_F_RELATIVE_NODES"]}),
+            vec!["linux.memoryPolicy.flags"],
+        ),
+        (
+            json!({"mode": "MPOL_NOPE", "nodes": "0"}),
+            vec!["linux.memoryPolicy.mode", "MPOL_NOPE"],
+        ),
+    ] {
+        let id = unique("mempolicy-bad");
+        let mut b = peer_bundle("runc", false, &id, &sh("true"));
+        b.edit(|c| {
+            c["ociVersion"] = json!("1.3.0");
+            c["linux"]["memoryPolicy"] = policy.clone();
+        });
+        let err = rt.run_fails(&id, &b);
+        for w in words {
+            assert!(err.contains(w), "{policy}: the error lacks {w:?}: {err}");
+        }
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+}
+
+/// The node numbers of a sysfs node list such as `0-1,3`.
+fn parse_nodes(list: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()),
+            None => out.push(part.parse().unwrap()),
+        }
+    }
+    out
+}

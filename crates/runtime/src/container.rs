@@ -373,6 +373,7 @@ impl Runtime {
 
         // Everything that can be refused is checked before the cgroup and the child exist.
         let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+        let memory_policy = checked_memory_policy(linux, &cfg_path)?;
         if let Some(c) = process.capabilities() {
             crate::capabilities::validate(c)?;
         }
@@ -484,6 +485,7 @@ impl Runtime {
                         console_socket: console,
                         pty_to_parent: relay_pty && terminal && o.console_socket.is_none(),
                         seccomp: seccomp.as_ref(),
+                        memory_policy,
                         no_pivot: o.no_pivot,
                         no_new_keyring: o.no_new_keyring,
                         preserve_fds: preserve,
@@ -988,6 +990,10 @@ impl Runtime {
         if let Some(c) = process.capabilities() {
             crate::capabilities::validate(c)?;
         }
+        let memory_policy = match spec.linux() {
+            Some(l) => checked_memory_policy(l, &sd.file(CONFIG_FILE))?,
+            None => None,
+        };
         let terminal = process.terminal().unwrap_or(false);
         let console = match (&o.console_socket, terminal) {
             (Some(p), true) => Some(crate::console::connect(p)?),
@@ -1061,6 +1067,7 @@ impl Runtime {
                         pty_to_parent: terminal && o.console_socket.is_none(),
                         seccomp: seccomp.as_ref(),
                         personality: spec.linux().as_ref().and_then(|l| l.personality().as_ref()),
+                        memory_policy,
                         preserve_fds: o.preserve_fds + lp,
                         extra_env,
                         cgroup_tasks: join_cg.tasks,
@@ -1133,6 +1140,23 @@ impl Runtime {
         }
         Ok(code)
     }
+}
+
+/// `linux.memoryPolicy`, checked against this host's NUMA nodes.
+fn checked_memory_policy(
+    linux: &oci_spec::runtime::Linux,
+    config: &Path,
+) -> Result<Option<crate::process::MemPolicy>> {
+    let Some(p) = linux.memory_policy() else {
+        return Ok(None);
+    };
+    let nodes = crate::process::host_memory_nodes();
+    crate::process::memory_policy(p, nodes.as_deref())
+        .map(Some)
+        .map_err(|msg| Error::InvalidConfig {
+            path: config.to_owned(),
+            msg,
+        })
 }
 
 /// The resources to apply: the config's, with device rules completed as runc

@@ -20,6 +20,7 @@ use rustix::fs::OFlags;
 
 use crate::channel::{Channel, Msg};
 use crate::mount::{self, ensure_in_root, fd_path, open_in_root, MountOptions};
+use crate::process::MemPolicy;
 use crate::seccomp::SeccompProgram;
 use crate::sys;
 
@@ -57,6 +58,8 @@ pub struct InitArgs<'a> {
     pub pty_to_parent: bool,
     /// Compiled seccomp filter.
     pub seccomp: Option<&'a SeccompProgram>,
+    /// `linux.memoryPolicy`, checked.
+    pub memory_policy: Option<MemPolicy>,
     /// `--no-pivot`.
     pub no_pivot: bool,
     /// `--no-new-keyring`.
@@ -89,6 +92,8 @@ pub struct ExecArgs<'a> {
     pub seccomp: Option<&'a SeccompProgram>,
     /// The container's `linux.personality`, applied to exec'd processes too.
     pub personality: Option<&'a LinuxPersonality>,
+    /// The container's `linux.memoryPolicy`, applied to exec'd processes too.
+    pub memory_policy: Option<MemPolicy>,
     /// Fds from 3 up to keep.
     pub preserve_fds: u32,
     /// Extra environment.
@@ -319,6 +324,9 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
     if let Some(p) = linux.personality() {
         crate::process::set_personality(p)?;
     }
+    if let Some(p) = &a.memory_policy {
+        crate::process::set_memory_policy(p)?;
+    }
 
     if !a.no_new_keyring {
         let name = CString::new(format!("_ses.{}", a.id)).unwrap_or_default();
@@ -376,6 +384,9 @@ fn exec_inner(a: ExecArgs<'_>, chan: &Channel) -> R<Infallible> {
     nix::unistd::chdir("/").map_err(errno("chdir /"))?;
     if let Some(p) = a.personality {
         crate::process::set_personality(p)?;
+    }
+    if let Some(p) = &a.memory_policy {
+        crate::process::set_memory_policy(p)?;
     }
     if process.terminal().unwrap_or(false) {
         let root = rustix::fs::open(
