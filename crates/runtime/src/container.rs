@@ -373,6 +373,7 @@ impl Runtime {
 
         // Everything that can be refused is checked before the cgroup and the child exist.
         let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+        let memory_policy = checked_memory_policy(linux, &cfg_path)?;
         if let Some(c) = process.capabilities() {
             crate::capabilities::validate(c)?;
         }
@@ -484,6 +485,7 @@ impl Runtime {
                         console_socket: console,
                         pty_to_parent: relay_pty && terminal && o.console_socket.is_none(),
                         seccomp: seccomp.as_ref(),
+                        memory_policy,
                         no_pivot: o.no_pivot,
                         no_new_keyring: o.no_new_keyring,
                         preserve_fds: preserve,
@@ -988,6 +990,10 @@ impl Runtime {
         if let Some(c) = process.capabilities() {
             crate::capabilities::validate(c)?;
         }
+        let memory_policy = match spec.linux() {
+            Some(l) => checked_memory_policy(l, &sd.file(CONFIG_FILE))?,
+            None => None,
+        };
         let terminal = process.terminal().unwrap_or(false);
         let console = match (&o.console_socket, terminal) {
             (Some(p), true) => Some(crate::console::connect(p)?),
@@ -1060,6 +1066,8 @@ impl Runtime {
                         console_socket: console,
                         pty_to_parent: terminal && o.console_socket.is_none(),
                         seccomp: seccomp.as_ref(),
+                        personality: spec.linux().as_ref().and_then(|l| l.personality().as_ref()),
+                        memory_policy,
                         preserve_fds: o.preserve_fds + lp,
                         extra_env,
                         cgroup_tasks: join_cg.tasks,
@@ -1134,16 +1142,41 @@ impl Runtime {
     }
 }
 
+/// `linux.memoryPolicy`, checked against this host's NUMA nodes.
+fn checked_memory_policy(
+    linux: &oci_spec::runtime::Linux,
+    config: &Path,
+) -> Result<Option<crate::process::MemPolicy>> {
+    let Some(p) = linux.memory_policy() else {
+        return Ok(None);
+    };
+    let nodes = crate::process::host_memory_nodes();
+    crate::process::memory_policy(p, nodes.as_deref())
+        .map(Some)
+        .map_err(|msg| Error::InvalidConfig {
+            path: config.to_owned(),
+            msg,
+        })
+}
+
 /// The resources to apply: the config's, with device rules completed as runc
-/// does: the config's own rules, then an allow rule for each device the config
-/// creates, then the devices every container needs.
+/// does: the config's own rules, then an allow rule for each device node the
+/// config creates, then the devices every container needs.
 fn device_rules(linux: &oci_spec::runtime::Linux) -> LinuxResources {
+    use oci_spec::runtime::LinuxDeviceType;
     let mut r = linux.resources().clone().unwrap_or_default();
     let mut rules = r.devices().clone().unwrap_or_default();
     for d in linux.devices().iter().flatten() {
+        // The device cgroup knows block and char devices only: a FIFO needs no
+        // rule, and an unbuffered char device ("u") is a char device to it.
+        let typ = match d.typ() {
+            LinuxDeviceType::B => LinuxDeviceType::B,
+            LinuxDeviceType::C | LinuxDeviceType::U => LinuxDeviceType::C,
+            LinuxDeviceType::P | LinuxDeviceType::A => continue,
+        };
         let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
         rule.set_allow(true);
-        rule.set_typ(Some(d.typ()));
+        rule.set_typ(Some(typ));
         rule.set_major(Some(d.major()));
         rule.set_minor(Some(d.minor()));
         rule.set_access(Some("rwm".into()));
@@ -1241,5 +1274,47 @@ fn wait_forwarding(pid: Pid, mask: &signal::SigSet) -> i32 {
             }
             None => std::thread::sleep(Duration::from_millis(5)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_rules_only_for_device_nodes() {
+        let linux: oci_spec::runtime::Linux = serde_json::from_str(
+            r#"{"devices": [
+                {"path": "/dev/fifo", "type": "p"},
+                {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229},
+                {"path": "/dev/raw", "type": "u", "major": 162, "minor": 1},
+                {"path": "/dev/loop9", "type": "b", "major": 7, "minor": 9}
+            ]}"#,
+        )
+        .unwrap();
+        let r = device_rules(&linux);
+        let rules = r.devices().as_ref().unwrap();
+        let made: Vec<String> = rules
+            .iter()
+            .take(3)
+            .map(|r| {
+                format!(
+                    "{} {:?}:{:?}",
+                    r.typ().unwrap().as_str(),
+                    r.major(),
+                    r.minor()
+                )
+            })
+            .collect();
+        assert_eq!(
+            made,
+            [
+                "c Some(10):Some(229)",
+                "c Some(162):Some(1)",
+                "b Some(7):Some(9)"
+            ]
+        );
+        // Every rule is one the cgroup backends accept.
+        berth_cgroups::devices::rules_from_oci(rules).unwrap();
     }
 }

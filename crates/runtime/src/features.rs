@@ -14,24 +14,47 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "diratime",
     "dirsync",
     "exec",
+    "iversion",
+    "lazytime",
     "loud",
     "mand",
     "noatime",
     "nodev",
     "nodiratime",
     "noexec",
+    "noiversion",
+    "nolazytime",
     "nomand",
     "norelatime",
     "nostrictatime",
     "nosuid",
+    "nosymfollow",
     "private",
+    "ratime",
     "rbind",
+    "rdev",
+    "rdiratime",
     "relatime",
     "remount",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
     "ro",
     "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
     "rshared",
     "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
     "runbindable",
     "rw",
     "shared",
@@ -39,6 +62,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "slave",
     "strictatime",
     "suid",
+    "symfollow",
     "sync",
     "unbindable",
 ];
@@ -71,6 +95,11 @@ pub fn features() -> Value {
             "apparmor": {"enabled": crate::lsm::apparmor_enabled()},
             "selinux": {"enabled": crate::lsm::selinux_enabled()},
             "intelRdt": {"enabled": false},
+            "memoryPolicy": {
+                "modes": ["MPOL_DEFAULT", "MPOL_BIND", "MPOL_INTERLEAVE", "MPOL_WEIGHTED_INTERLEAVE",
+                          "MPOL_PREFERRED", "MPOL_PREFERRED_MANY", "MPOL_LOCAL"],
+                "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
+            },
             "mountExtensions": {"idmap": {"enabled": false}}
         },
         "annotations": {
@@ -92,5 +121,15 @@ mod tests {
             .iter()
             .any(|c| c == "CAP_SYS_ADMIN"));
         assert_eq!(f["linux"]["cgroup"]["systemd"], false);
+        // The document parses as the runtime-spec's features type.
+        let parsed: oci_spec::runtime::Features = serde_json::from_value(f.clone()).unwrap();
+        let mp = parsed
+            .linux()
+            .as_ref()
+            .unwrap()
+            .memory_policy()
+            .clone()
+            .unwrap();
+        assert_eq!(mp.modes().as_ref().unwrap().len(), 7);
     }
 }

@@ -15,11 +15,12 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Process, Spec};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxPersonality, Process, Spec};
 use rustix::fs::OFlags;
 
 use crate::channel::{Channel, Msg};
 use crate::mount::{self, ensure_in_root, fd_path, open_in_root, MountOptions};
+use crate::process::MemPolicy;
 use crate::seccomp::SeccompProgram;
 use crate::sys;
 
@@ -57,6 +58,8 @@ pub struct InitArgs<'a> {
     pub pty_to_parent: bool,
     /// Compiled seccomp filter.
     pub seccomp: Option<&'a SeccompProgram>,
+    /// `linux.memoryPolicy`, checked.
+    pub memory_policy: Option<MemPolicy>,
     /// `--no-pivot`.
     pub no_pivot: bool,
     /// `--no-new-keyring`.
@@ -87,6 +90,10 @@ pub struct ExecArgs<'a> {
     pub pty_to_parent: bool,
     /// The container's seccomp filter, applied to exec'd processes too.
     pub seccomp: Option<&'a SeccompProgram>,
+    /// The container's `linux.personality`, applied to exec'd processes too.
+    pub personality: Option<&'a LinuxPersonality>,
+    /// The container's `linux.memoryPolicy`, applied to exec'd processes too.
+    pub memory_policy: Option<MemPolicy>,
     /// Fds from 3 up to keep.
     pub preserve_fds: u32,
     /// Extra environment.
@@ -188,12 +195,13 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
         .rootfs_propagation()
         .as_deref()
         .and_then(mount::propagation_flag);
-    let first = root_prop.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    let first = if first.contains(MsFlags::MS_SHARED) {
-        // Shared propagation is applied after pivot_root, which refuses shared mounts.
-        MsFlags::MS_SLAVE | MsFlags::MS_REC
-    } else {
-        first
+    // Shared and unbindable propagation are applied to the container's root
+    // after pivot_root: pivot_root refuses a shared mount, and the rootfs bind
+    // mount below cannot take its source from an unbindable one.
+    let late_prop = root_prop.filter(|p| p.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE));
+    let first = match root_prop {
+        Some(p) if late_prop.is_none() => p,
+        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
     mount::set_propagation(Path::new("/"), &[first]).map_err(errno("set propagation of /"))?;
     mount::mount(
@@ -309,12 +317,15 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
         )
         .map_err(errno("remount / read-only"))?;
     }
-    if let Some(p) = root_prop.filter(|p| p.contains(MsFlags::MS_SHARED)) {
+    if let Some(p) = late_prop {
         mount::set_propagation(Path::new("/"), &[p]).map_err(errno("set rootfsPropagation"))?;
     }
     drop(root);
     if let Some(p) = linux.personality() {
         crate::process::set_personality(p)?;
+    }
+    if let Some(p) = &a.memory_policy {
+        crate::process::set_memory_policy(p)?;
     }
 
     if !a.no_new_keyring {
@@ -371,6 +382,12 @@ fn exec_inner(a: ExecArgs<'_>, chan: &Channel) -> R<Infallible> {
     // After joining the mount namespace our root and cwd are its root: the
     // container's rootfs. Re-anchor both explicitly so no host path leaks in.
     nix::unistd::chdir("/").map_err(errno("chdir /"))?;
+    if let Some(p) = a.personality {
+        crate::process::set_personality(p)?;
+    }
+    if let Some(p) = &a.memory_policy {
+        crate::process::set_memory_policy(p)?;
+    }
     if process.terminal().unwrap_or(false) {
         let root = rustix::fs::open(
             "/",
@@ -404,6 +421,9 @@ fn finish_process<'s>(
 ) -> R<(PathBuf, Vec<String>, Option<&'s SeccompProgram>)> {
     let env = prepare_process(process, extra_env)?;
     let prog = resolve_program(process, &env)?;
+    // Before any seccomp filter: a profile that does not list close_range
+    // (every one written before 2020) would refuse it afterwards.
+    keep_fds(preserve_fds)?;
     if let Some(s) = seccomp.filter(|s| s.listener_path().is_some()) {
         load_seccomp(s, chan)?;
     }
@@ -412,7 +432,6 @@ fn finish_process<'s>(
         seccomp.filter(|s| s.listener_path().is_none()),
         chan,
     )?;
-    keep_fds(preserve_fds)?;
     Ok((prog, env, late))
 }
 
@@ -550,10 +569,14 @@ fn mount_one(
             mount::set_propagation(&fd_path(target.as_fd()), &opts.propagation)
                 .map_err(errno("set propagation"))?;
         }
-        return Ok(());
+        return set_recursive_attrs(root, dest, &opts);
     }
     if typ == "cgroup" || typ == "cgroup2" {
-        return mount_cgroup(root, dest, &opts, a);
+        mount_cgroup(root, dest, &opts, a)?;
+        return set_recursive_attrs(root, dest, &opts);
+    }
+    if typ == "proc" || typ == "sysfs" {
+        check_ordinary_dir(root, dest, typ)?;
     }
     let target = ensure_in_root(root, dest, true).map_err(ioerr("create mount point"))?;
     let tpath = fd_path(target.as_fd());
@@ -584,6 +607,14 @@ fn mount_one(
             mount::remount_bind(t.as_fd(), locked | opts.flags | MsFlags::MS_RDONLY)
                 .map_err(errno("remount /sys read-only"))?;
         }
+        Err(nix::errno::Errno::EINVAL) if !opts.data.is_empty() => {
+            return Err(format!(
+                "mount {} type {typ}: {} (the filesystem refused one of the options {:?})",
+                src.display(),
+                nix::errno::Errno::EINVAL.desc(),
+                opts.data
+            ))
+        }
         Err(e) => return Err(format!("mount {} type {typ}: {}", src.display(), e.desc())),
     }
     if !opts.propagation.is_empty() {
@@ -591,7 +622,45 @@ fn mount_one(
         mount::set_propagation(&fd_path(target.as_fd()), &opts.propagation)
             .map_err(errno("set propagation"))?;
     }
-    Ok(())
+    set_recursive_attrs(root, dest, &opts)
+}
+
+/// proc and sysfs go on a real directory of the rootfs (or a missing one, made
+/// here): a symlink in the image would move them elsewhere in the container,
+/// where they escape the masked and read-only paths meant for them.
+fn check_ordinary_dir(root: BorrowedFd<'_>, dest: &Path, typ: &str) -> R<()> {
+    let fd = match open_in_root(root, dest, OFlags::PATH | OFlags::NOFOLLOW) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(format!("{typ} mount point: {e}")),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("{typ} mount point: {e}"))?;
+    let what = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::Directory => return Ok(()),
+        rustix::fs::FileType::Symlink => "a symbolic link",
+        _ => "not a directory",
+    };
+    Err(format!(
+        "{typ} must be mounted on an ordinary directory, but {} in the rootfs is {what}",
+        dest.display()
+    ))
+}
+
+/// Apply the recursive options (`rro`, `rnosuid`...) to the mount at `dest`
+/// and every mount below it.
+fn set_recursive_attrs(root: BorrowedFd<'_>, dest: &Path, opts: &MountOptions) -> R<()> {
+    if !opts.has_recursive_attrs() {
+        return Ok(());
+    }
+    let target = open_in_root(root, dest, OFlags::PATH).map_err(ioerr("reopen mount point"))?;
+    sys::mount_setattr_recursive(target.as_fd(), opts.rec_set, opts.rec_clear).map_err(|e| {
+        let why = match e {
+            nix::errno::Errno::ENOSYS => " (recursive mount options need Linux 5.12 or later)",
+            nix::errno::Errno::EPERM => " (a locked mount of a user namespace keeps its settings)",
+            _ => "",
+        };
+        format!("recursive mount options: mount_setattr: {}{why}", e.desc())
+    })
 }
 
 fn mount_cgroup(root: BorrowedFd<'_>, dest: &Path, opts: &MountOptions, a: &InitArgs<'_>) -> R<()> {
@@ -861,8 +930,16 @@ fn mask_path(root: BorrowedFd<'_>, p: &str) -> R<()> {
         Err(e) => return Err(format!("maskedPaths {p}: {e}")),
     };
     let st = rustix::fs::fstat(&fd).map_err(|e| format!("maskedPaths {p}: {e}"))?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if kind == rustix::fs::FileType::Symlink {
+        // What a link in the image points to is the image's choice: masking
+        // it or its target could hide the wrong thing, or nothing.
+        return Err(format!(
+            "linux.maskedPaths: {p} is a symbolic link in the container; refusing to mask it (list the path it points to instead)"
+        ));
+    }
     let target = fd_path(fd.as_fd());
-    let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+    let is_dir = kind == rustix::fs::FileType::Directory;
     let res = if is_dir {
         mount::mount(
             Some(Path::new("tmpfs")),
@@ -1101,17 +1178,12 @@ fn resolve_program(p: &Process, env: &[String]) -> R<PathBuf> {
 }
 
 fn keep_fds(n: u32) -> R<()> {
-    // Every fd the runtime holds is close-on-exec except 0-2 and the ones the
-    // caller asked to pass: nothing from the host leaks into the container.
-    sys::cloexec_from(3 + n).map_err(errno("close_range"))?;
-    for fd in 3..3 + n as i32 {
-        // EBADF only means the caller passed fewer fds than it announced.
-        let _ = nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        );
-    }
-    Ok(())
+    // Every fd from 3 + n up is close-on-exec, so nothing of the host leaks in.
+    // The caller's fds 3..3+n stay as they came: inheritable, since they
+    // crossed the caller's execve of this runtime. A number in that range the
+    // caller left free may hold an fd of ours (the sync socket, a cgroup
+    // handle); those are all opened close-on-exec and stay so.
+    sys::cloexec_from(3 + n).map_err(errno("mark fds close-on-exec"))
 }
 
 fn exec_program(

@@ -12,6 +12,9 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::MsFlags;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
+/// `MS_NOSYMFOLLOW` (Linux 5.10), which nix does not name.
+const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW);
+
 /// Parsed `options` of an OCI mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
@@ -27,6 +30,51 @@ pub struct MountOptions {
     pub bind: bool,
     /// `rbind` was given.
     pub recursive: bool,
+    /// `MOUNT_ATTR_*` bits the recursive options (`rro`, `rnosuid`...) set on
+    /// the mount and every mount below it.
+    pub rec_set: u64,
+    /// `MOUNT_ATTR_*` bits they clear.
+    pub rec_clear: u64,
+}
+
+/// `MOUNT_ATTR_*` bits of mount_setattr(2).
+mod attr {
+    pub const RDONLY: u64 = 0x1;
+    pub const NOSUID: u64 = 0x2;
+    pub const NODEV: u64 = 0x4;
+    pub const NOEXEC: u64 = 0x8;
+    /// The atime mode: one of RELATIME, NOATIME, STRICTATIME.
+    pub const ATIME: u64 = 0x70;
+    pub const RELATIME: u64 = 0x0;
+    pub const NOATIME: u64 = 0x10;
+    pub const STRICTATIME: u64 = 0x20;
+    pub const NODIRATIME: u64 = 0x80;
+    pub const NOSYMFOLLOW: u64 = 0x20_0000;
+}
+
+/// What a recursive option (`rro`, `rnoatime`...) does: bits to set, bits to clear.
+fn recursive_attr(name: &str) -> Option<(u64, u64)> {
+    use attr::*;
+    Some(match name {
+        "rro" => (RDONLY, 0),
+        "rrw" => (0, RDONLY),
+        "rnosuid" => (NOSUID, 0),
+        "rsuid" => (0, NOSUID),
+        "rnodev" => (NODEV, 0),
+        "rdev" => (0, NODEV),
+        "rnoexec" => (NOEXEC, 0),
+        "rexec" => (0, NOEXEC),
+        "rnodiratime" => (NODIRATIME, 0),
+        "rdiratime" => (0, NODIRATIME),
+        "rnosymfollow" => (NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, NOSYMFOLLOW),
+        // The atime mode is one value: setting it means clearing the whole
+        // field and setting the mode; the "no" forms return to the default.
+        "rrelatime" | "ratime" | "rnostrictatime" => (RELATIME, ATIME),
+        "rnoatime" => (NOATIME, ATIME),
+        "rstrictatime" | "rnorelatime" => (STRICTATIME, ATIME),
+        _ => return None,
+    })
 }
 
 /// The mount flag for a propagation name such as `rslave`, if it is one.
@@ -53,12 +101,17 @@ impl Default for MountOptions {
             data: Vec::new(),
             bind: false,
             recursive: false,
+            rec_set: 0,
+            rec_clear: 0,
         }
     }
 }
 
 impl MountOptions {
-    /// Parse OCI mount options. Unknown options become filesystem data.
+    /// Parse OCI mount options. Options that are not mount flags, propagation
+    /// or recursive options are filesystem data (`mode=755`, `newinstance`):
+    /// the filesystem checks them, and [`MountOptions::check_data`] refuses
+    /// them where no filesystem would (bind and cgroup mounts).
     pub fn parse<S: AsRef<str>>(opts: &[S]) -> Result<Self, String> {
         let mut o = MountOptions::default();
         for opt in opts {
@@ -89,6 +142,12 @@ impl MountOptions {
                 "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
                 "silent" => (MsFlags::MS_SILENT, MsFlags::empty()),
                 "loud" => (MsFlags::empty(), MsFlags::MS_SILENT),
+                "iversion" => (MsFlags::MS_I_VERSION, MsFlags::empty()),
+                "noiversion" => (MsFlags::empty(), MsFlags::MS_I_VERSION),
+                "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
+                "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
+                "nosymfollow" => (MS_NOSYMFOLLOW, MsFlags::empty()),
+                "symfollow" => (MsFlags::empty(), MS_NOSYMFOLLOW),
                 "bind" => {
                     o.bind = true;
                     (MsFlags::MS_BIND, MsFlags::empty())
@@ -109,6 +168,9 @@ impl MountOptions {
                 other => {
                     if let Some(p) = propagation_flag(other) {
                         o.propagation.push(p);
+                    } else if let Some((set, clear)) = recursive_attr(other) {
+                        o.rec_set = (o.rec_set & !clear) | set;
+                        o.rec_clear = (o.rec_clear | clear) & !(set & !attr::ATIME);
                     } else if other.is_empty() {
                         return Err("empty mount option".into());
                     } else {
@@ -121,6 +183,22 @@ impl MountOptions {
             o.cleared = (o.cleared | clear) & !set;
         }
         Ok(o)
+    }
+
+    /// Refuse filesystem data on a mount whose kernel call takes none (a bind
+    /// mount, or berth's own cgroup mounts): it would be dropped without a word.
+    pub fn check_data(&self, kind: &str) -> Result<(), String> {
+        match self.data.first() {
+            Some(opt) => Err(format!(
+                "unknown mount option {opt:?} (a {kind} mount takes no filesystem options, so it would be ignored)"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether any recursive option (`rro`...) was given.
+    pub fn has_recursive_attrs(&self) -> bool {
+        self.rec_set != 0 || self.rec_clear != 0
     }
 
     /// The data string for mount(2), or None.
@@ -308,6 +386,67 @@ mod tests {
         assert!(o
             .flags
             .contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn recursive_options() {
+        use attr::*;
+        let o = MountOptions::parse(&["rbind", "rro", "rnosuid", "rnodev", "rnoexec"]).unwrap();
+        assert_eq!(o.rec_set, RDONLY | NOSUID | NODEV | NOEXEC);
+        assert_eq!(o.rec_clear, 0);
+        assert!(o.data.is_empty() && o.has_recursive_attrs());
+        let o = MountOptions::parse(&["rnosymfollow", "rnodiratime", "rrw"]).unwrap();
+        assert_eq!(o.rec_set, NOSYMFOLLOW | NODIRATIME);
+        assert_eq!(o.rec_clear, RDONLY);
+        // A later option undoes an earlier one.
+        let o = MountOptions::parse(&["rro", "rrw"]).unwrap();
+        assert_eq!((o.rec_set, o.rec_clear), (0, RDONLY));
+        // The atime mode: the whole field is cleared, one mode set; the last wins.
+        let o = MountOptions::parse(&["rnoatime"]).unwrap();
+        assert_eq!((o.rec_set, o.rec_clear), (NOATIME, ATIME));
+        let o = MountOptions::parse(&["rnoatime", "rstrictatime"]).unwrap();
+        assert_eq!((o.rec_set, o.rec_clear), (STRICTATIME, ATIME));
+        let o = MountOptions::parse(&["rnoatime", "ratime", "rro"]).unwrap();
+        assert_eq!((o.rec_set, o.rec_clear), (RELATIME | RDONLY, ATIME));
+    }
+
+    #[test]
+    fn data_options_and_unknown_words() {
+        // runc spec's own mounts: all of it is data for devpts and tmpfs.
+        let o = MountOptions::parse(&[
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620",
+            "gid=5",
+        ])
+        .unwrap();
+        assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
+        assert_eq!(
+            o.data_string(None).as_deref(),
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5")
+        );
+        let o = MountOptions::parse(&["lowerdir=/a:/b", "upperdir=/u", "workdir=/w"]).unwrap();
+        assert_eq!(o.data.len(), 3);
+        // Where no filesystem reads the data, an unknown word is an error naming it.
+        let o = MountOptions::parse(&["rbind", "rbogus"]).unwrap();
+        let e = o.check_data("bind").unwrap_err();
+        assert!(e.contains("\"rbogus\"") && e.contains("bind"), "{e}");
+        assert!(
+            MountOptions::parse(&["rbind", "rro", "nosymfollow", "lazytime"])
+                .unwrap()
+                .check_data("bind")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn every_advertised_option_is_known() {
+        for opt in crate::features::MOUNT_OPTIONS {
+            let o = MountOptions::parse(&[opt]).unwrap();
+            assert!(o.data.is_empty(), "{opt} is taken as filesystem data");
+        }
     }
 
     #[test]

@@ -207,17 +207,26 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
                 m.destination().display()
             )));
         }
-        crate::mount::MountOptions::parse(m.options().as_deref().unwrap_or_default())
-            .map_err(|e| bad(format!("mounts: {}: {e}", m.destination().display())))?;
+        let at = |e: String| bad(format!("mounts: {}: {e}", m.destination().display()));
+        let o = crate::mount::MountOptions::parse(m.options().as_deref().unwrap_or_default())
+            .map_err(at)?;
+        let typ = m.typ().as_deref().unwrap_or("");
+        if o.bind || typ == "bind" {
+            o.check_data("bind").map_err(at)?;
+        } else if typ == "cgroup" || typ == "cgroup2" {
+            o.check_data(typ).map_err(at)?;
+        }
     }
     for p in linux.masked_paths().iter().flatten() {
         if !p.starts_with('/') {
             return Err(bad(format!("linux.maskedPaths: {p:?} is not absolute")));
         }
     }
+    // A relative read-only path is taken relative to the container's root, as
+    // runc and youki do (the spec asks for absolute ones).
     for p in linux.readonly_paths().iter().flatten() {
-        if !p.starts_with('/') {
-            return Err(bad(format!("linux.readonlyPaths: {p:?} is not absolute")));
+        if p.is_empty() {
+            return Err(bad("linux.readonlyPaths: an entry is empty".into()));
         }
     }
     for d in linux.devices().iter().flatten() {
@@ -429,6 +438,49 @@ mod tests {
         assert!(check(&c).unwrap_err().to_string().contains("process.args"));
         let c = minimal("", "").replace(r#""cwd":"/""#, r#""cwd":"tmp""#);
         assert!(check(&c).unwrap_err().to_string().contains("process.cwd"));
+    }
+
+    #[test]
+    fn relative_readonly_path() {
+        check(&minimal(r#","readonlyPaths":["proc/sys","/proc/bus"]"#, "")).unwrap();
+        let e = check(&minimal(r#","readonlyPaths":[""]"#, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux.readonlyPaths"), "{e}");
+        // Masked paths stay absolute: youki's conformance tests expect a relative one refused.
+        let e = check(&minimal(r#","maskedPaths":["../x"]"#, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux.maskedPaths"), "{e}");
+    }
+
+    #[test]
+    fn unknown_option_of_a_bind_mount() {
+        for (typ, opts) in [
+            ("bind", r#"["rbind","rro","rbogus"]"#),
+            ("none", r#"["bind","nosuid","rdonly"]"#),
+            ("cgroup", r#"["nosuid","rdonly"]"#),
+        ] {
+            let c = minimal(
+                "",
+                &format!(
+                    r#""mounts":[{{"destination":"/x","type":"{typ}","source":"/tmp","options":{opts}}}],"#
+                ),
+            );
+            let e = check(&c).unwrap_err().to_string();
+            let bad = if opts.contains("rbogus") {
+                "\"rbogus\""
+            } else {
+                "\"rdonly\""
+            };
+            assert!(e.contains("/x") && e.contains(bad), "{e}");
+        }
+        // Data is the filesystem's business: tmpfs takes it.
+        let c = minimal(
+            "",
+            r#""mounts":[{"destination":"/x","type":"tmpfs","source":"tmpfs","options":["rro","mode=755","size=1k"]}],"#,
+        );
+        check(&c).unwrap();
     }
 
     #[test]

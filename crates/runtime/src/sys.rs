@@ -2,6 +2,7 @@
 //! runtime's `unsafe` code for syscalls lives here.
 
 use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -89,7 +90,19 @@ pub fn clone3_fork(flags: u64, cgroup: Option<std::os::fd::RawFd>) -> nix::Resul
 }
 
 /// Mark every fd from `first` upward close-on-exec.
+///
+/// `close_range(CLOSE_RANGE_CLOEXEC)` does it in one call. Where that call is
+/// refused (a seccomp filter of a runtime we run under that predates it:
+/// EPERM; a kernel before 5.9: ENOSYS; before 5.11, which lacks the flag:
+/// EINVAL), each open fd is marked with `fcntl` instead.
 pub fn cloexec_from(first: u32) -> nix::Result<()> {
+    match close_range_cloexec(first) {
+        Err(Errno::ENOSYS | Errno::EPERM | Errno::EINVAL) => cloexec_each(first),
+        r => r,
+    }
+}
+
+fn close_range_cloexec(first: u32) -> nix::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes flags on descriptors of this process; it
     // takes no pointers.
@@ -101,6 +114,83 @@ pub fn cloexec_from(first: u32) -> nix::Result<()> {
             CLOSE_RANGE_CLOEXEC,
         )
     };
+    Errno::result(ret).map(drop)
+}
+
+/// The fallback of [`cloexec_from`]: the fds listed in /proc/self/fd, or,
+/// without /proc, every number below the fd limit.
+fn cloexec_each(first: u32) -> nix::Result<()> {
+    let first = first as RawFd;
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        // Listed first and marked after: the listing's own fd is among them.
+        Ok(dir) => dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd >= first)
+            .collect(),
+        Err(_) => {
+            let (soft, _) =
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+            (first..soft.min(1 << 20) as RawFd).collect()
+        }
+    };
+    for fd in fds {
+        set_cloexec(fd)?;
+    }
+    Ok(())
+}
+
+fn set_cloexec(fd: RawFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = match fcntl(fd, FcntlArg::F_GETFD) {
+        Ok(f) => FdFlag::from_bits_retain(f),
+        // Closed since it was listed (the listing's own fd), or never open.
+        Err(Errno::EBADF) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !flags.contains(FdFlag::FD_CLOEXEC) {
+        fcntl(fd, FcntlArg::F_SETFD(flags | FdFlag::FD_CLOEXEC))?;
+    }
+    Ok(())
+}
+
+/// Change per-mount attributes of the mount at `fd` and of every mount below
+/// it: `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE)` with `MOUNT_ATTR_*`
+/// bits to set and to clear.
+pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clear: u64) -> nix::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a valid empty C string and `attr` an initialised
+    // mount_attr whose size we pass; both outlive the call, which only reads them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// `set_mempolicy(mode, nodemask, maxnode)` for the calling thread; `mask` holds
+/// the node bits (node N is bit N % 64 of word N / 64).
+pub fn set_mempolicy(mode: libc::c_int, mask: &[libc::c_ulong]) -> nix::Result<()> {
+    let (ptr, maxnode) = if mask.is_empty() {
+        (std::ptr::null(), 0)
+    } else {
+        // The kernel reads maxnode - 1 bits: one more than the mask holds.
+        (mask.as_ptr(), mask.len() * libc::c_ulong::BITS as usize + 1)
+    };
+    // SAFETY: `ptr` is NULL with maxnode 0, or points to `mask`, which holds
+    // the maxnode - 1 bits the kernel reads, for the duration of the call.
+    let ret = unsafe { libc::syscall(libc::SYS_set_mempolicy, mode, ptr, maxnode) };
     Errno::result(ret).map(drop)
 }
 
@@ -172,4 +262,51 @@ pub fn personality(persona: libc::c_ulong) -> nix::Result<()> {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no Rust state.
     unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn cloexec(fd: RawFd) -> bool {
+        let f = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        nix::fcntl::FdFlag::from_bits_retain(f).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+    }
+
+    /// Under a seccomp filter that predates close_range (here: one that
+    /// refuses it), the fds are still marked, one by one.
+    #[test]
+    fn cloexec_without_close_range() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let first = r.as_raw_fd().min(w.as_raw_fd());
+        assert!(!cloexec(r.as_raw_fd()) && !cloexec(w.as_raw_fd()));
+        // A filter without TSYNC binds only the thread that loads it.
+        std::thread::spawn(move || {
+            use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+            let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).unwrap();
+            let close_range = ScmpSyscall::from_name("close_range").unwrap();
+            ctx.add_rule(ScmpAction::Errno(libc::EPERM), close_range)
+                .unwrap();
+            ctx.load().unwrap();
+            assert_eq!(close_range_cloexec(first as u32), Err(Errno::EPERM));
+            cloexec_from(first as u32).unwrap();
+        })
+        .join()
+        .unwrap();
+        assert!(cloexec(r.as_raw_fd()) && cloexec(w.as_raw_fd()));
+    }
+
+    #[test]
+    fn cloexec_each_leaves_lower_fds() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let (lo, hi) = if r.as_raw_fd() < w.as_raw_fd() {
+            (r, w)
+        } else {
+            (w, r)
+        };
+        cloexec_each(hi.as_raw_fd() as u32).unwrap();
+        assert!(cloexec(hi.as_raw_fd()));
+        assert!(!cloexec(lo.as_raw_fd()));
+    }
 }
