@@ -697,14 +697,13 @@ impl Runtime {
         Ok(())
     }
 
-    /// Poststart hooks: a failure is a warning, as the runtime-spec asks.
+    /// Poststart hooks: every one runs, and a failure is a warning, as the
+    /// runtime-spec asks.
     fn poststart(&self, rec: &Record, spec: &Spec) {
         if let Some(h) = spec.hooks() {
             let st =
                 serde_json::to_string(&self.oci_state(rec, Status::Running)).unwrap_or_default();
-            if let Err(e) =
-                crate::hooks::run_all("poststart", h.poststart().as_ref(), st.as_bytes())
-            {
+            for e in crate::hooks::run_every("poststart", h.poststart().as_ref(), st.as_bytes()) {
                 warn!("{e}");
                 eprintln!("warning: {e}");
             }
@@ -866,8 +865,7 @@ impl Runtime {
         if let Some(h) = spec.and_then(|s| s.hooks().as_ref()) {
             let st =
                 serde_json::to_string(&self.oci_state(rec, Status::Stopped)).unwrap_or_default();
-            if let Err(e) = crate::hooks::run_all("poststop", h.poststop().as_ref(), st.as_bytes())
-            {
+            for e in crate::hooks::run_every("poststop", h.poststop().as_ref(), st.as_bytes()) {
                 warn!("{e}");
                 eprintln!("warning: {e}");
             }
