@@ -501,21 +501,36 @@ struct OpenWatch {
 impl OpenWatch {
     fn new(dir: &Path) -> OpenWatch {
         use rustix::fs::inotify;
-        let fd = inotify::init(inotify::CreateFlags::CLOEXEC).unwrap();
+        let fd =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).unwrap();
         inotify::add_watch(&fd, dir, inotify::WatchFlags::OPEN).unwrap();
         OpenWatch { fd }
     }
 
-    fn wait_for(&self, name: &str) {
+    /// True once `name` was opened; false if `child` exited first.
+    fn wait_for(&self, name: &str, child: &Child) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let pid = rustix::process::Pid::from_child(child);
+        let pidfd =
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).expect("pidfd");
         let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
-        let mut r = rustix::fs::inotify::Reader::new(self.fd.as_fd(), &mut buf);
         loop {
-            let ev = r.next().expect("inotify read");
-            if ev
-                .file_name()
-                .is_some_and(|n| n.to_bytes() == name.as_bytes())
-            {
-                return;
+            let mut fds = [
+                PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            ];
+            poll(&mut fds, PollTimeout::NONE).expect("poll");
+            let mut r = rustix::fs::inotify::Reader::new(self.fd.as_fd(), &mut buf);
+            while let Ok(ev) = r.next() {
+                if ev
+                    .file_name()
+                    .is_some_and(|n| n.to_bytes() == name.as_bytes())
+                {
+                    return true;
+                }
+            }
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                return false;
             }
         }
     }
@@ -550,15 +565,9 @@ fn exec_into_a_paused_container_needs_ignore_paused() {
             // opening says the exec got past the check while paused.
             let watch = OpenWatch::new(&rt.root.path().join(&id));
             let pf = b.path().join("process.json");
-            fs::write(
-                &pf,
-                serde_json::to_vec(
-                    &json!({"args": ["sh", "-c", "echo exec-ran > /tmp/ran"], "cwd": "/",
-                    "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}),
-                )
-                .unwrap(),
-            )
-            .unwrap();
+            let process = json!({"args": ["echo", "exec-ran"], "cwd": "/",
+                "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+            fs::write(&pf, serde_json::to_vec(&process).unwrap()).unwrap();
             let mut c = rt.cmd();
             c.args([
                 "exec",
@@ -568,12 +577,18 @@ fn exec_into_a_paused_container_needs_ignore_paused() {
                 &id,
             ])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
             let mut child = c.spawn().unwrap();
-            watch.wait_for("config.json");
+            let past_check = watch.wait_for("config.json", &child);
             rt.ok(&["resume", &id]);
-            let mut err = String::new();
+            let (mut out, mut err) = (String::new(), String::new());
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
             child
                 .stderr
                 .take()
@@ -581,11 +596,12 @@ fn exec_into_a_paused_container_needs_ignore_paused() {
                 .read_to_string(&mut err)
                 .unwrap();
             let st = child.wait().unwrap();
-            assert!(st.success(), "exec --ignore-paused: {err}");
-            assert_eq!(
-                fs::read_to_string(b.rootfs().join("tmp/ran")).unwrap(),
-                "exec-ran\n"
+            assert!(
+                past_check,
+                "exec --ignore-paused stopped at the check: {err}"
             );
+            assert!(st.success(), "exec --ignore-paused: {err}");
+            assert_eq!(out, "exec-ran\n");
         }
         rt.ok(&["delete", "--force", &id]);
         rt.assert_clean(&id, b.path());

@@ -64,6 +64,9 @@ pub struct ExecOpts {
     pub detach: bool,
     /// `--preserve-fds`.
     pub preserve_fds: u32,
+    /// `--ignore-paused`: exec into a paused container too (the process
+    /// starts frozen, and runs when the container is resumed).
+    pub ignore_paused: bool,
 }
 
 /// A container that `create` made.
@@ -969,12 +972,25 @@ impl Runtime {
         spec::validate_process(process).map_err(Error::InvalidArgument)?;
         let (sd, rec) = self.load(id)?;
         let status = self.status_of(&sd, &rec);
-        if status != Status::Running && status != Status::Created {
-            return Err(Error::WrongState {
-                id: id.into(),
-                status: status.to_string(),
-                msg: format!("cannot exec in a {status} container"),
-            });
+        match status {
+            Status::Running | Status::Created => {}
+            Status::Paused if o.ignore_paused => {}
+            Status::Paused => {
+                return Err(Error::WrongState {
+                    id: id.into(),
+                    status: status.to_string(),
+                    msg: "cannot exec in a paused container (use --ignore-paused to make \
+                          the process anyway; it runs once the container is resumed)"
+                        .into(),
+                })
+            }
+            _ => {
+                return Err(Error::WrongState {
+                    id: id.into(),
+                    status: status.to_string(),
+                    msg: format!("cannot exec in a {status} container"),
+                })
+            }
         }
         let spec = self.saved_spec(&sd)?;
         let seccomp = spec

@@ -214,7 +214,7 @@ struct ExecArgs {
     process_label: Option<String>,
     #[arg(long, default_value_t = 0)]
     preserve_fds: u32,
-    /// Accepted for compatibility.
+    /// Allow exec into a paused container (the process runs once it is resumed).
     #[arg(long)]
     ignore_paused: bool,
 }
@@ -658,6 +658,7 @@ fn exec(rt: &Runtime, e: &ExecArgs) -> anyhow::Result<u8> {
             pid_file: e.pid_file.clone(),
             detach: e.detach,
             preserve_fds: e.preserve_fds,
+            ignore_paused: e.ignore_paused,
         },
     )?;
     Ok(code.clamp(0, 255) as u8)
