@@ -372,6 +372,8 @@ impl Runtime {
             CloneFlags::empty()
         };
         let new_flags = clone_flags | deferred;
+        let utsns = new_flags.contains(CloneFlags::CLONE_NEWUTS)
+            || join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUTS);
         let new_userns = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
 
         // Everything that can be refused is checked before the cgroup and the child exist.
@@ -482,7 +484,7 @@ impl Runtime {
                         user_join,
                         deferred,
                         new_netns: new_flags.contains(CloneFlags::CLONE_NEWNET),
-                        new_utsns: new_flags.contains(CloneFlags::CLONE_NEWUTS),
+                        utsns,
                         fifo,
                         console_socket: console,
                         pty_to_parent: relay_pty && terminal && o.console_socket.is_none(),

@@ -46,8 +46,9 @@ pub struct InitArgs<'a> {
     pub deferred: CloneFlags,
     /// The container has a new network namespace.
     pub new_netns: bool,
-    /// The container has a new uts namespace.
-    pub new_utsns: bool,
+    /// The container has a uts namespace of its own (new, or joined by
+    /// path): `hostname` and `domainname` are set in it.
+    pub utsns: bool,
     /// The exec FIFO, opened read-write by the parent; without one, init waits
     /// for `Proceed` on the channel instead.
     pub fifo: Option<OwnedFd>,
@@ -285,7 +286,7 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
     for p in linux.masked_paths().iter().flatten() {
         mask_path(root.as_fd(), p)?;
     }
-    if a.new_utsns {
+    if a.utsns {
         if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
             nix::unistd::sethostname(h).map_err(errno(format!("sethostname {h:?}")))?;
         }

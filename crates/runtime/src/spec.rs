@@ -169,18 +169,20 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
     if !seen.contains(&LinuxNamespaceType::Mount) {
         return Err(bad("linux.namespaces: a mount namespace is required".into()));
     }
+    // A uts namespace joined by path counts too: the name is set in it, as
+    // runc and youki do.
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
-        && !new_ns.contains(&LinuxNamespaceType::Uts)
+        && !seen.contains(&LinuxNamespaceType::Uts)
     {
         return Err(bad(
-            "hostname: cannot set the hostname without a new uts namespace".into(),
+            "hostname: cannot set the hostname without a uts namespace (new or joined)".into(),
         ));
     }
     if spec.domainname().as_ref().is_some_and(|h| !h.is_empty())
-        && !new_ns.contains(&LinuxNamespaceType::Uts)
+        && !seen.contains(&LinuxNamespaceType::Uts)
     {
         return Err(bad(
-            "domainname: cannot set the domainname without a new uts namespace".into(),
+            "domainname: cannot set the domainname without a uts namespace (new or joined)".into(),
         ));
     }
     if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty())
@@ -421,6 +423,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("uts"), "{e}");
+    }
+
+    #[test]
+    fn hostname_in_a_joined_uts_namespace() {
+        let c = minimal("", r#""hostname":"x","domainname":"y","#).replace(
+            r#"{"type":"pid"}"#,
+            r#"{"type":"uts","path":"/proc/self/ns/uts"}"#,
+        );
+        check(&c).unwrap();
     }
 
     #[test]
