@@ -112,6 +112,79 @@ fn open_ns(path: &Path) -> Result<OwnedFd> {
         .map_err(|e| Error::io("open namespace", path, e.into()))
 }
 
+/// What a file is, for an error that says why it is no namespace.
+fn file_kind(mode: u32) -> &'static str {
+    match rustix::fs::FileType::from_raw_mode(mode) {
+        rustix::fs::FileType::RegularFile => "a regular file",
+        rustix::fs::FileType::Directory => "a directory",
+        rustix::fs::FileType::Symlink => "a symlink",
+        rustix::fs::FileType::Fifo => "a FIFO",
+        rustix::fs::FileType::Socket => "a socket",
+        rustix::fs::FileType::CharacterDevice => "a character device",
+        rustix::fs::FileType::BlockDevice => "a block device",
+        rustix::fs::FileType::Unknown => "an unknown kind of file",
+    }
+}
+
+/// The namespace type of a `CLONE_NEW*` flag, as the runtime-spec names it.
+fn ns_type_name(flag: libc::c_int) -> String {
+    [
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::User,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Time,
+    ]
+    .into_iter()
+    .find(|t| ns_flag(*t).bits() == flag)
+    .map(spec::ns_type_name)
+    .unwrap_or_else(|| format!("{flag:#x}"))
+}
+
+/// Opens a namespace file that the config names, refusing anything but a
+/// namespace of type `t`, before any process exists. It is first opened
+/// `O_PATH`, which neither blocks on a FIFO nor calls a device's driver; only
+/// a file on nsfs is then opened for `setns`, through that fd, and its type
+/// checked with `NS_GET_NSTYPE`.
+fn open_config_ns(path: &Path, t: LinuxNamespaceType) -> Result<OwnedFd> {
+    let bad = |what: String| {
+        Error::InvalidArgument(format!(
+            "linux.namespaces: path {} of the {} namespace {what}",
+            path.display(),
+            spec::ns_type_name(t)
+        ))
+    };
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let handle = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| bad(format!("cannot be opened: {}", std::io::Error::from(e))))?;
+    let fs = rustix::fs::fstatfs(&handle)
+        .map_err(|e| bad(format!("cannot be examined: {}", std::io::Error::from(e))))?;
+    if fs.f_type as i64 != NSFS_MAGIC {
+        let st = rustix::fs::fstat(&handle)
+            .map_err(|e| bad(format!("cannot be examined: {}", std::io::Error::from(e))))?;
+        return Err(bad(format!(
+            "is {}, not a namespace file",
+            file_kind(st.st_mode as u32)
+        )));
+    }
+    let fd = rustix::fs::open(
+        format!("/proc/self/fd/{}", handle.as_raw_fd()),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open namespace", path, e.into()))?;
+    match sys::ns_type(fd.as_fd()) {
+        Ok(got) if got == ns_flag(t).bits() => Ok(fd),
+        Ok(got) => Err(bad(format!("is a {} namespace", ns_type_name(got)))),
+        // A kernel older than 4.11 cannot tell; setns will.
+        Err(nix::errno::Errno::ENOTTY | nix::errno::Errno::EINVAL) => Ok(fd),
+        Err(e) => Err(bad(format!("cannot be examined: {}", e.desc()))),
+    }
+}
+
 /// Restores a namespace of ours on drop (after a setns for a child's sake).
 struct NsRestore(Option<(OwnedFd, CloneFlags)>);
 impl Drop for NsRestore {
@@ -275,6 +348,11 @@ impl Runtime {
     }
 
     fn status_of(&self, sd: &StateDir, rec: &Record) -> Status {
+        self.status_in(&sd.path, rec)
+    }
+
+    /// The status of the container recorded in `rec`, whose state dir is `dir`.
+    fn status_in(&self, dir: &Path, rec: &Record) -> Status {
         if !state::init_alive(rec) {
             return Status::Stopped;
         }
@@ -283,7 +361,7 @@ impl Runtime {
                 return Status::Paused;
             }
         }
-        if sd.file(EXEC_FIFO).exists() {
+        if dir.join(EXEC_FIFO).exists() {
             Status::Created
         } else {
             Status::Running
@@ -340,8 +418,9 @@ impl Runtime {
         let process = spec.process().as_ref().expect("validated");
         let linux = spec.linux().as_ref().expect("validated");
 
-        // Namespaces: new ones come from clone; joined ones are opened now so a bad
-        // path fails before anything runs.
+        // Namespaces: new ones come from clone; joined ones are opened now, and
+        // checked to be namespaces of their type, so a bad path fails before
+        // anything runs.
         let mut clone_flags = CloneFlags::empty();
         let mut join: Vec<(CloneFlags, OwnedFd)> = Vec::new();
         let (mut pid_join, mut time_join, mut new_time, mut new_cgroupns) =
@@ -350,11 +429,11 @@ impl Runtime {
         for ns in linux.namespaces().iter().flatten() {
             ns_names.push(ns.typ().to_string());
             match (ns.typ(), ns.path()) {
-                (LinuxNamespaceType::Pid, Some(p)) => pid_join = Some(open_ns(p)?),
-                (LinuxNamespaceType::Time, Some(p)) => time_join = Some(open_ns(p)?),
+                (t @ LinuxNamespaceType::Pid, Some(p)) => pid_join = Some(open_config_ns(p, t)?),
+                (t @ LinuxNamespaceType::Time, Some(p)) => time_join = Some(open_config_ns(p, t)?),
                 (LinuxNamespaceType::Time, None) => new_time = true,
                 (LinuxNamespaceType::Cgroup, None) => new_cgroupns = true,
-                (t, Some(p)) => join.push((ns_flag(t), open_ns(p)?)),
+                (t, Some(p)) => join.push((ns_flag(t), open_config_ns(p, t)?)),
                 (t, None) => clone_flags |= ns_flag(t),
             }
         }
@@ -774,7 +853,9 @@ impl Runtime {
         Ok(self.oci_state(&rec, st))
     }
 
-    /// All containers under the root.
+    /// All containers under the root, without waiting for any command that
+    /// holds one (state.json is replaced atomically, so it is read as is). A
+    /// state dir whose create never finished is listed as `creating`.
     pub fn list(&self) -> Result<Vec<OciState>> {
         let mut out = Vec::new();
         let rd = match fs::read_dir(&self.root) {
@@ -787,13 +868,40 @@ impl Runtime {
             if state::validate_id(&name).is_err() || !ent.path().is_dir() {
                 continue;
             }
-            match self.state(&name) {
-                Ok(s) => out.push(s),
+            let dir = ent.path();
+            match state::read_record(&dir, &name) {
+                Ok(Some(rec)) => {
+                    let st = self.status_in(&dir, &rec);
+                    out.push(self.oci_state(&rec, st));
+                }
+                Ok(None) => out.push(self.creating_state(&dir, &name)),
                 Err(e) => debug!("list: skip {name}: {e}"),
             }
         }
         out.sort_by(|a, b| a.created.cmp(&b.created));
         Ok(out)
+    }
+
+    /// What is known of a container whose create has not finished (or died).
+    fn creating_state(&self, dir: &Path, id: &str) -> OciState {
+        let created = fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .map(|t| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            })
+            .unwrap_or_default();
+        OciState {
+            oci_version: spec::OCI_VERSION.into(),
+            id: id.into(),
+            status: Status::Creating,
+            pid: 0,
+            bundle: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            created,
+            owner: String::new(),
+            annotations: HashMap::new(),
+        }
     }
 
     /// Send `sig` to init, or with `all` to every process of the container.
@@ -1257,5 +1365,34 @@ fn wait_forwarding(pid: Pid, mask: &signal::SigSet) -> i32 {
             }
             None => std::thread::sleep(Duration::from_millis(5)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_namespace_paths_are_checked_before_use() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = d.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let net = LinuxNamespaceType::Network;
+        // A FIFO is refused at once (a plain open would wait for a writer).
+        let e = open_config_ns(&fifo, net).unwrap_err().to_string();
+        assert!(e.contains("is a FIFO") && e.contains("network namespace"), "{e}");
+        assert!(e.contains(fifo.to_str().unwrap()), "{e}");
+        let e = open_config_ns(&file, net).unwrap_err().to_string();
+        assert!(e.contains("is a regular file"), "{e}");
+        let e = open_config_ns(d.path(), net).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        // Our own namespaces: the right type is taken, another is named.
+        open_config_ns(Path::new("/proc/self/ns/net"), net).unwrap();
+        let e = open_config_ns(Path::new("/proc/self/ns/mnt"), net)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a mount namespace"), "{e}");
     }
 }

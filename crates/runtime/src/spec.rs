@@ -64,6 +64,15 @@ fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, mut file: File) -> Re
     })
 }
 
+/// A namespace type as a config's `type` names it ("network", "mount"; the
+/// type's Display gives the kernel's "net", "mnt").
+pub fn ns_type_name(t: LinuxNamespaceType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// Check that `version` is a 1.x runtime-spec version we implement.
 pub fn check_version(version: &str) -> std::result::Result<(), String> {
     let core = version.split(['-', '+']).next().unwrap_or("");
@@ -122,7 +131,7 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
         if !seen.insert(ns.typ()) {
             return Err(bad(format!(
                 "linux.namespaces: namespace {:?} listed twice",
-                ns.typ().to_string()
+                ns_type_name(ns.typ())
             )));
         }
         match ns.path() {
@@ -131,14 +140,14 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
                     return Err(bad(format!(
                         "linux.namespaces: path {} of the {} namespace is not absolute",
                         p.display(),
-                        ns.typ()
+                        ns_type_name(ns.typ())
                     )));
                 }
                 if let Err(e) = std::fs::metadata(p) {
                     return Err(bad(format!(
                         "linux.namespaces: path {} of the {} namespace: {e}",
                         p.display(),
-                        ns.typ()
+                        ns_type_name(ns.typ())
                     )));
                 }
             }

@@ -180,28 +180,7 @@ impl StateDir {
 
     /// Read the record; a missing file means the create never finished.
     pub fn load(&self) -> Result<Option<Record>> {
-        let p = self.file(STATE_FILE);
-        match fs::read(&p) {
-            Ok(b) => {
-                let r: Record = serde_json::from_slice(&b).map_err(|e| Error::State {
-                    id: self.id.clone(),
-                    msg: format!("{}: {e}", p.display()),
-                })?;
-                if r.schema != STATE_SCHEMA {
-                    return Err(Error::State {
-                        id: self.id.clone(),
-                        msg: format!(
-                            "{} has schema {} but this runtime reads {STATE_SCHEMA}",
-                            p.display(),
-                            r.schema
-                        ),
-                    });
-                }
-                Ok(Some(r))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read state", p, e)),
-        }
+        read_record(&self.path, &self.id)
     }
 
     /// Write the record atomically.
@@ -216,6 +195,34 @@ impl StateDir {
     /// Remove the whole directory.
     pub fn remove(self) -> Result<()> {
         fs::remove_dir_all(&self.path).map_err(|e| Error::io("remove state dir", &self.path, e))
+    }
+}
+
+/// Read the record in the state dir `dir` of container `id`, without its
+/// lock (the file is replaced atomically); a missing file means the create
+/// never finished.
+pub fn read_record(dir: &Path, id: &str) -> Result<Option<Record>> {
+    let p = dir.join(STATE_FILE);
+    match fs::read(&p) {
+        Ok(b) => {
+            let r: Record = serde_json::from_slice(&b).map_err(|e| Error::State {
+                id: id.into(),
+                msg: format!("{}: {e}", p.display()),
+            })?;
+            if r.schema != STATE_SCHEMA {
+                return Err(Error::State {
+                    id: id.into(),
+                    msg: format!(
+                        "{} has schema {} but this runtime reads {STATE_SCHEMA}",
+                        p.display(),
+                        r.schema
+                    ),
+                });
+            }
+            Ok(Some(r))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read state", p, e)),
     }
 }
 
