@@ -412,6 +412,11 @@ impl Runtime {
         let cfg_path = bundle.join("config.json");
         let spec = spec::load(&cfg_path)?;
         let rootfs = spec::validate(&spec, &bundle, &cfg_path)?;
+        let limits = spec::KernelLimits::from_host(spec::mounts_made(&spec));
+        spec::check_kernel_limits(&spec, &limits).map_err(|msg| Error::InvalidConfig {
+            path: cfg_path.clone(),
+            msg,
+        })?;
         let rootfs = fs::canonicalize(&rootfs).map_err(|e| Error::io("open rootfs", &rootfs, e))?;
         fs::copy(&cfg_path, sd.file(CONFIG_FILE))
             .map_err(|e| Error::io("save config", sd.file(CONFIG_FILE), e))?;
@@ -1382,7 +1387,10 @@ mod tests {
         let net = LinuxNamespaceType::Network;
         // A FIFO is refused at once (a plain open would wait for a writer).
         let e = open_config_ns(&fifo, net).unwrap_err().to_string();
-        assert!(e.contains("is a FIFO") && e.contains("network namespace"), "{e}");
+        assert!(
+            e.contains("is a FIFO") && e.contains("network namespace"),
+            "{e}"
+        );
         assert!(e.contains(fifo.to_str().unwrap()), "{e}");
         let e = open_config_ns(&file, net).unwrap_err().to_string();
         assert!(e.contains("is a regular file"), "{e}");
