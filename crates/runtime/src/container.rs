@@ -481,6 +481,21 @@ impl Runtime {
             id: o.id.clone(),
             systemd: self.systemd_cgroup,
         })?;
+        // From here on things are made: each is named in the pending record
+        // before it exists, so that a create killed at any point can be undone
+        // by delete.
+        let mut pending = state::Pending {
+            schema: state::STATE_SCHEMA,
+            id: o.id.clone(),
+            bundle: bundle.clone(),
+            created: state::now_rfc3339(),
+            owner: owner_name(),
+            pid: 0,
+            pid_start: 0,
+            cgroup: Some(planned_cgroup_state(&cg)),
+            host_root: None,
+        };
+        sd.save_pending(&pending)?;
         // Without user namespaces the child needs nothing from the parent to set
         // up its mounts: it is born into the cgroup2 side, and the v1 cgroups are
         // made and limited while it works; it joins them before any hook runs.
@@ -594,6 +609,9 @@ impl Runtime {
         drop(console);
         undo.pid = Some(pid);
         debug!(pid = pid.as_raw(), "container init cloned");
+        pending.pid = pid.as_raw();
+        pending.pid_start = state::pid_start_time(pid.as_raw()).unwrap_or(0);
+        sd.save_pending(&pending)?;
 
         // The child enters the v1 hierarchies itself; the parent moves it only
         // when clone3 could not place it on the cgroup2 side.
@@ -639,12 +657,13 @@ impl Runtime {
             bundle: bundle.clone(),
             rootfs: rootfs.clone(),
             pid: pid.as_raw(),
-            pid_start: state::pid_start_time(pid.as_raw()).unwrap_or(0),
-            created: state::now_rfc3339(),
-            owner: owner_name(),
+            pid_start: pending.pid_start,
+            created: pending.created.clone(),
+            owner: pending.owner.clone(),
             annotations: spec.annotations().clone().unwrap_or_default(),
             cgroup: cg_state,
             namespaces: ns_names,
+            host_root: None,
         };
         let mut pty = None;
         let mut pid = pid;
@@ -696,6 +715,9 @@ impl Runtime {
                     pid = Pid::from_raw(p);
                     undo.pid = Some(pid);
                     rec.pid = p;
+                    pending.pid = p;
+                    pending.pid_start = state::pid_start_time(p).unwrap_or(0);
+                    sd.save_pending(&pending)?;
                 }
                 Msg::Ready => break,
                 Msg::Error(e) => return Err(Error::Init(e)),
@@ -704,6 +726,7 @@ impl Runtime {
         }
         rec.pid_start = state::pid_start_time(pid.as_raw()).unwrap_or(rec.pid_start);
         sd.save(&rec)?;
+        sd.remove_pending();
         if let Some(p) = &o.pid_file {
             write_pid_file(p, pid)?;
         }
@@ -887,8 +910,23 @@ impl Runtime {
         Ok(out)
     }
 
-    /// What is known of a container whose create has not finished (or died).
+    /// What is known of a container whose create has not finished (or died):
+    /// its pending record, or only its state dir.
     fn creating_state(&self, dir: &Path, id: &str) -> OciState {
+        if let Ok(Some(p)) = state::read_pending(dir, id) {
+            let alive = p.pid > 0 && state::pid_start_time(p.pid) == Some(p.pid_start);
+            return OciState {
+                oci_version: spec::OCI_VERSION.into(),
+                id: id.into(),
+                status: Status::Creating,
+                pid: if alive { p.pid } else { 0 },
+                bundle: p.bundle,
+                rootfs: PathBuf::new(),
+                created: p.created,
+                owner: p.owner,
+                annotations: HashMap::new(),
+            };
+        }
         let created = fs::metadata(dir)
             .and_then(|m| m.modified())
             .map(|t| {
@@ -939,7 +977,7 @@ impl Runtime {
         };
         let Some(rec) = sd.load()? else {
             // A create that died half-way: we hold the lock, so nobody is making it.
-            return sd.remove();
+            return self.remove_abandoned(sd);
         };
         let status = self.status_of(&sd, &rec);
         let cg = Manager::from_state(&rec.cgroup)?;
@@ -957,6 +995,40 @@ impl Runtime {
         }
         let spec = self.saved_spec(&sd).ok();
         self.remove_stopped(sd, &rec, &cg, spec.as_ref())
+    }
+
+    /// Undo a create that died half-way, from what its pending record names:
+    /// its process (if it still runs), the processes in a cgroup it made, the
+    /// cgroup, then the state dir.
+    fn remove_abandoned(&self, sd: StateDir) -> Result<()> {
+        let pending = match state::read_pending(&sd.path, &sd.id) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("{e}; removing the state dir only");
+                None
+            }
+        };
+        if let Some(p) = pending {
+            if p.pid > 0 {
+                self.kill_pid_and_wait(&p.id, p.pid, p.pid_start)?;
+            }
+            if let Some(cs) = &p.cgroup {
+                let cg = Manager::from_state(cs)?;
+                // Everything in a cgroup this create made is the container's; a
+                // cgroup that existed before may hold others' processes.
+                let made_by_it = cg
+                    .hierarchies()
+                    .iter()
+                    .all(|h| cs.created.contains(&h.path));
+                if made_by_it && !cg.pids().unwrap_or_default().is_empty() {
+                    if let Err(e) = cg.kill_all(Signal::SIGKILL) {
+                        debug!("kill the processes of an abandoned create: {e}");
+                    }
+                }
+                cg.destroy()?;
+            }
+        }
+        sd.remove()
     }
 
     /// The end of every delete: whatever outlived init goes, then the cgroup,
@@ -995,19 +1067,28 @@ impl Runtime {
         if let Err(e) = cg.kill_all(Signal::SIGKILL) {
             debug!("kill_all: {e}");
         }
-        let pid = Pid::from_raw(rec.pid);
-        if state::init_alive(rec) {
-            let _ = signal::kill(pid, Signal::SIGKILL);
+        self.kill_pid_and_wait(&rec.id, rec.pid, rec.pid_start)
+    }
+
+    /// SIGKILL the process `pid` if it is still the one that started at
+    /// `start`, and wait until it is gone.
+    fn kill_pid_and_wait(&self, id: &str, pid: i32, start: u64) -> Result<()> {
+        let alive = || pid > 0 && state::pid_start_time(pid) == Some(start);
+        if alive() {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while state::init_alive(rec) {
+        while alive() {
             // Reap it if it is our own child (run, or a create in this process).
-            let _ = waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            let _ = waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
             if Instant::now() > deadline {
                 return Err(Error::WrongState {
-                    id: rec.id.clone(),
+                    id: id.into(),
                     status: "running".into(),
-                    msg: format!("init {} did not die after SIGKILL", rec.pid),
+                    msg: format!("init {pid} did not die after SIGKILL"),
                 });
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -1261,6 +1342,26 @@ impl Runtime {
         }
         Ok(code)
     }
+}
+
+/// The cgroup's record with every directory a create may make counted as
+/// made: those on the way to the container's cgroup that do not exist yet.
+/// Written before the mkdirs, it lets delete remove what a killed create made.
+fn planned_cgroup_state(cg: &Manager) -> berth_cgroups::CgroupState {
+    let mut st = cg.to_state();
+    for h in cg.hierarchies() {
+        let mut dir = Some(h.path.as_path());
+        while let Some(d) = dir {
+            if d == h.mount_point || !d.starts_with(&h.mount_point) || d.exists() {
+                break;
+            }
+            if !st.created.iter().any(|c| c == d) {
+                st.created.push(d.to_path_buf());
+            }
+            dir = d.parent();
+        }
+    }
+    st
 }
 
 /// The resources to apply: the config's, with device rules completed as runc
