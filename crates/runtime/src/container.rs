@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_cgroups::{CgroupConfig, FreezerState, Manager};
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -282,6 +283,7 @@ impl CgroupJoin {
 struct Undo {
     pid: Option<Pid>,
     cgroup: Option<Manager>,
+    host_root: Option<state::HostRootMount>,
 }
 
 impl Undo {
@@ -298,7 +300,95 @@ impl Undo {
                 warn!("undo: remove cgroup: {e}");
             }
         }
+        if let Some(h) = self.host_root {
+            if let Err(e) = detach_host_root(&h) {
+                warn!("undo: {e}");
+            }
+        }
     }
+}
+
+/// The ID of the mount that `path` is on (statx `STATX_MNT_ID`, Linux 5.8).
+fn mount_id_at(path: &Path) -> Result<u64> {
+    let st = rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .map_err(|e| Error::io("find the mount of", path, e.into()))?;
+    if st.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() == 0 {
+        return Err(Error::Unsupported(
+            "a container without a mount namespace on a kernel without statx mount IDs (Linux 5.8)"
+                .into(),
+        ));
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// Bind the rootfs of a container without a mount namespace onto itself in
+/// our namespace, so that all of its mounts are made under one mount that
+/// delete detaches; the bind gets `rootfsPropagation` (default rprivate, so
+/// nothing made under it reaches other namespaces). The propagation of `/`
+/// is left alone: it is the host's. Named in the pending record before and
+/// after it is made.
+fn bind_host_root(
+    sd: &StateDir,
+    pending: &mut state::Pending,
+    undo: &mut Option<state::HostRootMount>,
+    rootfs: &Path,
+    propagation: MsFlags,
+) -> Result<state::HostRootMount> {
+    let mut h = state::HostRootMount {
+        path: rootfs.to_path_buf(),
+        below: mount_id_at(rootfs)?,
+        mount: None,
+    };
+    pending.host_root = Some(h.clone());
+    sd.save_pending(pending)?;
+    *undo = Some(h.clone());
+    crate::mount::mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(|e| Error::sys(format!("bind mount rootfs {}", rootfs.display()), e))?;
+    h.mount = Some(mount_id_at(rootfs)?);
+    pending.host_root = Some(h.clone());
+    *undo = Some(h.clone());
+    sd.save_pending(pending)?;
+    crate::mount::set_propagation(rootfs, &[propagation])
+        .map_err(|e| Error::sys(format!("set propagation of rootfs {}", rootfs.display()), e))?;
+    Ok(h)
+}
+
+/// Detach the rootfs bind mount of a container without a mount namespace,
+/// and with it every mount the container made under it; only when the mount
+/// on its path is that one (or, if the create died before it could note its
+/// ID, one made after it began).
+fn detach_host_root(h: &state::HostRootMount) -> Result<()> {
+    let now = match mount_id_at(&h.path) {
+        Ok(id) => id,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    };
+    let ours = match h.mount {
+        Some(id) => now == id,
+        None => now != h.below,
+    };
+    if !ours {
+        debug!(path = %h.path.display(), "the rootfs bind mount is gone already");
+        return Ok(());
+    }
+    nix::mount::umount2(
+        &h.path,
+        nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+    )
+    .map_err(|e| Error::sys(format!("detach the rootfs mount {}", h.path.display()), e))
 }
 
 /// The user running the runtime, by name (root needs no lookup).
@@ -455,6 +545,14 @@ impl Runtime {
         } else {
             CloneFlags::empty()
         };
+        // No mount namespace at all: the container's mounts are made in ours,
+        // under a bind mount of the rootfs, and it is chrooted (runc and youki
+        // run such configs too).
+        let host_mounts = !linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Mount);
         let new_flags = clone_flags | deferred;
         let utsns = new_flags.contains(CloneFlags::CLONE_NEWUTS)
             || join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUTS);
@@ -529,6 +627,22 @@ impl Runtime {
             let (n, env) = listen_fds();
             (o.preserve_fds + n, env)
         };
+        let host_root = if host_mounts {
+            let prop = linux
+                .rootfs_propagation()
+                .as_deref()
+                .and_then(crate::mount::propagation_flag)
+                .unwrap_or(MsFlags::MS_PRIVATE | MsFlags::MS_REC);
+            Some(bind_host_root(
+                sd,
+                &mut pending,
+                &mut undo.host_root,
+                &rootfs,
+                prop,
+            )?)
+        } else {
+            None
+        };
         let (parent_ch, child_ch) = channel::pair()?;
         let join_cg = if late_join {
             CgroupJoin::open_v2_only(cg)?
@@ -580,6 +694,7 @@ impl Runtime {
                         join,
                         new_cgroupns,
                         new_userns,
+                        host_mounts,
                         user_join,
                         deferred,
                         new_netns: new_flags.contains(CloneFlags::CLONE_NEWNET),
@@ -663,7 +778,7 @@ impl Runtime {
             annotations: spec.annotations().clone().unwrap_or_default(),
             cgroup: cg_state,
             namespaces: ns_names,
-            host_root: None,
+            host_root,
         };
         let mut pty = None;
         let mut pid = pid;
@@ -730,9 +845,10 @@ impl Runtime {
         if let Some(p) = &o.pid_file {
             write_pid_file(p, pid)?;
         }
-        // Success: the cgroup and the process now belong to the container.
+        // Success: the cgroup, the process and the mounts now belong to the container.
         undo.pid = None;
         undo.cgroup = None;
+        undo.host_root = None;
         Ok(Created {
             pid,
             pty,
@@ -999,7 +1115,8 @@ impl Runtime {
 
     /// Undo a create that died half-way, from what its pending record names:
     /// its process (if it still runs), the processes in a cgroup it made, the
-    /// cgroup, then the state dir.
+    /// cgroup, the rootfs bind mount of a container without a mount
+    /// namespace, then the state dir.
     fn remove_abandoned(&self, sd: StateDir) -> Result<()> {
         let pending = match state::read_pending(&sd.path, &sd.id) {
             Ok(p) => p,
@@ -1027,6 +1144,9 @@ impl Runtime {
                 }
                 cg.destroy()?;
             }
+            if let Some(h) = &p.host_root {
+                detach_host_root(h)?;
+            }
         }
         sd.remove()
     }
@@ -1052,6 +1172,9 @@ impl Runtime {
             let _ = cg.kill_all(Signal::SIGKILL);
         }
         cg.destroy()?;
+        if let Some(h) = &rec.host_root {
+            detach_host_root(h)?;
+        }
         if let Some(h) = spec.and_then(|s| s.hooks().as_ref()) {
             let st =
                 serde_json::to_string(&self.oci_state(rec, Status::Stopped)).unwrap_or_default();
@@ -1210,7 +1333,7 @@ impl Runtime {
         };
         // Join every namespace in which the container differs from us.
         let mut join = Vec::new();
-        let (mut pid_ns, mut time_ns) = (None, None);
+        let (mut pid_ns, mut time_ns, mut root) = (None, None, None);
         for name in ["user", "ipc", "uts", "net", "cgroup", "pid", "time", "mnt"] {
             let theirs = PathBuf::from(format!("/proc/{}/ns/{name}", rec.pid));
             let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
@@ -1218,6 +1341,19 @@ impl Runtime {
                 continue;
             };
             if a.ino() == b.ino() && a.dev() == b.dev() {
+                if name == "mnt" {
+                    // No mount namespace of its own: init is chrooted into the
+                    // rootfs; the process goes where init's root is.
+                    let p = format!("/proc/{}/root", rec.pid);
+                    root = Some(
+                        rustix::fs::open(
+                            &p,
+                            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .map_err(|e| Error::io("open the container's root", p, e.into()))?,
+                    );
+                }
                 continue;
             }
             let fd = open_ns(&theirs)?;
@@ -1267,6 +1403,7 @@ impl Runtime {
                     init::ExecArgs {
                         process,
                         join,
+                        root,
                         console_socket: console,
                         pty_to_parent: terminal && o.console_socket.is_none(),
                         seccomp: seccomp.as_ref(),

@@ -175,8 +175,21 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
             "linux.uidMappings/gidMappings are set but there is no user namespace".into(),
         ));
     }
+    // Without a mount namespace the container runs chrooted in the runtime's
+    // (as with runc and youki); masking a path there would hide it from the
+    // host, so, as runc does, masked and read-only paths are refused.
     if !seen.contains(&LinuxNamespaceType::Mount) {
-        return Err(bad("linux.namespaces: a mount namespace is required".into()));
+        for (field, paths) in [
+            ("linux.maskedPaths", linux.masked_paths()),
+            ("linux.readonlyPaths", linux.readonly_paths()),
+        ] {
+            if paths.as_ref().is_some_and(|p| !p.is_empty()) {
+                return Err(bad(format!(
+                    "{field}: they need a mount namespace of the container's own, and the \
+                     config has none"
+                )));
+            }
+        }
     }
     // A uts namespace joined by path counts too: the name is set in it, as
     // runc and youki do.
@@ -531,6 +544,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("uts"), "{e}");
+    }
+
+    #[test]
+    fn without_a_mount_namespace() {
+        let c = minimal("", "").replace(r#"{"type":"mount"},"#, "");
+        check(&c).unwrap();
+        let c =
+            minimal(r#","maskedPaths":["/proc/kcore"]"#, "").replace(r#"{"type":"mount"},"#, "");
+        let e = check(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("linux.maskedPaths") && e.contains("mount namespace"),
+            "{e}"
+        );
+        let c =
+            minimal(r#","readonlyPaths":["/proc/sys"]"#, "").replace(r#"{"type":"mount"},"#, "");
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("linux.readonlyPaths"), "{e}");
     }
 
     #[test]
