@@ -1399,7 +1399,7 @@ pub fn top(cli: &Cli, a: &TopArgs) -> Result<ExitCode> {
         bail!(
             "{} ps: {}",
             rt.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            berth_engine::container::runtime_error_message(&out.stderr)
         );
     }
     io::stdout().write_all(&out.stdout)?;

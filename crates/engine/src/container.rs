@@ -259,6 +259,83 @@ fn private_dirs(opts: &EngineOptions) -> io::Result<()> {
     Ok(())
 }
 
+/// The message of a failed runc-compatible runtime, from its stderr. runc
+/// (and berth-runtime) print a logrus line there when no `--log` is given:
+/// `time="…" level=error msg="…"` or `{"level":"error","msg":"…",…}`, and
+/// `ERRO[0000] msg` on a terminal; the last error line's message is the
+/// answer. Any other output is returned trimmed, as it is.
+pub fn runtime_error_message(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    for line in text.lines().rev() {
+        let line = line.trim();
+        if line.starts_with('{') {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if matches!(v["level"].as_str(), Some("error" | "fatal")) {
+                    if let Some(m) = v["msg"].as_str() {
+                        return m.to_string();
+                    }
+                }
+            }
+            continue;
+        }
+        for level in ["error", "fatal"] {
+            if let Some((_, msg)) = line.split_once(&format!(" level={level} msg=")) {
+                if line.starts_with("time=") {
+                    return logrus_value(msg);
+                }
+            }
+        }
+        for tag in ["\x1b[31mERRO\x1b[0m[", "\x1b[31mFATA\x1b[0m["] {
+            if let Some(rest) = line.strip_prefix(tag) {
+                if let Some((_, msg)) = rest.split_once("] ") {
+                    return msg.trim().to_string();
+                }
+            }
+        }
+    }
+    text.trim().to_string()
+}
+
+/// A logrus text value at the start of `s`: bare up to the next space, or
+/// quoted as Go's `%q` (strconv.Unquote).
+fn logrus_value(s: &str) -> String {
+    let Some(q) = s.strip_prefix('"') else {
+        return s.split(' ').next().unwrap_or("").to_string();
+    };
+    let mut out = String::new();
+    let mut it = q.chars();
+    while let Some(c) = it.next() {
+        match c {
+            '"' => break,
+            '\\' => {
+                let code = |it: &mut std::str::Chars<'_>, n: usize| {
+                    let hex: String = it.by_ref().take(n).collect();
+                    u32::from_str_radix(&hex, 16)
+                        .ok()
+                        .and_then(char::from_u32)
+                        .unwrap_or(char::REPLACEMENT_CHARACTER)
+                };
+                match it.next() {
+                    Some('a') => out.push('\x07'),
+                    Some('b') => out.push('\x08'),
+                    Some('f') => out.push('\x0c'),
+                    Some('n') => out.push('\n'),
+                    Some('r') => out.push('\r'),
+                    Some('t') => out.push('\t'),
+                    Some('v') => out.push('\x0b'),
+                    Some('x') => out.push(code(&mut it, 2)),
+                    Some('u') => out.push(code(&mut it, 4)),
+                    Some('U') => out.push(code(&mut it, 8)),
+                    Some(o) => out.push(o),
+                    None => break,
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Finds a helper binary: `$ENV`, then beside the current executable, then
 /// berth's libexec dirs, then `PATH`.
 pub fn find_binary(name: &str, env: &str) -> PathBuf {
@@ -949,7 +1026,7 @@ impl Engine {
                 .copied()
                 .collect::<Vec<_>>()
                 .join(" "),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            message: runtime_error_message(&out.stderr),
         })
     }
 
@@ -1180,6 +1257,28 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_error_messages() {
+        // runc 1.1's and berth-runtime's shapes without --log.
+        let text = b"time=\"2026-12-07T20:50:45Z\" level=fatal msg=\"nsexec-1[19463]: failed\"\n\
+                     time=\"2026-12-07T20:50:45Z\" level=error msg=\"container \\\"c1\\\" is paused:\\tx\\u00e9\"\n";
+        assert_eq!(
+            runtime_error_message(text),
+            "container \"c1\" is paused:\txé"
+        );
+        let bare = b"time=\"2026-12-07T20:50:45Z\" level=error msg=stopped\n";
+        assert_eq!(runtime_error_message(bare), "stopped");
+        let json = b"{\"level\":\"error\",\"msg\":\"no \\u003cid\\u003e\",\"time\":\"2026-12-07T20:50:45Z\"}\n";
+        assert_eq!(runtime_error_message(json), "no <id>");
+        let tty = b"\x1b[31mERRO\x1b[0m[0000] container does not exist                     \n";
+        assert_eq!(runtime_error_message(tty), "container does not exist");
+        // With --log the runtime prints the bare message; anything else is kept.
+        assert_eq!(
+            runtime_error_message(b"  just a message\n"),
+            "just a message"
+        );
+    }
 
     #[test]
     fn ids_and_names() {

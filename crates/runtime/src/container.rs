@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_cgroups::{CgroupConfig, FreezerState, Manager};
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -64,6 +65,9 @@ pub struct ExecOpts {
     pub detach: bool,
     /// `--preserve-fds`.
     pub preserve_fds: u32,
+    /// `--ignore-paused`: exec into a paused container too (the process
+    /// starts frozen, and runs when the container is resumed).
+    pub ignore_paused: bool,
 }
 
 /// A container that `create` made.
@@ -107,6 +111,79 @@ fn join_rank(f: CloneFlags) -> u8 {
 fn open_ns(path: &Path) -> Result<OwnedFd> {
     rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| Error::io("open namespace", path, e.into()))
+}
+
+/// What a file is, for an error that says why it is no namespace.
+fn file_kind(mode: u32) -> &'static str {
+    match rustix::fs::FileType::from_raw_mode(mode) {
+        rustix::fs::FileType::RegularFile => "a regular file",
+        rustix::fs::FileType::Directory => "a directory",
+        rustix::fs::FileType::Symlink => "a symlink",
+        rustix::fs::FileType::Fifo => "a FIFO",
+        rustix::fs::FileType::Socket => "a socket",
+        rustix::fs::FileType::CharacterDevice => "a character device",
+        rustix::fs::FileType::BlockDevice => "a block device",
+        rustix::fs::FileType::Unknown => "an unknown kind of file",
+    }
+}
+
+/// The namespace type of a `CLONE_NEW*` flag, as the runtime-spec names it.
+fn ns_type_name(flag: libc::c_int) -> String {
+    [
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::User,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Time,
+    ]
+    .into_iter()
+    .find(|t| ns_flag(*t).bits() == flag)
+    .map(spec::ns_type_name)
+    .unwrap_or_else(|| format!("{flag:#x}"))
+}
+
+/// Opens a namespace file that the config names, refusing anything but a
+/// namespace of type `t`, before any process exists. It is first opened
+/// `O_PATH`, which neither blocks on a FIFO nor calls a device's driver; only
+/// a file on nsfs is then opened for `setns`, through that fd, and its type
+/// checked with `NS_GET_NSTYPE`.
+fn open_config_ns(path: &Path, t: LinuxNamespaceType) -> Result<OwnedFd> {
+    let bad = |what: String| {
+        Error::InvalidArgument(format!(
+            "linux.namespaces: path {} of the {} namespace {what}",
+            path.display(),
+            spec::ns_type_name(t)
+        ))
+    };
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let handle = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| bad(format!("cannot be opened: {}", std::io::Error::from(e))))?;
+    let fs = rustix::fs::fstatfs(&handle)
+        .map_err(|e| bad(format!("cannot be examined: {}", std::io::Error::from(e))))?;
+    if fs.f_type as i64 != NSFS_MAGIC {
+        let st = rustix::fs::fstat(&handle)
+            .map_err(|e| bad(format!("cannot be examined: {}", std::io::Error::from(e))))?;
+        return Err(bad(format!(
+            "is {}, not a namespace file",
+            file_kind(st.st_mode as u32)
+        )));
+    }
+    let fd = rustix::fs::open(
+        format!("/proc/self/fd/{}", handle.as_raw_fd()),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open namespace", path, e.into()))?;
+    match sys::ns_type(fd.as_fd()) {
+        Ok(got) if got == ns_flag(t).bits() => Ok(fd),
+        Ok(got) => Err(bad(format!("is a {} namespace", ns_type_name(got)))),
+        // A kernel older than 4.11 cannot tell; setns will.
+        Err(nix::errno::Errno::ENOTTY | nix::errno::Errno::EINVAL) => Ok(fd),
+        Err(e) => Err(bad(format!("cannot be examined: {}", e.desc()))),
+    }
 }
 
 /// Restores a namespace of ours on drop (after a setns for a child's sake).
@@ -206,6 +283,7 @@ impl CgroupJoin {
 struct Undo {
     pid: Option<Pid>,
     cgroup: Option<Manager>,
+    host_root: Option<state::HostRootMount>,
 }
 
 impl Undo {
@@ -222,7 +300,95 @@ impl Undo {
                 warn!("undo: remove cgroup: {e}");
             }
         }
+        if let Some(h) = self.host_root {
+            if let Err(e) = detach_host_root(&h) {
+                warn!("undo: {e}");
+            }
+        }
     }
+}
+
+/// The ID of the mount that `path` is on (statx `STATX_MNT_ID`, Linux 5.8).
+fn mount_id_at(path: &Path) -> Result<u64> {
+    let st = rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .map_err(|e| Error::io("find the mount of", path, e.into()))?;
+    if st.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() == 0 {
+        return Err(Error::Unsupported(
+            "a container without a mount namespace on a kernel without statx mount IDs (Linux 5.8)"
+                .into(),
+        ));
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// Bind the rootfs of a container without a mount namespace onto itself in
+/// our namespace, so that all of its mounts are made under one mount that
+/// delete detaches; the bind gets `rootfsPropagation` (default rprivate, so
+/// nothing made under it reaches other namespaces). The propagation of `/`
+/// is left alone: it is the host's. Named in the pending record before and
+/// after it is made.
+fn bind_host_root(
+    sd: &StateDir,
+    pending: &mut state::Pending,
+    undo: &mut Option<state::HostRootMount>,
+    rootfs: &Path,
+    propagation: MsFlags,
+) -> Result<state::HostRootMount> {
+    let mut h = state::HostRootMount {
+        path: rootfs.to_path_buf(),
+        below: mount_id_at(rootfs)?,
+        mount: None,
+    };
+    pending.host_root = Some(h.clone());
+    sd.save_pending(pending)?;
+    *undo = Some(h.clone());
+    crate::mount::mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(|e| Error::sys(format!("bind mount rootfs {}", rootfs.display()), e))?;
+    h.mount = Some(mount_id_at(rootfs)?);
+    pending.host_root = Some(h.clone());
+    *undo = Some(h.clone());
+    sd.save_pending(pending)?;
+    crate::mount::set_propagation(rootfs, &[propagation])
+        .map_err(|e| Error::sys(format!("set propagation of rootfs {}", rootfs.display()), e))?;
+    Ok(h)
+}
+
+/// Detach the rootfs bind mount of a container without a mount namespace,
+/// and with it every mount the container made under it; only when the mount
+/// on its path is that one (or, if the create died before it could note its
+/// ID, one made after it began).
+fn detach_host_root(h: &state::HostRootMount) -> Result<()> {
+    let now = match mount_id_at(&h.path) {
+        Ok(id) => id,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    };
+    let ours = match h.mount {
+        Some(id) => now == id,
+        None => now != h.below,
+    };
+    if !ours {
+        debug!(path = %h.path.display(), "the rootfs bind mount is gone already");
+        return Ok(());
+    }
+    nix::mount::umount2(
+        &h.path,
+        nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+    )
+    .map_err(|e| Error::sys(format!("detach the rootfs mount {}", h.path.display()), e))
 }
 
 /// The user running the runtime, by name (root needs no lookup).
@@ -272,6 +438,11 @@ impl Runtime {
     }
 
     fn status_of(&self, sd: &StateDir, rec: &Record) -> Status {
+        self.status_in(&sd.path, rec)
+    }
+
+    /// The status of the container recorded in `rec`, whose state dir is `dir`.
+    fn status_in(&self, dir: &Path, rec: &Record) -> Status {
         if !state::init_alive(rec) {
             return Status::Stopped;
         }
@@ -280,7 +451,7 @@ impl Runtime {
                 return Status::Paused;
             }
         }
-        if sd.file(EXEC_FIFO).exists() {
+        if dir.join(EXEC_FIFO).exists() {
             Status::Created
         } else {
             Status::Running
@@ -331,14 +502,20 @@ impl Runtime {
         let cfg_path = bundle.join("config.json");
         let spec = spec::load(&cfg_path)?;
         let rootfs = spec::validate(&spec, &bundle, &cfg_path)?;
+        let limits = spec::KernelLimits::from_host(spec::mounts_made(&spec));
+        spec::check_kernel_limits(&spec, &limits).map_err(|msg| Error::InvalidConfig {
+            path: cfg_path.clone(),
+            msg,
+        })?;
         let rootfs = fs::canonicalize(&rootfs).map_err(|e| Error::io("open rootfs", &rootfs, e))?;
         fs::copy(&cfg_path, sd.file(CONFIG_FILE))
             .map_err(|e| Error::io("save config", sd.file(CONFIG_FILE), e))?;
         let process = spec.process().as_ref().expect("validated");
         let linux = spec.linux().as_ref().expect("validated");
 
-        // Namespaces: new ones come from clone; joined ones are opened now so a bad
-        // path fails before anything runs.
+        // Namespaces: new ones come from clone; joined ones are opened now, and
+        // checked to be namespaces of their type, so a bad path fails before
+        // anything runs.
         let mut clone_flags = CloneFlags::empty();
         let mut join: Vec<(CloneFlags, OwnedFd)> = Vec::new();
         let (mut pid_join, mut time_join, mut new_time, mut new_cgroupns) =
@@ -347,11 +524,11 @@ impl Runtime {
         for ns in linux.namespaces().iter().flatten() {
             ns_names.push(ns.typ().to_string());
             match (ns.typ(), ns.path()) {
-                (LinuxNamespaceType::Pid, Some(p)) => pid_join = Some(open_ns(p)?),
-                (LinuxNamespaceType::Time, Some(p)) => time_join = Some(open_ns(p)?),
+                (t @ LinuxNamespaceType::Pid, Some(p)) => pid_join = Some(open_config_ns(p, t)?),
+                (t @ LinuxNamespaceType::Time, Some(p)) => time_join = Some(open_config_ns(p, t)?),
                 (LinuxNamespaceType::Time, None) => new_time = true,
                 (LinuxNamespaceType::Cgroup, None) => new_cgroupns = true,
-                (t, Some(p)) => join.push((ns_flag(t), open_ns(p)?)),
+                (t, Some(p)) => join.push((ns_flag(t), open_config_ns(p, t)?)),
                 (t, None) => clone_flags |= ns_flag(t),
             }
         }
@@ -368,7 +545,17 @@ impl Runtime {
         } else {
             CloneFlags::empty()
         };
+        // No mount namespace at all: the container's mounts are made in ours,
+        // under a bind mount of the rootfs, and it is chrooted (runc and youki
+        // run such configs too).
+        let host_mounts = !linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Mount);
         let new_flags = clone_flags | deferred;
+        let utsns = new_flags.contains(CloneFlags::CLONE_NEWUTS)
+            || join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUTS);
         let new_userns = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
 
         // Everything that can be refused is checked before the cgroup and the child exist.
@@ -393,6 +580,21 @@ impl Runtime {
             id: o.id.clone(),
             systemd: self.systemd_cgroup,
         })?;
+        // From here on things are made: each is named in the pending record
+        // before it exists, so that a create killed at any point can be undone
+        // by delete.
+        let mut pending = state::Pending {
+            schema: state::STATE_SCHEMA,
+            id: o.id.clone(),
+            bundle: bundle.clone(),
+            created: state::now_rfc3339(),
+            owner: owner_name(),
+            pid: 0,
+            pid_start: 0,
+            cgroup: Some(planned_cgroup_state(&cg)),
+            host_root: None,
+        };
+        sd.save_pending(&pending)?;
         // Without user namespaces the child needs nothing from the parent to set
         // up its mounts: it is born into the cgroup2 side, and the v1 cgroups are
         // made and limited while it works; it joins them before any hook runs.
@@ -425,6 +627,22 @@ impl Runtime {
         let (preserve, extra_env) = {
             let (n, env) = listen_fds();
             (o.preserve_fds + n, env)
+        };
+        let host_root = if host_mounts {
+            let prop = linux
+                .rootfs_propagation()
+                .as_deref()
+                .and_then(crate::mount::propagation_flag)
+                .unwrap_or(MsFlags::MS_PRIVATE | MsFlags::MS_REC);
+            Some(bind_host_root(
+                sd,
+                &mut pending,
+                &mut undo.host_root,
+                &rootfs,
+                prop,
+            )?)
+        } else {
+            None
         };
         let (parent_ch, child_ch) = channel::pair()?;
         let join_cg = if late_join {
@@ -477,10 +695,11 @@ impl Runtime {
                         join,
                         new_cgroupns,
                         new_userns,
+                        host_mounts,
                         user_join,
                         deferred,
                         new_netns: new_flags.contains(CloneFlags::CLONE_NEWNET),
-                        new_utsns: new_flags.contains(CloneFlags::CLONE_NEWUTS),
+                        utsns,
                         fifo,
                         console_socket: console,
                         pty_to_parent: relay_pty && terminal && o.console_socket.is_none(),
@@ -507,6 +726,9 @@ impl Runtime {
         drop(console);
         undo.pid = Some(pid);
         debug!(pid = pid.as_raw(), "container init cloned");
+        pending.pid = pid.as_raw();
+        pending.pid_start = state::pid_start_time(pid.as_raw()).unwrap_or(0);
+        sd.save_pending(&pending)?;
 
         // The child enters the v1 hierarchies itself; the parent moves it only
         // when clone3 could not place it on the cgroup2 side.
@@ -552,12 +774,13 @@ impl Runtime {
             bundle: bundle.clone(),
             rootfs: rootfs.clone(),
             pid: pid.as_raw(),
-            pid_start: state::pid_start_time(pid.as_raw()).unwrap_or(0),
-            created: state::now_rfc3339(),
-            owner: owner_name(),
+            pid_start: pending.pid_start,
+            created: pending.created.clone(),
+            owner: pending.owner.clone(),
             annotations: spec.annotations().clone().unwrap_or_default(),
             cgroup: cg_state,
             namespaces: ns_names,
+            host_root,
         };
         let mut pty = None;
         let mut pid = pid;
@@ -609,6 +832,9 @@ impl Runtime {
                     pid = Pid::from_raw(p);
                     undo.pid = Some(pid);
                     rec.pid = p;
+                    pending.pid = p;
+                    pending.pid_start = state::pid_start_time(p).unwrap_or(0);
+                    sd.save_pending(&pending)?;
                 }
                 Msg::Ready => break,
                 Msg::Error(e) => return Err(Error::Init(e)),
@@ -617,12 +843,14 @@ impl Runtime {
         }
         rec.pid_start = state::pid_start_time(pid.as_raw()).unwrap_or(rec.pid_start);
         sd.save(&rec)?;
+        sd.remove_pending();
         if let Some(p) = &o.pid_file {
             write_pid_file(p, pid)?;
         }
-        // Success: the cgroup and the process now belong to the container.
+        // Success: the cgroup, the process and the mounts now belong to the container.
         undo.pid = None;
         undo.cgroup = None;
+        undo.host_root = None;
         Ok(Created {
             pid,
             pty,
@@ -699,14 +927,13 @@ impl Runtime {
         Ok(())
     }
 
-    /// Poststart hooks: a failure is a warning, as the runtime-spec asks.
+    /// Poststart hooks: every one runs, and a failure is a warning, as the
+    /// runtime-spec asks.
     fn poststart(&self, rec: &Record, spec: &Spec) {
         if let Some(h) = spec.hooks() {
             let st =
                 serde_json::to_string(&self.oci_state(rec, Status::Running)).unwrap_or_default();
-            if let Err(e) =
-                crate::hooks::run_all("poststart", h.poststart().as_ref(), st.as_bytes())
-            {
+            for e in crate::hooks::run_every("poststart", h.poststart().as_ref(), st.as_bytes()) {
                 warn!("{e}");
                 eprintln!("warning: {e}");
             }
@@ -772,7 +999,9 @@ impl Runtime {
         Ok(self.oci_state(&rec, st))
     }
 
-    /// All containers under the root.
+    /// All containers under the root, without waiting for any command that
+    /// holds one (state.json is replaced atomically, so it is read as is). A
+    /// state dir whose create never finished is listed as `creating`.
     pub fn list(&self) -> Result<Vec<OciState>> {
         let mut out = Vec::new();
         let rd = match fs::read_dir(&self.root) {
@@ -785,13 +1014,55 @@ impl Runtime {
             if state::validate_id(&name).is_err() || !ent.path().is_dir() {
                 continue;
             }
-            match self.state(&name) {
-                Ok(s) => out.push(s),
+            let dir = ent.path();
+            match state::read_record(&dir, &name) {
+                Ok(Some(rec)) => {
+                    let st = self.status_in(&dir, &rec);
+                    out.push(self.oci_state(&rec, st));
+                }
+                Ok(None) => out.push(self.creating_state(&dir, &name)),
                 Err(e) => debug!("list: skip {name}: {e}"),
             }
         }
         out.sort_by(|a, b| a.created.cmp(&b.created));
         Ok(out)
+    }
+
+    /// What is known of a container whose create has not finished (or died):
+    /// its pending record, or only its state dir.
+    fn creating_state(&self, dir: &Path, id: &str) -> OciState {
+        if let Ok(Some(p)) = state::read_pending(dir, id) {
+            let alive = p.pid > 0 && state::pid_start_time(p.pid) == Some(p.pid_start);
+            return OciState {
+                oci_version: spec::OCI_VERSION.into(),
+                id: id.into(),
+                status: Status::Creating,
+                pid: if alive { p.pid } else { 0 },
+                bundle: p.bundle,
+                rootfs: PathBuf::new(),
+                created: p.created,
+                owner: p.owner,
+                annotations: HashMap::new(),
+            };
+        }
+        let created = fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .map(|t| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            })
+            .unwrap_or_default();
+        OciState {
+            oci_version: spec::OCI_VERSION.into(),
+            id: id.into(),
+            status: Status::Creating,
+            pid: 0,
+            bundle: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            created,
+            owner: String::new(),
+            annotations: HashMap::new(),
+        }
     }
 
     /// Send `sig` to init, or with `all` to every process of the container.
@@ -824,7 +1095,7 @@ impl Runtime {
         };
         let Some(rec) = sd.load()? else {
             // A create that died half-way: we hold the lock, so nobody is making it.
-            return sd.remove();
+            return self.remove_abandoned(sd);
         };
         let status = self.status_of(&sd, &rec);
         let cg = Manager::from_state(&rec.cgroup)?;
@@ -842,6 +1113,44 @@ impl Runtime {
         }
         let spec = self.saved_spec(&sd).ok();
         self.remove_stopped(sd, &rec, &cg, spec.as_ref())
+    }
+
+    /// Undo a create that died half-way, from what its pending record names:
+    /// its process (if it still runs), the processes in a cgroup it made, the
+    /// cgroup, the rootfs bind mount of a container without a mount
+    /// namespace, then the state dir.
+    fn remove_abandoned(&self, sd: StateDir) -> Result<()> {
+        let pending = match state::read_pending(&sd.path, &sd.id) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("{e}; removing the state dir only");
+                None
+            }
+        };
+        if let Some(p) = pending {
+            if p.pid > 0 {
+                self.kill_pid_and_wait(&p.id, p.pid, p.pid_start)?;
+            }
+            if let Some(cs) = &p.cgroup {
+                let cg = Manager::from_state(cs)?;
+                // Everything in a cgroup this create made is the container's; a
+                // cgroup that existed before may hold others' processes.
+                let made_by_it = cg
+                    .hierarchies()
+                    .iter()
+                    .all(|h| cs.created.contains(&h.path));
+                if made_by_it && !cg.pids().unwrap_or_default().is_empty() {
+                    if let Err(e) = cg.kill_all(Signal::SIGKILL) {
+                        debug!("kill the processes of an abandoned create: {e}");
+                    }
+                }
+                cg.destroy()?;
+            }
+            if let Some(h) = &p.host_root {
+                detach_host_root(h)?;
+            }
+        }
+        sd.remove()
     }
 
     /// The end of every delete: whatever outlived init goes, then the cgroup,
@@ -865,11 +1174,13 @@ impl Runtime {
             let _ = cg.kill_all(Signal::SIGKILL);
         }
         cg.destroy()?;
+        if let Some(h) = &rec.host_root {
+            detach_host_root(h)?;
+        }
         if let Some(h) = spec.and_then(|s| s.hooks().as_ref()) {
             let st =
                 serde_json::to_string(&self.oci_state(rec, Status::Stopped)).unwrap_or_default();
-            if let Err(e) = crate::hooks::run_all("poststop", h.poststop().as_ref(), st.as_bytes())
-            {
+            for e in crate::hooks::run_every("poststop", h.poststop().as_ref(), st.as_bytes()) {
                 warn!("{e}");
                 eprintln!("warning: {e}");
             }
@@ -881,19 +1192,28 @@ impl Runtime {
         if let Err(e) = cg.kill_all(Signal::SIGKILL) {
             debug!("kill_all: {e}");
         }
-        let pid = Pid::from_raw(rec.pid);
-        if state::init_alive(rec) {
-            let _ = signal::kill(pid, Signal::SIGKILL);
+        self.kill_pid_and_wait(&rec.id, rec.pid, rec.pid_start)
+    }
+
+    /// SIGKILL the process `pid` if it is still the one that started at
+    /// `start`, and wait until it is gone.
+    fn kill_pid_and_wait(&self, id: &str, pid: i32, start: u64) -> Result<()> {
+        let alive = || pid > 0 && state::pid_start_time(pid) == Some(start);
+        if alive() {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while state::init_alive(rec) {
+        while alive() {
             // Reap it if it is our own child (run, or a create in this process).
-            let _ = waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            let _ = waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
             if Instant::now() > deadline {
                 return Err(Error::WrongState {
-                    id: rec.id.clone(),
+                    id: id.into(),
                     status: "running".into(),
-                    msg: format!("init {} did not die after SIGKILL", rec.pid),
+                    msg: format!("init {pid} did not die after SIGKILL"),
                 });
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -973,12 +1293,25 @@ impl Runtime {
         spec::validate_process(process).map_err(Error::InvalidArgument)?;
         let (sd, rec) = self.load(id)?;
         let status = self.status_of(&sd, &rec);
-        if status != Status::Running && status != Status::Created {
-            return Err(Error::WrongState {
-                id: id.into(),
-                status: status.to_string(),
-                msg: format!("cannot exec in a {status} container"),
-            });
+        match status {
+            Status::Running | Status::Created => {}
+            Status::Paused if o.ignore_paused => {}
+            Status::Paused => {
+                return Err(Error::WrongState {
+                    id: id.into(),
+                    status: status.to_string(),
+                    msg: "cannot exec in a paused container (use --ignore-paused to make \
+                          the process anyway; it runs once the container is resumed)"
+                        .into(),
+                })
+            }
+            _ => {
+                return Err(Error::WrongState {
+                    id: id.into(),
+                    status: status.to_string(),
+                    msg: format!("cannot exec in a {status} container"),
+                })
+            }
         }
         let spec = self.saved_spec(&sd)?;
         let seccomp = spec
@@ -1006,7 +1339,7 @@ impl Runtime {
         };
         // Join every namespace in which the container differs from us.
         let mut join = Vec::new();
-        let (mut pid_ns, mut time_ns) = (None, None);
+        let (mut pid_ns, mut time_ns, mut root) = (None, None, None);
         for name in ["user", "ipc", "uts", "net", "cgroup", "pid", "time", "mnt"] {
             let theirs = PathBuf::from(format!("/proc/{}/ns/{name}", rec.pid));
             let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
@@ -1014,6 +1347,19 @@ impl Runtime {
                 continue;
             };
             if a.ino() == b.ino() && a.dev() == b.dev() {
+                if name == "mnt" {
+                    // No mount namespace of its own: init is chrooted into the
+                    // rootfs; the process goes where init's root is.
+                    let p = format!("/proc/{}/root", rec.pid);
+                    root = Some(
+                        rustix::fs::open(
+                            &p,
+                            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .map_err(|e| Error::io("open the container's root", p, e.into()))?,
+                    );
+                }
                 continue;
             }
             let fd = open_ns(&theirs)?;
@@ -1063,6 +1409,7 @@ impl Runtime {
                     init::ExecArgs {
                         process,
                         join,
+                        root,
                         console_socket: console,
                         pty_to_parent: terminal && o.console_socket.is_none(),
                         seccomp: seccomp.as_ref(),
@@ -1157,6 +1504,26 @@ fn checked_memory_policy(
             path: config.to_owned(),
             msg,
         })
+}
+
+/// The cgroup's record with every directory a create may make counted as
+/// made: those on the way to the container's cgroup that do not exist yet.
+/// Written before the mkdirs, it lets delete remove what a killed create made.
+fn planned_cgroup_state(cg: &Manager) -> berth_cgroups::CgroupState {
+    let mut st = cg.to_state();
+    for h in cg.hierarchies() {
+        let mut dir = Some(h.path.as_path());
+        while let Some(d) = dir {
+            if d == h.mount_point || !d.starts_with(&h.mount_point) || d.exists() {
+                break;
+            }
+            if !st.created.iter().any(|c| c == d) {
+                st.created.push(d.to_path_buf());
+            }
+            dir = d.parent();
+        }
+    }
+    st
 }
 
 /// The resources to apply: the config's, with device rules completed as runc
@@ -1316,5 +1683,32 @@ mod tests {
         );
         // Every rule is one the cgroup backends accept.
         berth_cgroups::devices::rules_from_oci(rules).unwrap();
+    }
+
+    #[test]
+    fn config_namespace_paths_are_checked_before_use() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = d.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let net = LinuxNamespaceType::Network;
+        // A FIFO is refused at once (a plain open would wait for a writer).
+        let e = open_config_ns(&fifo, net).unwrap_err().to_string();
+        assert!(
+            e.contains("is a FIFO") && e.contains("network namespace"),
+            "{e}"
+        );
+        assert!(e.contains(fifo.to_str().unwrap()), "{e}");
+        let e = open_config_ns(&file, net).unwrap_err().to_string();
+        assert!(e.contains("is a regular file"), "{e}");
+        let e = open_config_ns(d.path(), net).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        // Our own namespaces: the right type is taken, another is named.
+        open_config_ns(Path::new("/proc/self/ns/net"), net).unwrap();
+        let e = open_config_ns(Path::new("/proc/self/ns/mnt"), net)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a mount namespace"), "{e}");
     }
 }

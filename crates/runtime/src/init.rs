@@ -41,14 +41,18 @@ pub struct InitArgs<'a> {
     pub new_cgroupns: bool,
     /// The container has a new user namespace (its ID maps are written by the parent).
     pub new_userns: bool,
+    /// No mount namespace: the parent bound the rootfs onto itself in its
+    /// own; mounts go under it, `/` is left alone, and init is chrooted.
+    pub host_mounts: bool,
     /// A user namespace to join by path before `deferred` namespaces are made.
     pub user_join: Option<OwnedFd>,
     /// Namespaces to unshare after joining `user_join` (with a fork for pid).
     pub deferred: CloneFlags,
     /// The container has a new network namespace.
     pub new_netns: bool,
-    /// The container has a new uts namespace.
-    pub new_utsns: bool,
+    /// The container has a uts namespace of its own (new, or joined by
+    /// path): `hostname` and `domainname` are set in it.
+    pub utsns: bool,
     /// The exec FIFO, opened read-write by the parent; without one, init waits
     /// for `Proceed` on the channel instead.
     pub fifo: Option<OwnedFd>,
@@ -84,6 +88,9 @@ pub struct ExecArgs<'a> {
     pub process: &'a Process,
     /// Namespaces of the container to join (pid is joined by the parent).
     pub join: Vec<(CloneFlags, OwnedFd)>,
+    /// The container's root to chroot into, when it has no mount namespace
+    /// of its own (its init is chrooted in the runtime's).
+    pub root: Option<OwnedFd>,
     /// Connected console socket.
     pub console_socket: Option<OwnedFd>,
     /// Send the pty master to the parent.
@@ -190,30 +197,34 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
             .map_err(errno("unshare cgroup namespace"))?;
     }
 
-    // --- the rootfs, in the new mount namespace
+    // --- the rootfs, in the new mount namespace (or, without one, under the
+    // bind mount of the rootfs that the parent made in its own)
     let root_prop = linux
         .rootfs_propagation()
         .as_deref()
-        .and_then(mount::propagation_flag);
+        .and_then(mount::propagation_flag)
+        .filter(|_| !a.host_mounts);
     // Shared and unbindable propagation are applied to the container's root
     // after pivot_root: pivot_root refuses a shared mount, and the rootfs bind
     // mount below cannot take its source from an unbindable one.
     let late_prop = root_prop.filter(|p| p.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE));
-    let first = match root_prop {
-        Some(p) if late_prop.is_none() => p,
-        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-    };
-    mount::set_propagation(Path::new("/"), &[first]).map_err(errno("set propagation of /"))?;
-    mount::mount(
-        Some(a.rootfs),
-        a.rootfs,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(errno(format!("bind mount rootfs {}", a.rootfs.display())))?;
-    mount::set_propagation(a.rootfs, &[MsFlags::MS_PRIVATE])
-        .map_err(errno("make rootfs private"))?;
+    if !a.host_mounts {
+        let first = match root_prop {
+            Some(p) if late_prop.is_none() => p,
+            _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        };
+        mount::set_propagation(Path::new("/"), &[first]).map_err(errno("set propagation of /"))?;
+        mount::mount(
+            Some(a.rootfs),
+            a.rootfs,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(errno(format!("bind mount rootfs {}", a.rootfs.display())))?;
+        mount::set_propagation(a.rootfs, &[MsFlags::MS_PRIVATE])
+            .map_err(errno("make rootfs private"))?;
+    }
     let rootfd = rustix::fs::open(
         a.rootfs,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -263,7 +274,7 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
         .map_err(|e| e.to_string())?;
     }
 
-    enter_rootfs(a.rootfs, a.no_pivot)?;
+    enter_rootfs(a.rootfs, a.no_pivot, a.host_mounts)?;
     drop(rootfd);
     let root = rustix::fs::open(
         "/",
@@ -293,7 +304,7 @@ fn init_inner(mut a: InitArgs<'_>, chan: &Channel) -> R<Infallible> {
     for p in linux.masked_paths().iter().flatten() {
         mask_path(root.as_fd(), p)?;
     }
-    if a.new_utsns {
+    if a.utsns {
         if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
             nix::unistd::sethostname(h).map_err(errno(format!("sethostname {h:?}")))?;
         }
@@ -378,9 +389,15 @@ fn exec_inner(a: ExecArgs<'_>, chan: &Channel) -> R<Infallible> {
     join_cgroups(a.cgroup_tasks)?;
     set_affinity(process, true)?;
     chan.expect(&Msg::Proceed).map_err(|e| e.to_string())?;
+    if let Some(root) = &a.root {
+        // Before joining a user namespace, which would take the right to chroot.
+        nix::unistd::fchdir(root.as_raw_fd()).map_err(errno("enter the container's root"))?;
+        nix::unistd::chroot(".").map_err(errno("chroot into the container's root"))?;
+    }
     join_namespaces(&a.join)?;
     // After joining the mount namespace our root and cwd are its root: the
-    // container's rootfs. Re-anchor both explicitly so no host path leaks in.
+    // container's rootfs (or we chrooted there). Re-anchor both explicitly
+    // so no host path leaks in.
     nix::unistd::chdir("/").map_err(errno("chdir /"))?;
     if let Some(p) = a.personality {
         crate::process::set_personality(p)?;
@@ -905,9 +922,14 @@ fn dev_symlinks(root: BorrowedFd<'_>) -> R<()> {
     Ok(())
 }
 
-fn enter_rootfs(rootfs: &Path, no_pivot: bool) -> R<()> {
+fn enter_rootfs(rootfs: &Path, no_pivot: bool, host_mounts: bool) -> R<()> {
     nix::unistd::chdir(rootfs).map_err(errno(format!("chdir {}", rootfs.display())))?;
-    if no_pivot {
+    if host_mounts {
+        // In the runtime's mount namespace neither pivot_root nor a move of
+        // the rootfs onto / may touch the host's root: chroot, as runc and
+        // youki do.
+        nix::unistd::chroot(".").map_err(errno("chroot"))?;
+    } else if no_pivot {
         mount::mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)
             .map_err(errno("move rootfs to /"))?;
         nix::unistd::chroot(".").map_err(errno("chroot"))?;

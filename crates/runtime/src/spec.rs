@@ -64,6 +64,15 @@ fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, mut file: File) -> Re
     })
 }
 
+/// A namespace type as a config's `type` names it ("network", "mount"; the
+/// type's Display gives the kernel's "net", "mnt").
+pub fn ns_type_name(t: LinuxNamespaceType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// Check that `version` is a 1.x runtime-spec version we implement.
 pub fn check_version(version: &str) -> std::result::Result<(), String> {
     let core = version.split(['-', '+']).next().unwrap_or("");
@@ -122,7 +131,7 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
         if !seen.insert(ns.typ()) {
             return Err(bad(format!(
                 "linux.namespaces: namespace {:?} listed twice",
-                ns.typ().to_string()
+                ns_type_name(ns.typ())
             )));
         }
         match ns.path() {
@@ -131,14 +140,14 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
                     return Err(bad(format!(
                         "linux.namespaces: path {} of the {} namespace is not absolute",
                         p.display(),
-                        ns.typ()
+                        ns_type_name(ns.typ())
                     )));
                 }
                 if let Err(e) = std::fs::metadata(p) {
                     return Err(bad(format!(
                         "linux.namespaces: path {} of the {} namespace: {e}",
                         p.display(),
-                        ns.typ()
+                        ns_type_name(ns.typ())
                     )));
                 }
             }
@@ -166,21 +175,36 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
             "linux.uidMappings/gidMappings are set but there is no user namespace".into(),
         ));
     }
+    // Without a mount namespace the container runs chrooted in the runtime's
+    // (as with runc and youki); masking a path there would hide it from the
+    // host, so, as runc does, masked and read-only paths are refused.
     if !seen.contains(&LinuxNamespaceType::Mount) {
-        return Err(bad("linux.namespaces: a mount namespace is required".into()));
+        for (field, paths) in [
+            ("linux.maskedPaths", linux.masked_paths()),
+            ("linux.readonlyPaths", linux.readonly_paths()),
+        ] {
+            if paths.as_ref().is_some_and(|p| !p.is_empty()) {
+                return Err(bad(format!(
+                    "{field}: they need a mount namespace of the container's own, and the \
+                     config has none"
+                )));
+            }
+        }
     }
+    // A uts namespace joined by path counts too: the name is set in it, as
+    // runc and youki do.
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
-        && !new_ns.contains(&LinuxNamespaceType::Uts)
+        && !seen.contains(&LinuxNamespaceType::Uts)
     {
         return Err(bad(
-            "hostname: cannot set the hostname without a new uts namespace".into(),
+            "hostname: cannot set the hostname without a uts namespace (new or joined)".into(),
         ));
     }
     if spec.domainname().as_ref().is_some_and(|h| !h.is_empty())
-        && !new_ns.contains(&LinuxNamespaceType::Uts)
+        && !seen.contains(&LinuxNamespaceType::Uts)
     {
         return Err(bad(
-            "domainname: cannot set the domainname without a new uts namespace".into(),
+            "domainname: cannot set the domainname without a uts namespace (new or joined)".into(),
         ));
     }
     if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty())
@@ -238,6 +262,105 @@ pub fn validate(spec: &Spec, bundle: &Path, config_path: &Path) -> Result<PathBu
         }
     }
     Ok(rootfs)
+}
+
+/// Most lines the kernel takes in a uid_map or gid_map (Linux 4.15 and later).
+pub const MAX_ID_MAP_LINES: usize = 340;
+
+/// The kernel's limits that a config must fit, read from the host once per
+/// create (see [`KernelLimits::from_host`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelLimits {
+    /// The page size: an ID map must be written in one write shorter than it.
+    pub page_size: usize,
+    /// `fs.mount-max`, the most mounts one mount namespace may hold.
+    pub mount_max: Option<u64>,
+    /// How many mounts a new mount namespace starts with (ours, copied);
+    /// None when it was not counted because the config is far from the limit.
+    pub mounts_now: Option<u64>,
+}
+
+impl KernelLimits {
+    /// The host's limits, for a config that makes `mounts` mounts.
+    /// `/proc/self/mountinfo` is counted only when the config alone comes
+    /// near `fs.mount-max`.
+    pub fn from_host(mounts: u64) -> KernelLimits {
+        let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .map(|p| p as usize)
+            .unwrap_or(4096);
+        let mount_max = std::fs::read_to_string("/proc/sys/fs/mount-max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let mounts_now = match mount_max {
+            Some(max) if mounts.saturating_mul(2) >= max => {
+                std::fs::read_to_string("/proc/self/mountinfo")
+                    .ok()
+                    .map(|s| s.lines().count() as u64)
+            }
+            _ => None,
+        };
+        KernelLimits {
+            page_size,
+            mount_max,
+            mounts_now,
+        }
+    }
+}
+
+/// How many mounts the container's setup makes at least: the rootfs bind, the
+/// config's mounts, one per masked and read-only path.
+pub fn mounts_made(spec: &Spec) -> u64 {
+    let linux = spec.linux().as_ref();
+    let n = |v: Option<usize>| v.unwrap_or(0) as u64;
+    1 + n(spec.mounts().as_ref().map(Vec::len))
+        + n(linux.and_then(|l| l.masked_paths().as_ref().map(Vec::len)))
+        + n(linux.and_then(|l| l.readonly_paths().as_ref().map(Vec::len)))
+}
+
+/// Check a config against the kernel's limits, so that it is refused with a
+/// clear error before anything is made, not half-way with EINVAL or ENOSPC.
+pub fn check_kernel_limits(spec: &Spec, k: &KernelLimits) -> std::result::Result<(), String> {
+    if let Some(linux) = spec.linux() {
+        for (field, maps) in [
+            ("linux.uidMappings", linux.uid_mappings()),
+            ("linux.gidMappings", linux.gid_mappings()),
+        ] {
+            let Some(maps) = maps.as_ref() else { continue };
+            if maps.len() > MAX_ID_MAP_LINES {
+                return Err(format!(
+                    "{field}: {} entries, but the kernel takes at most {MAX_ID_MAP_LINES} \
+                     lines in an ID map (Linux 4.15 and later)",
+                    maps.len()
+                ));
+            }
+            let bytes: usize = maps
+                .iter()
+                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()).len())
+                .sum();
+            if bytes >= k.page_size {
+                return Err(format!(
+                    "{field}: {} entries make a map of {bytes} bytes, but the kernel takes \
+                     an ID map written at once in less than one page ({} bytes); use fewer, \
+                     larger ranges",
+                    maps.len(),
+                    k.page_size
+                ));
+            }
+        }
+    }
+    if let (Some(max), Some(now)) = (k.mount_max, k.mounts_now) {
+        let made = mounts_made(spec);
+        if now + made > max {
+            return Err(format!(
+                "mounts: the container needs at least {made} mounts besides the {now} a new \
+                 mount namespace starts with, more than the kernel's limit of {max} mounts \
+                 per namespace (fs.mount-max)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks on a process, shared by `create` and `exec`.
@@ -430,6 +553,78 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("uts"), "{e}");
+    }
+
+    #[test]
+    fn without_a_mount_namespace() {
+        let c = minimal("", "").replace(r#"{"type":"mount"},"#, "");
+        check(&c).unwrap();
+        let c =
+            minimal(r#","maskedPaths":["/proc/kcore"]"#, "").replace(r#"{"type":"mount"},"#, "");
+        let e = check(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("linux.maskedPaths") && e.contains("mount namespace"),
+            "{e}"
+        );
+        let c =
+            minimal(r#","readonlyPaths":["/proc/sys"]"#, "").replace(r#"{"type":"mount"},"#, "");
+        let e = check(&c).unwrap_err().to_string();
+        assert!(e.contains("linux.readonlyPaths"), "{e}");
+    }
+
+    #[test]
+    fn kernel_limits() {
+        let limits = KernelLimits {
+            page_size: 4096,
+            mount_max: Some(1000),
+            mounts_now: Some(30),
+        };
+        let maps = |n: u32, host: u32| {
+            let v: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"containerID":{i},"hostID":{},"size":1}}"#, host + i))
+                .collect();
+            format!(
+                r#","uidMappings":[{}],"gidMappings":[{{"containerID":0,"hostID":1000,"size":1}}]"#,
+                v.join(",")
+            )
+        };
+        let spec = |linux: &str, top: &str| -> Spec {
+            serde_json::from_str(&minimal(linux, top)).unwrap()
+        };
+        check_kernel_limits(&spec(&maps(340, 1000), ""), &limits).unwrap();
+        let e = check_kernel_limits(&spec(&maps(341, 1000), ""), &limits).unwrap_err();
+        assert!(
+            e.contains("linux.uidMappings: 341 entries") && e.contains("340"),
+            "{e}"
+        );
+        // 300 lines of ~24 bytes do not fit in a page.
+        let e = check_kernel_limits(&spec(&maps(300, 4_000_000_000), ""), &limits).unwrap_err();
+        assert!(e.contains("4096"), "{e}");
+        let mounts = |n: usize| {
+            let m: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"destination":"/m/{i}","type":"tmpfs"}}"#))
+                .collect();
+            format!(r#""mounts":[{}],"#, m.join(","))
+        };
+        // 30 + the rootfs + 969 = 1000: at the limit is fine, one more is not.
+        check_kernel_limits(&spec("", &mounts(969)), &limits).unwrap();
+        let e = check_kernel_limits(&spec("", &mounts(970)), &limits).unwrap_err();
+        assert!(e.contains("fs.mount-max") && e.contains("1000"), "{e}");
+        // Not counted (far from the limit): nothing to check.
+        let far = KernelLimits {
+            mounts_now: None,
+            ..limits
+        };
+        check_kernel_limits(&spec("", &mounts(970)), &far).unwrap();
+    }
+
+    #[test]
+    fn hostname_in_a_joined_uts_namespace() {
+        let c = minimal("", r#""hostname":"x","domainname":"y","#).replace(
+            r#"{"type":"pid"}"#,
+            r#"{"type":"uts","path":"/proc/self/ns/uts"}"#,
+        );
+        check(&c).unwrap();
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub const EXEC_FIFO: &str = "exec.fifo";
 pub const STATE_FILE: &str = "state.json";
 /// Name of the saved config.
 pub const CONFIG_FILE: &str = "config.json";
+/// Name of the record a create writes before it makes anything, so that a
+/// create that died half-way can be undone (see [`Pending`]).
+pub const PENDING_FILE: &str = "creating.json";
 
 /// The lifecycle status of a container, as in the runtime-spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +76,48 @@ pub struct Record {
     pub cgroup: berth_cgroups::CgroupState,
     /// Namespace types the container has (new or joined), for `exec`.
     pub namespaces: Vec<String>,
+    /// Without a mount namespace: the rootfs bind mount that delete detaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_root: Option<HostRootMount>,
+}
+
+/// What a create has made so far, written before each thing it makes (a
+/// cgroup, a mount) and replaced by [`Record`] when it succeeds: a create that
+/// was killed half-way leaves this, and `delete` undoes what it names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    /// Schema version of this file (that of state.json).
+    pub schema: u32,
+    /// Container ID.
+    pub id: String,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// When the create began, RFC 3339.
+    pub created: String,
+    /// The user that runs the create.
+    pub owner: String,
+    /// Host PID of the container's process once cloned (0 before).
+    pub pid: i32,
+    /// Its start time, to tell it from a later process with the same PID.
+    pub pid_start: u64,
+    /// The cgroup, with every directory the create may make listed as made
+    /// (those that did not exist before it began).
+    pub cgroup: Option<berth_cgroups::CgroupState>,
+    /// The rootfs bind mount of a container without a mount namespace.
+    pub host_root: Option<HostRootMount>,
+}
+
+/// The bind mount of its rootfs that a container without a mount namespace
+/// has in the runtime's mount namespace: the container's mounts are made
+/// under it, so detaching it at delete removes them all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRootMount {
+    /// The rootfs it is mounted on.
+    pub path: PathBuf,
+    /// The ID of the mount that `path` was on before (which must stay).
+    pub below: u64,
+    /// The bind mount's own ID, once it is made.
+    pub mount: Option<u64>,
 }
 
 /// The state JSON of `runtime state` and of hooks' stdin (runtime-spec).
@@ -180,28 +225,21 @@ impl StateDir {
 
     /// Read the record; a missing file means the create never finished.
     pub fn load(&self) -> Result<Option<Record>> {
-        let p = self.file(STATE_FILE);
-        match fs::read(&p) {
-            Ok(b) => {
-                let r: Record = serde_json::from_slice(&b).map_err(|e| Error::State {
-                    id: self.id.clone(),
-                    msg: format!("{}: {e}", p.display()),
-                })?;
-                if r.schema != STATE_SCHEMA {
-                    return Err(Error::State {
-                        id: self.id.clone(),
-                        msg: format!(
-                            "{} has schema {} but this runtime reads {STATE_SCHEMA}",
-                            p.display(),
-                            r.schema
-                        ),
-                    });
-                }
-                Ok(Some(r))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read state", p, e)),
-        }
+        read_record(&self.path, &self.id)
+    }
+
+    /// Write what the create has made so far (before it makes the next thing).
+    pub fn save_pending(&self, p: &Pending) -> Result<()> {
+        let data = serde_json::to_vec(p).map_err(|e| Error::State {
+            id: self.id.clone(),
+            msg: e.to_string(),
+        })?;
+        write_atomic(&self.file(PENDING_FILE), &data)
+    }
+
+    /// Drop the pending record once state.json replaces it.
+    pub fn remove_pending(&self) {
+        let _ = fs::remove_file(self.file(PENDING_FILE));
     }
 
     /// Write the record atomically.
@@ -216,6 +254,61 @@ impl StateDir {
     /// Remove the whole directory.
     pub fn remove(self) -> Result<()> {
         fs::remove_dir_all(&self.path).map_err(|e| Error::io("remove state dir", &self.path, e))
+    }
+}
+
+/// Read the record in the state dir `dir` of container `id`, without its
+/// lock (the file is replaced atomically); a missing file means the create
+/// never finished.
+pub fn read_record(dir: &Path, id: &str) -> Result<Option<Record>> {
+    let p = dir.join(STATE_FILE);
+    match fs::read(&p) {
+        Ok(b) => {
+            let r: Record = serde_json::from_slice(&b).map_err(|e| Error::State {
+                id: id.into(),
+                msg: format!("{}: {e}", p.display()),
+            })?;
+            if r.schema != STATE_SCHEMA {
+                return Err(Error::State {
+                    id: id.into(),
+                    msg: format!(
+                        "{} has schema {} but this runtime reads {STATE_SCHEMA}",
+                        p.display(),
+                        r.schema
+                    ),
+                });
+            }
+            Ok(Some(r))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read state", p, e)),
+    }
+}
+
+/// Read the pending record of an unfinished create in state dir `dir`, if
+/// it got as far as writing one.
+pub fn read_pending(dir: &Path, id: &str) -> Result<Option<Pending>> {
+    let p = dir.join(PENDING_FILE);
+    match fs::read(&p) {
+        Ok(b) => {
+            let r: Pending = serde_json::from_slice(&b).map_err(|e| Error::State {
+                id: id.into(),
+                msg: format!("{}: {e}", p.display()),
+            })?;
+            if r.schema != STATE_SCHEMA {
+                return Err(Error::State {
+                    id: id.into(),
+                    msg: format!(
+                        "{} has schema {} but this runtime reads {STATE_SCHEMA}",
+                        p.display(),
+                        r.schema
+                    ),
+                });
+            }
+            Ok(Some(r))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read pending state", p, e)),
     }
 }
 

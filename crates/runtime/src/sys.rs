@@ -194,6 +194,17 @@ pub fn set_mempolicy(mode: libc::c_int, mask: &[libc::c_ulong]) -> nix::Result<(
     Errno::result(ret).map(drop)
 }
 
+/// `ioctl(fd, NS_GET_NSTYPE)` (Linux 4.11): the `CLONE_NEW*` flag of the
+/// namespace that the nsfs file `fd` refers to.
+pub fn ns_type(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<libc::c_int> {
+    use std::os::fd::AsRawFd;
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb7 << 8 | 0x3;
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type as the
+    // result; `fd` is a valid descriptor borrowed for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    Errno::result(ret)
+}
+
 /// `setdomainname(2)`.
 pub fn set_domainname(name: &str) -> nix::Result<()> {
     // SAFETY: the pointer and length describe the bytes of `name`, valid for the call.

@@ -12,7 +12,7 @@
 #![cfg_attr(not(test), no_main)]
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -214,7 +214,7 @@ struct ExecArgs {
     process_label: Option<String>,
     #[arg(long, default_value_t = 0)]
     preserve_fds: u32,
-    /// Accepted for compatibility.
+    /// Allow exec into a paused container (the process runs once it is resumed).
     #[arg(long)]
     ignore_paused: bool,
 }
@@ -283,8 +283,10 @@ extern "C" fn c_main(
             }
         }
     }
+    logrus::start();
     if let Err(e) = seal_if_needed() {
-        let _ = writeln!(std::io::stderr(), "berth-runtime: {e}");
+        // Before the command line is parsed: logrus' default (text) shape.
+        eprintln!("{}", logrus::text_line("error", &e.to_string()));
         return 1;
     }
     let code = std::panic::catch_unwind(real_main).unwrap_or(101);
@@ -387,25 +389,133 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-/// Errors go to stderr and, like runc, to the log file in its format, where
-/// containerd and conmon look for them.
+/// A failure is reported as runc 1.1 reports it (through logrus), so that
+/// clients and test tools that look for "error" find it:
+/// - with `--log FILE`, the log line goes to the file (where containerd and
+///   conmon read it) and stderr gets the bare message;
+/// - without, the log line goes to stderr: `time="..." level=error
+///   msg="..."` for `--log-format text` (logrus' coloured `ERRO[0000] msg`
+///   when stderr is a terminal), `{"level":"error","msg":"...","time":"..."}`
+///   for json.
 fn log_error(cli: &Cli, msg: &str) {
-    if let Some(p) = &cli.log {
-        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(p) {
-            let line = match cli.log_format {
-                LogFormat::Json => {
-                    json!({"level": "error", "msg": msg, "time": state::now_rfc3339()}).to_string()
-                }
-                LogFormat::Text => format!(
-                    "time=\"{}\" level=error msg={:?}",
-                    state::now_rfc3339(),
-                    msg
-                ),
-            };
-            let _ = writeln!(f, "{line}");
+    let line = |format: LogFormat| match format {
+        LogFormat::Json => logrus::json_line("error", msg),
+        LogFormat::Text => logrus::text_line("error", msg),
+    };
+    match &cli.log {
+        Some(p) => {
+            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(p) {
+                let _ = writeln!(f, "{}", line(cli.log_format));
+            }
+            eprintln!("{msg}");
+        }
+        None if cli.log_format == LogFormat::Text && std::io::stderr().is_terminal() => {
+            eprintln!("{}", logrus::terminal_line("ERRO", 31, msg));
+        }
+        None => eprintln!("{}", line(cli.log_format)),
+    }
+}
+
+/// Log lines in the shapes of logrus, the logger of runc (and containerd),
+/// whose output clients parse.
+mod logrus {
+    use std::fmt::Write;
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    /// When this process began to log: the `[0000]` of the terminal form
+    /// counts seconds from here.
+    pub fn start() -> Instant {
+        static START: OnceLock<Instant> = OnceLock::new();
+        *START.get_or_init(Instant::now)
+    }
+
+    /// RFC 3339 in whole seconds, local time, as Go's `time.RFC3339`.
+    fn now() -> String {
+        chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    /// logrus' TextFormatter without a terminal: `time="…" level=L msg=…`.
+    pub fn text_line(level: &str, msg: &str) -> String {
+        format!("time={} level={level} msg={}", value(&now()), value(msg))
+    }
+
+    /// logrus' JSONFormatter: keys sorted, HTML characters escaped as Go's
+    /// encoding/json does.
+    pub fn json_line(level: &str, msg: &str) -> String {
+        format!(
+            "{{\"level\":{},\"msg\":{},\"time\":{}}}",
+            json_string(level),
+            json_string(msg),
+            json_string(&now())
+        )
+    }
+
+    /// logrus' TextFormatter on a terminal: `ERRO[0000] msg` with the level
+    /// in colour and the message padded to 44 columns.
+    pub fn terminal_line(level: &str, colour: u8, msg: &str) -> String {
+        let secs = start().elapsed().as_secs();
+        format!(
+            "\x1b[{colour}m{level}\x1b[0m[{secs:04}] {:<44} ",
+            msg.trim_end_matches('\n')
+        )
+    }
+
+    /// A value as logrus writes it: bare when it has only `[A-Za-z0-9-._/@^+]`,
+    /// else quoted as Go's `%q` does.
+    fn value(v: &str) -> String {
+        let bare = v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._/@^+".contains(c));
+        if bare {
+            v.to_string()
+        } else {
+            go_quote(v)
         }
     }
-    eprintln!("berth-runtime: {msg}");
+
+    /// Go's `strconv.Quote` for what a message holds: `"` and `\` escaped,
+    /// control characters as `\n`, `\t`, …, `\xNN` or `\uNNNN`.
+    pub fn go_quote(s: &str) -> String {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\x07' => out.push_str("\\a"),
+                '\x08' => out.push_str("\\b"),
+                '\x0c' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\x0b' => out.push_str("\\v"),
+                c if (c as u32) < 0x20 || c == '\x7f' => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// A JSON string as Go's encoding/json writes it (`<`, `>`, `&`, U+2028
+    /// and U+2029 escaped).
+    fn json_string(s: &str) -> String {
+        let j = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        if !j.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+            return j;
+        }
+        j.replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026")
+            .replace('\u{2028}', "\\u2028")
+            .replace('\u{2029}', "\\u2029")
+    }
 }
 
 fn runtime(cli: &Cli) -> Runtime {
@@ -572,6 +682,7 @@ fn exec(rt: &Runtime, e: &ExecArgs) -> anyhow::Result<u8> {
             pid_file: e.pid_file.clone(),
             detach: e.detach,
             preserve_fds: e.preserve_fds,
+            ignore_paused: e.ignore_paused,
         },
     )?;
     Ok(code.clamp(0, 255) as u8)
@@ -881,6 +992,41 @@ mod tests {
             error_line(&e),
             "create c1: open x: No such file or directory (os error 2)"
         );
+    }
+
+    #[test]
+    fn logrus_text_lines() {
+        let l = logrus::text_line("error", "container \"c1\" does not exist");
+        let (time, rest) = l
+            .strip_prefix("time=\"")
+            .and_then(|r| r.split_once("\" "))
+            .unwrap();
+        assert!(!time.contains('.') && time.contains('T'), "{l}");
+        assert_eq!(rest, r#"level=error msg="container \"c1\" does not exist""#);
+        assert!(logrus::text_line("error", "plain-word_1.0/x@y^z+w")
+            .ends_with(" msg=plain-word_1.0/x@y^z+w"));
+        assert_eq!(
+            logrus::go_quote("a\tb\nc\\d\u{1}\u{7f}\u{85}é"),
+            r#""a\tb\nc\\d\x01\x7f\u0085é""#
+        );
+    }
+
+    #[test]
+    fn logrus_json_lines() {
+        let l = logrus::json_line("error", "a <b> & \"c\"");
+        assert!(
+            l.starts_with(r#"{"level":"error","msg":"a \u003cb\u003e \u0026 \"c\"","time":""#),
+            "{l}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["msg"], "a <b> & \"c\"");
+    }
+
+    #[test]
+    fn logrus_terminal_line() {
+        let l = logrus::terminal_line("ERRO", 31, "short");
+        assert!(l.starts_with("\x1b[31mERRO\x1b[0m[0000] short "), "{l:?}");
+        assert_eq!(l.len(), "\x1b[31mERRO\x1b[0m[0000] ".len() + 45);
     }
 
     #[test]
