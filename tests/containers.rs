@@ -513,6 +513,122 @@ fn crash_of_the_monitor_is_shown_truthfully_and_cleaned() {
     env.assert_clean(&[id]);
 }
 
+/// SIGKILLs container `id`'s monitor and waits (on a pidfd) until it is gone.
+fn kill_monitor(env: &Env, id: &str) {
+    let dir = env.root.path().join("containers").join(id);
+    let mon: i32 = fs::read_to_string(dir.join("monitor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(mon).unwrap();
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL).unwrap();
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    rustix::event::poll(&mut fds, None).unwrap();
+}
+
+/// The monitor killed with SIGKILL while its container runs: the container
+/// is shown running as long as it runs; once it is gone it is exited with
+/// the exit code podman gives when its conmon died (-1: it could not be
+/// known), an error saying why, and a FinishedAt that is recorded, not
+/// 0001-01-01. `start` then works (the runtime's leftover state is
+/// deleted first), after an exit on its own and after `stop`, on
+/// berth-runtime and on runc; `rm` leaves nothing.
+#[test]
+fn killed_monitor_is_shown_truthfully_and_start_works_again() {
+    if !need_root("killed_monitor_is_shown_truthfully_and_start_works_again") {
+        return;
+    }
+    let env = Env::new("ctr-monkill");
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc is installed by scripts/install-deps.sh");
+    for runtime in [None, Some(runc)] {
+        let name = unique("monkill");
+        let mut args = vec!["run", "-d", "--name", &name];
+        if let Some(r) = runtime {
+            args.extend(["--runtime", r]);
+        }
+        // It runs until /tmp/go exists in its rootfs, then exits 3.
+        let script = "until [ -e /tmp/go ]; do sleep 0.05; done; exit 3";
+        args.extend([env.image.as_str(), "sh", "-c", script]);
+        env.ok(&args);
+        let id = id_of(&env, &name);
+        let go = env
+            .root
+            .path()
+            .join("containers")
+            .join(&id)
+            .join("bundle/rootfs/tmp/go");
+        let exited = |why: &str| {
+            let st = env.inspect(&name)["State"].clone();
+            assert_eq!(st["Status"], "exited", "{why}: {st}");
+            assert_eq!(st["ExitCode"], -1, "{why}: {st}");
+            let started = st["StartedAt"].as_str().unwrap().to_string();
+            let finished = st["FinishedAt"].as_str().unwrap().to_string();
+            assert!(!finished.starts_with("0001"), "{why}: {st}");
+            assert!(finished >= started, "{why}: {st}");
+            assert!(
+                st["Error"].as_str().unwrap().contains("monitor"),
+                "{why}: {st}"
+            );
+            // Recorded once, not made up anew at each look.
+            assert_eq!(
+                env.inspect(&name)["State"]["FinishedAt"],
+                st["FinishedAt"],
+                "{why}"
+            );
+            let ps = env.ok(&[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("name={name}"),
+                "--format",
+                "{{.Status}}",
+            ]);
+            assert!(ps.starts_with("Exited (-1) "), "{why}: {ps}");
+        };
+
+        // Killed while it runs: it is still running, and shown so.
+        kill_monitor(&env, &id);
+        let st = env.inspect(&name)["State"].clone();
+        assert_eq!(st["Status"], "running", "{st}");
+        assert!(st["Pid"].as_i64().unwrap() > 0, "{st}");
+        assert!(env.ok(&["ps", "--format", "{{.Names}}"]).contains(&name));
+        // It ends on its own: its exit cannot be known.
+        fs::write(&go, "").unwrap();
+        assert_eq!(env.ok(&["wait", &name]).trim(), "-1");
+        exited("ended on its own");
+        // Started again, it runs under a new monitor.
+        fs::remove_file(&go).unwrap();
+        env.ok(&["start", &name]);
+        assert_eq!(env.status(&name), "running");
+
+        // Killed again, then stopped.
+        kill_monitor(&env, &id);
+        env.ok(&["stop", "-t", "0", &name]);
+        exited("stopped");
+        env.ok(&["start", &name]);
+        assert_eq!(env.status(&name), "running");
+        // The new monitor records the real exit code again.
+        fs::write(&go, "").unwrap();
+        assert_eq!(env.ok(&["wait", &name]).trim(), "3");
+        assert_eq!(env.inspect(&name)["State"]["Error"], "");
+
+        // Killed once more: rm -f cleans it all up.
+        fs::remove_file(&go).unwrap();
+        env.ok(&["start", &name]);
+        kill_monitor(&env, &id);
+        env.ok(&["rm", "-f", &name]);
+        env.assert_clean(&[id]);
+    }
+}
+
 /// `-i` pipes stdin and closes it at its end; `-it` gives a real terminal
 /// (driven here through `script`), sized like ours.
 #[test]

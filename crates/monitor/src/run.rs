@@ -178,6 +178,11 @@ pub struct ExitRecord {
     /// The kernel's OOM killer killed a process of the container's cgroup.
     #[serde(default)]
     pub oom_killed: bool,
+    /// Why the record is not the monitor's own account of the exit (the
+    /// engine writes one when the monitor died before its container): empty
+    /// when the monitor reaped the container itself.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
 }
 
 /// The running container, written as JSON to the state file each time the
@@ -622,6 +627,7 @@ impl Monitor {
             pid: run.pid,
             restart_count,
             oom_killed,
+            error: String::new(),
         };
         drop(run);
         write_json(&self.cfg.exit_file, &record)?;
@@ -907,6 +913,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, M
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
     }
+}
+
+/// Writes an exit record atomically, as the monitor does; for whoever
+/// records the exit of a container whose monitor died.
+pub fn write_exit(path: &Path, rec: &ExitRecord) -> Result<(), MonitorError> {
+    write_json(path, rec)
 }
 
 /// Reads an exit record; None while the container has not exited.
