@@ -629,6 +629,128 @@ fn killed_monitor_is_shown_truthfully_and_start_works_again() {
     }
 }
 
+/// `run -d` SIGKILLed at random moments (spread over how long a whole one
+/// takes here), on berth-runtime and runc: what it leaves is either nothing,
+/// a running container, or a created one that `start` either starts with
+/// its network whole or refuses with an error saying to remove it; `rm -f`
+/// always leaves nothing.
+#[test]
+fn run_killed_at_random_points_leaves_a_startable_or_removable_container() {
+    if !need_root("run_killed_at_random_points_leaves_a_startable_or_removable_container") {
+        return;
+    }
+    let env = Env::new("ctr-runkill");
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc is installed by scripts/install-deps.sh");
+    env.ok(&["pull", "-q", &env.image]);
+    let probe = unique("probe");
+    let began = std::time::Instant::now();
+    env.ok(&["run", "-d", "--name", &probe, &env.image, "sleep", "1000"]);
+    let whole = began.elapsed();
+    env.ok(&["rm", "-f", &probe]);
+    let mut seed = [0u8; 8];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
+        .unwrap();
+    let mut rnd = u64::from_le_bytes(seed) | 1;
+    let mut next = move || {
+        // xorshift64
+        rnd ^= rnd << 13;
+        rnd ^= rnd >> 7;
+        rnd ^= rnd << 17;
+        rnd
+    };
+    let prefix = env.net.subnet.trim_end_matches(".0/24").to_string();
+    let mut seen = std::collections::BTreeMap::<&str, u32>::new();
+    for i in 0..40 {
+        let name = unique("runkill");
+        let delay = whole.mul_f64((next() % 1000) as f64 / 1000.0);
+        let mut args = vec!["run", "-d", "--name", &name, "-p", "80"];
+        if i % 2 == 1 {
+            args.extend(["--runtime", runc]);
+        }
+        args.extend([env.image.as_str(), "sleep", "1000"]);
+        let mut child = env
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        let ids = env.ok(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("name={name}"),
+        ]);
+        let Some(id) = ids.lines().next().map(str::to_string) else {
+            *seen.entry("nothing").or_default() += 1;
+            env.assert_clean(&[]);
+            continue;
+        };
+        let status = env.status(&name);
+        let outcome = match status.as_str() {
+            "running" => "running",
+            "created" => {
+                let (code, out, err) = env.run(&["start", &name]);
+                if code == 0 {
+                    assert_eq!(env.status(&name), "running", "{out}{err}");
+                    "started"
+                } else {
+                    assert!(
+                        err.contains(&format!("berth rm {name}")),
+                        "iteration {i} after {delay:?}: start failed without saying to remove it:\n{out}{err}"
+                    );
+                    "refused"
+                }
+            }
+            other => panic!("iteration {i} after {delay:?}: {name} is {other}"),
+        };
+        if outcome != "refused" {
+            // Its network is whole: an address on the test's network.
+            let addr = env.ok(&["exec", &name, "ip", "-4", "-o", "addr", "show", "eth0"]);
+            assert!(
+                addr.contains(&format!("inet {prefix}.")),
+                "iteration {i} after {delay:?}: {outcome} without its network: {addr}"
+            );
+        }
+        *seen.entry(outcome).or_default() += 1;
+        env.ok(&["rm", "-f", &name]);
+        env.assert_clean(&[id]);
+    }
+    eprintln!("run -d killed after 0..{whole:?}: {seen:?}");
+
+    // A rootfs no longer mounted (as after a reboot) is mounted again.
+    let name = unique("unmounted");
+    env.ok(&[
+        "create",
+        "--name",
+        &name,
+        &env.image,
+        "cat",
+        "/etc/hostname",
+    ]);
+    let id = id_of(&env, &name);
+    let rootfs = env
+        .root
+        .path()
+        .join("containers")
+        .join(&id)
+        .join("bundle/rootfs");
+    berth_tests::run_ok(Command::new("umount").arg(&rootfs));
+    env.ok(&["start", &name]);
+    assert_eq!(env.ok(&["wait", &name]).trim(), "0");
+    assert_eq!(env.ok(&["logs", &name]), format!("{}\n", &id[..12]));
+    env.ok(&["rm", &name]);
+    env.assert_clean(&[id]);
+}
+
 /// `-i` pipes stdin and closes it at its end; `-it` gives a real terminal
 /// (driven here through `script`), sized like ours.
 #[test]

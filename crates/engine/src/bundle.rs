@@ -369,6 +369,56 @@ fn fill(
     Ok(plan.stop_signal)
 }
 
+/// Whether `path` is the root of a mount: `statx`'s `MOUNT_ROOT` where the
+/// kernel reports it (5.8+), else a look in `/proc/self/mountinfo`.
+fn is_mount_root(path: &Path) -> Result<bool, BundleError> {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    match statx(
+        CWD,
+        path,
+        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::empty(),
+    ) {
+        Ok(x) if x.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            return Ok(x.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+        }
+        Ok(_) | Err(rustix::io::Errno::NOSYS) => {}
+        Err(e) => return Err(io(format!("stat {}", path.display()))(e.into())),
+    }
+    let mi = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io("read /proc/self/mountinfo".into()))?;
+    // Mount points are field 5, with space, tab, newline and backslash
+    // written as octal escapes.
+    let want = path
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    Ok(mi
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str())))
+}
+
+/// Mounts the rootfs of a made bundle again when it is not mounted (after
+/// a reboot, or a create cut short); returns whether it had to.
+pub fn ensure_mounted(store: &ImageStore, dir: &Path, id: &str) -> Result<bool, BundleError> {
+    let rootfs = dir.join("rootfs");
+    if is_mount_root(&rootfs)? {
+        return Ok(false);
+    }
+    let snap_err = |source| BundleError::Snapshot {
+        id: id.to_string(),
+        source,
+    };
+    let mounts = store
+        .snapshotter()
+        .mounts(&snapshot_key(id))
+        .map_err(snap_err)?;
+    mount_all(&mounts, &rootfs).map_err(snap_err)?;
+    Ok(true)
+}
+
 /// Unmounts the rootfs, removes the container's snapshot and the bundle
 /// directory. What is already gone is skipped.
 pub fn remove(store: &ImageStore, dir: &Path, id: &str) -> Result<(), BundleError> {
@@ -423,6 +473,13 @@ mod tests {
         );
         assert_eq!(host_hosts(h, "web"), format!("{h}\n"));
         assert_eq!(host_hosts(h, "mine"), format!("{h}\n127.0.1.1\tmine\n"));
+    }
+
+    #[test]
+    fn a_plain_dir_is_no_mount_root() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("a b")).unwrap();
+        assert!(!is_mount_root(&t.path().join("a b")).unwrap());
     }
 
     #[test]

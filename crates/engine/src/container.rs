@@ -67,6 +67,15 @@ pub enum ContainerError {
     /// A network could not be set up or torn down.
     #[error(transparent)]
     Network(#[from] crate::network::NetError),
+    /// The container's create was cut short.
+    #[error(
+        "container {name} was not completely created (the berth that created it was stopped \
+         half-way): remove it with `berth rm {name}`, and create it again"
+    )]
+    Incomplete {
+        /// The container's name.
+        name: String,
+    },
     /// The container is not in a state that allows this.
     #[error("container {name} is {state}: {what}")]
     State {
@@ -691,10 +700,15 @@ impl Engine {
             Network::Container(other) => Some(self.joined_netns(other)?),
             _ => None,
         };
+        let request = (!defs.is_empty()).then(|| crate::network::NetRequest {
+            networks: defs.iter().map(|d| d.name.clone()).collect(),
+            ports: ports.clone(),
+            ip: host.ip,
+        });
         let c = {
             // About six metadata operations follow: open the files once.
             let _hold = self.store.hold()?;
-            self.create_record_and_bundle(img, o, joined)?
+            self.create_record_and_bundle(img, o, joined, request)?
         };
         if !defs.is_empty() {
             let host: HostConfig =
@@ -714,6 +728,7 @@ impl Engine {
         img: &LocalImage,
         mut o: CreateOptions,
         joined: Option<PathBuf>,
+        request: Option<crate::network::NetRequest>,
     ) -> Result<Container, ContainerError> {
         if let Some(top) = img.top_chain_id() {
             if self
@@ -764,7 +779,7 @@ impl Engine {
                 }
             }
         }
-        let made = self.make_files(img, &rec, &o).and_then(|c| {
+        let made = self.make_files(img, &rec, &o, request).and_then(|c| {
             if let Network::Container(other) = &o.bundle.host.network {
                 self.share_etc_files(other, &c)?;
             }
@@ -786,6 +801,7 @@ impl Engine {
         img: &LocalImage,
         rec: &ContainerRecord,
         o: &CreateOptions,
+        request: Option<crate::network::NetRequest>,
     ) -> Result<Container, ContainerError> {
         let id = &rec.id;
         let dir = self.dir(id);
@@ -819,6 +835,16 @@ impl Engine {
             record: rec,
             config,
         };
+        // The networks asked for, before they are made: a create cut short
+        // from here on is finished by `start` (see `ensure_network`).
+        if let Some(r) = request {
+            let st = crate::network::NetState {
+                pending: Some(r),
+                ..Default::default()
+            };
+            self.save_net_state(id, &st)?;
+        }
+        // Written last: a container without it was not completely made.
         self.write_monitor_config(&c, false, &[])?;
         Ok(c)
     }
@@ -872,6 +898,7 @@ impl Engine {
             cgroup_path: Some(c.config.cgroups_path.clone()),
             state_file: Some(dir.join("run.json")),
             exit_command: exit_command.to_vec(),
+            pid_file: Some(dir.join("monitor.pid")),
         }
     }
 
@@ -909,7 +936,28 @@ impl Engine {
         wait_attach: bool,
         exit_command: &[String],
     ) -> Result<i32, ContainerError> {
-        let lock = self.lock(c)?;
+        let incomplete = || ContainerError::Incomplete {
+            name: c.name().to_string(),
+        };
+        let lock = match self.lock(c) {
+            // The record is there, its directory is not (yet): its create
+            // was cut short.
+            Err(ContainerError::Record(RecordError::NotFound(_)))
+                if self.records.get(c.id()).is_ok() =>
+            {
+                return Err(incomplete())
+            }
+            r => r?,
+        };
+        let dir = self.dir(c.id());
+        // `create` writes the monitor config last, after the bundle and the
+        // record: without it what the container was made from is not all
+        // known here, so it cannot be finished.
+        if !dir.join("monitor.json").exists()
+            || !self.bundle_dir(c.id()).join("config.json").exists()
+        {
+            return Err(incomplete());
+        }
         let st = self.state_held(c, &lock);
         if st.is_active() {
             return Err(ContainerError::State {
@@ -924,9 +972,10 @@ impl Engine {
         if self.monitor_pid(c.id()).is_none() && self.runtime_root().join(c.id()).exists() {
             self.runtime_cmd(c, &["delete", "--force"])?;
         }
+        // What a reboot or a create cut short may have left unmade.
+        bundle::ensure_mounted(&self.store, &self.bundle_dir(c.id()), c.id())?;
         self.check_command(c)?;
         self.ensure_network(c)?;
-        let dir = self.dir(c.id());
         for f in ["exit.json", "exit.stop", "run.json", "monitor.pid"] {
             let _ = fs::remove_file(dir.join(f));
         }
@@ -937,9 +986,16 @@ impl Engine {
         let err_path = dir.join("monitor.err");
         let err =
             File::create(&err_path).map_err(io_err(format!("create {}", err_path.display())))?;
+        // The monitor holds our lock (as its stdin) until its PID line is
+        // out: killed before that, this `berth` leaves the container to a
+        // monitor that no other command can act against meanwhile.
+        let held = lock
+            ._file
+            .try_clone()
+            .map_err(io_err("share the container's lock"))?;
         let mut cmd = Command::new(&self.opts.monitor);
         cmd.arg(dir.join("monitor.json"))
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(held))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err));
         // SAFETY: the closure only calls setsid(2), which is
@@ -953,8 +1009,6 @@ impl Engine {
         let mut child = cmd
             .spawn()
             .map_err(io_err(format!("run {}", self.opts.monitor.display())))?;
-        fs::write(dir.join("monitor.pid"), child.id().to_string())
-            .map_err(io_err("write monitor.pid"))?;
         let mut line = String::new();
         if let Some(mut out) = child.stdout.take() {
             let _ = out.read_to_string(&mut line);

@@ -101,6 +101,10 @@ pub struct MonitorConfig {
     /// restarts): how a detached `--rm` container removes itself.
     #[serde(default)]
     pub exit_command: Vec<String>,
+    /// Where the monitor writes its own PID (atomically) before anything
+    /// else, so whoever started it need not live to write it.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// How long `waitAttach` waits for the first client.
@@ -919,6 +923,16 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, M
 /// records the exit of a container whose monitor died.
 pub fn write_exit(path: &Path, rec: &ExitRecord) -> Result<(), MonitorError> {
     write_json(path, rec)
+}
+
+/// Writes this process's PID to `path` atomically.
+pub fn write_pid_file(path: &Path) -> Result<(), MonitorError> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, std::process::id().to_string())
+        .map_err(io_err(format!("write {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io_err(format!("rename {}", path.display())))
 }
 
 /// Reads an exit record; None while the container has not exited.
