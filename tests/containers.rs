@@ -751,6 +751,111 @@ fn run_killed_at_random_points_leaves_a_startable_or_removable_container() {
     env.assert_clean(&[id]);
 }
 
+/// Pushes an image of the test's busybox rootfs whose run config is
+/// `config` (written to a file: it may be too big for an environment
+/// variable) as `test/NAME:latest`; returns its reference.
+fn push_config_image(env: &Env, name: &str, config: &Value) -> String {
+    let layout = env.root.path().join(format!("{name}-layout"));
+    let file = env.root.path().join(format!("{name}-config.json"));
+    fs::write(&file, config.to_string()).unwrap();
+    berth_tests::run_ok(
+        Command::new(berth_tests::workspace().join("scripts/mkimage.sh"))
+            .env("MKIMAGE_CONFIG_FILE", &file)
+            .arg(&layout)
+            .arg("latest")
+            .arg(env.root.path().join("img-rootfs")),
+    );
+    env.reg
+        .push_oci_layout(&layout, "latest", &format!("test/{name}:latest"));
+    format!("{}/test/{name}:latest", env.reg.addr)
+}
+
+/// An image with 100 000 environment variables runs (create was quadratic
+/// in them: 18 s of CPU), with docker's precedence kept (`-e` replaces a
+/// variable in place); an environment the kernel would not let the exec
+/// take (one variable over 128 KiB, or all of them over a quarter of the
+/// stack limit) is refused with an error that says so, and leaves nothing.
+#[test]
+fn image_with_100000_env_vars() {
+    if !need_root("image_with_100000_env_vars") {
+        return;
+    }
+    let env = Env::new("ctr-manyenv");
+    let mut vars = vec!["PATH=/bin:/usr/bin".to_string()];
+    vars.extend((0..100_000).map(|i| format!("E{i:05}={}", i % 10)));
+    // `env` itself, not a shell: busybox's sh takes its variables in one
+    // by one, slowly.
+    let image = push_config_image(
+        &env,
+        "manyenv",
+        &serde_json::json!({"Env": vars, "Cmd": ["env"]}),
+    );
+    env.ok(&["pull", "-q", &image]);
+    let cpu = || {
+        let u =
+            nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+        let t = |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    };
+    let name = unique("manyenv");
+    let before = cpu();
+    env.ok(&["create", "--name", &name, &image]);
+    eprintln!(
+        "berth create with 100 000 env vars: {:.2} s of CPU",
+        cpu() - before
+    );
+    env.ok(&["start", &name]);
+    assert_eq!(env.ok(&["wait", &name]).trim(), "0");
+    let out = env.ok(&["logs", &name]);
+    let mine: Vec<&str> = out.lines().filter(|l| l.starts_with('E')).collect();
+    assert_eq!(
+        mine,
+        vars[1..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    env.ok(&["rm", &name]);
+    // -e replaces the image's variable in its place and adds a new one
+    // after the image's.
+    let out = env.ok(&["run", "--rm", "-e", "E00007=seven", "-e", "NEW=1", &image]);
+    let lines: Vec<&str> = out.lines().collect();
+    let at = |v: &str| {
+        lines
+            .iter()
+            .position(|l| *l == v)
+            .unwrap_or_else(|| panic!("no {v}"))
+    };
+    assert_eq!(at("E00007=seven"), at("E00006=6") + 1);
+    assert!(at("NEW=1") > at("E99999=9"));
+    assert_eq!(lines.iter().filter(|l| l.starts_with('E')).count(), 100_000);
+
+    // A stack limit of 1 MiB lets an exec take 256 KiB: too little for
+    // these 1.7 MB.
+    let name = unique("stack");
+    let e = env.fails(
+        &[
+            "run",
+            "--name",
+            &name,
+            "--ulimit",
+            "stack=1048576:1048576",
+            &image,
+        ],
+        125,
+    );
+    assert!(e.contains("environment") && e.contains("stack"), "{e}");
+    // One variable of 200 000 bytes: more than the kernel's 128 KiB for
+    // one string.
+    let big = format!("BIG={}", "x".repeat(200_000));
+    let image = push_config_image(
+        &env,
+        "bigvar",
+        &serde_json::json!({"Env": ["PATH=/bin", big], "Cmd": ["true"]}),
+    );
+    let name = unique("bigvar");
+    let e = env.fails(&["run", "--name", &name, &image], 125);
+    assert!(e.contains("BIG") && e.contains("131072"), "{e}");
+    env.assert_clean(&[]);
+}
+
 /// `-i` pipes stdin and closes it at its end; `-it` gives a real terminal
 /// (driven here through `script`), sized like ours.
 #[test]

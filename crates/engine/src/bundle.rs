@@ -333,6 +333,10 @@ fn fill(
     if let Some(init) = &o.init {
         crate::init::apply(&mut v, init);
     }
+    check_exec_size(&v).map_err(|source| BundleError::Process {
+        id: id.clone(),
+        source,
+    })?;
 
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let (hosts_body, resolv_body) = if host_net {
@@ -367,6 +371,25 @@ fn fill(
     })?;
     fs::write(&cfg, bytes).map_err(io(format!("write {}", cfg.display())))?;
     Ok(plan.stop_signal)
+}
+
+/// Checks that the kernel would let the process of config `v` be exec'd
+/// (see [`process::check_exec_size`]), under the config's stack limit, else
+/// the one the container inherits from here.
+fn check_exec_size(v: &serde_json::Value) -> Result<(), ProcessError> {
+    fn strs(a: &serde_json::Value) -> Vec<&str> {
+        a.as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default()
+    }
+    let p = &v["process"];
+    let (args, env) = (strs(&p["args"]), strs(&p["env"]));
+    let stack = p["rlimits"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["type"] == "RLIMIT_STACK"))
+        .map(|r| r["soft"].as_u64().filter(|s| *s != u64::MAX))
+        .unwrap_or_else(|| rustix::process::getrlimit(rustix::process::Resource::Stack).current);
+    process::check_exec_size(args, env, stack)
 }
 
 /// Whether `path` is the root of a mount: `statx`'s `MOUNT_ROOT` where the
