@@ -47,6 +47,9 @@ pub struct NetworkOptions {
     pub plugin_dirs: Vec<PathBuf>,
     /// The default network's path.
     pub backend: Backend,
+    /// Where subnets come from for networks made without one (docker's
+    /// `default-address-pools`); empty: berth's own.
+    pub address_pools: Vec<crate::networks::AddressPool>,
 }
 
 impl Default for NetworkOptions {
@@ -55,6 +58,7 @@ impl Default for NetworkOptions {
             config_dir: PathBuf::from("/etc/cni/net.d"),
             plugin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             backend: Backend::Fast,
+            address_pools: Vec::new(),
         }
     }
 }
@@ -259,6 +263,7 @@ impl Engine {
     /// The network definitions.
     pub fn networks(&self) -> Networks {
         Networks::new(&self.options().network.config_dir, &self.options().root)
+            .with_pools(self.options().network.address_pools.clone())
     }
 
     /// `network.json` of container `id`.
