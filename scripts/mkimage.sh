@@ -5,7 +5,9 @@
 # The image gets Cmd ["/bin/sh"] and a PATH; the layout may already hold
 # other tags (the new one is added to index.json, replacing the same tag).
 # Set MKIMAGE_ARCH to write another architecture into the config, and
-# MKIMAGE_CONFIG to a JSON object to use as the image's run config instead.
+# MKIMAGE_CONFIG to a JSON object to use as the image's run config instead
+# (MKIMAGE_CONFIG_FILE to a file holding one, for a config too big for an
+# environment variable).
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 LAYOUT TAG DIR [DIR...]" >&2; exit 2; }
 layout=$1 tag=$2
@@ -37,6 +39,7 @@ for d in "$@"; do
 done
 arch=${MKIMAGE_ARCH:-amd64}
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+[ -z "${MKIMAGE_CONFIG_FILE:-}" ] || MKIMAGE_CONFIG=$(cat "$MKIMAGE_CONFIG_FILE")
 runcfg=${MKIMAGE_CONFIG:-'{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh"]}'}
 printf '{"created":"%s","architecture":"%s","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":[%s]},"history":[{"created":"%s","created_by":"scripts/mkimage.sh %s"}]}' \
     "$now" "$arch" "$runcfg" "$diffs" "$now" "$tag" >"$tmp/config.json"

@@ -513,6 +513,353 @@ fn crash_of_the_monitor_is_shown_truthfully_and_cleaned() {
     env.assert_clean(&[id]);
 }
 
+/// SIGKILLs container `id`'s monitor and waits (on a pidfd) until it is gone.
+fn kill_monitor(env: &Env, id: &str) {
+    let dir = env.root.path().join("containers").join(id);
+    let mon: i32 = fs::read_to_string(dir.join("monitor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(mon).unwrap();
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL).unwrap();
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    rustix::event::poll(&mut fds, None).unwrap();
+}
+
+/// The monitor killed with SIGKILL while its container runs: the container
+/// is shown running as long as it runs; once it is gone it is exited with
+/// the exit code podman gives when its conmon died (-1: it could not be
+/// known), an error saying why, and a FinishedAt that is recorded, not
+/// 0001-01-01. `start` then works (the runtime's leftover state is
+/// deleted first), after an exit on its own and after `stop`, on
+/// berth-runtime and on runc; `rm` leaves nothing.
+#[test]
+fn killed_monitor_is_shown_truthfully_and_start_works_again() {
+    if !need_root("killed_monitor_is_shown_truthfully_and_start_works_again") {
+        return;
+    }
+    let env = Env::new("ctr-monkill");
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc is installed by scripts/install-deps.sh");
+    for runtime in [None, Some(runc)] {
+        let name = unique("monkill");
+        let mut args = vec!["run", "-d", "--name", &name];
+        if let Some(r) = runtime {
+            args.extend(["--runtime", r]);
+        }
+        // It runs until /tmp/go exists in its rootfs, then exits 3.
+        let script = "until [ -e /tmp/go ]; do sleep 0.05; done; exit 3";
+        args.extend([env.image.as_str(), "sh", "-c", script]);
+        env.ok(&args);
+        let id = id_of(&env, &name);
+        let go = env
+            .root
+            .path()
+            .join("containers")
+            .join(&id)
+            .join("bundle/rootfs/tmp/go");
+        let exited = |why: &str| {
+            let st = env.inspect(&name)["State"].clone();
+            assert_eq!(st["Status"], "exited", "{why}: {st}");
+            assert_eq!(st["ExitCode"], -1, "{why}: {st}");
+            let started = st["StartedAt"].as_str().unwrap().to_string();
+            let finished = st["FinishedAt"].as_str().unwrap().to_string();
+            assert!(!finished.starts_with("0001"), "{why}: {st}");
+            assert!(finished >= started, "{why}: {st}");
+            assert!(
+                st["Error"].as_str().unwrap().contains("monitor"),
+                "{why}: {st}"
+            );
+            // Recorded once, not made up anew at each look.
+            assert_eq!(
+                env.inspect(&name)["State"]["FinishedAt"],
+                st["FinishedAt"],
+                "{why}"
+            );
+            let ps = env.ok(&[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("name={name}"),
+                "--format",
+                "{{.Status}}",
+            ]);
+            assert!(ps.starts_with("Exited (-1) "), "{why}: {ps}");
+        };
+
+        // Killed while it runs: it is still running, and shown so.
+        kill_monitor(&env, &id);
+        let st = env.inspect(&name)["State"].clone();
+        assert_eq!(st["Status"], "running", "{st}");
+        assert!(st["Pid"].as_i64().unwrap() > 0, "{st}");
+        assert!(env.ok(&["ps", "--format", "{{.Names}}"]).contains(&name));
+        // It ends on its own: its exit cannot be known.
+        fs::write(&go, "").unwrap();
+        assert_eq!(env.ok(&["wait", &name]).trim(), "-1");
+        exited("ended on its own");
+        // Started again, it runs under a new monitor.
+        fs::remove_file(&go).unwrap();
+        env.ok(&["start", &name]);
+        assert_eq!(env.status(&name), "running");
+
+        // Killed again, then stopped.
+        kill_monitor(&env, &id);
+        env.ok(&["stop", "-t", "0", &name]);
+        exited("stopped");
+        env.ok(&["start", &name]);
+        assert_eq!(env.status(&name), "running");
+        // The new monitor records the real exit code again.
+        fs::write(&go, "").unwrap();
+        assert_eq!(env.ok(&["wait", &name]).trim(), "3");
+        assert_eq!(env.inspect(&name)["State"]["Error"], "");
+
+        // Killed once more: rm -f cleans it all up.
+        fs::remove_file(&go).unwrap();
+        env.ok(&["start", &name]);
+        kill_monitor(&env, &id);
+        env.ok(&["rm", "-f", &name]);
+        env.assert_clean(&[id]);
+    }
+}
+
+/// `run -d` SIGKILLed at random moments (spread over how long a whole one
+/// takes here), on berth-runtime and runc: what it leaves is either nothing,
+/// a running container, or a created one that `start` either starts with
+/// its network whole or refuses with an error saying to remove it; `rm -f`
+/// always leaves nothing.
+#[test]
+fn run_killed_at_random_points_leaves_a_startable_or_removable_container() {
+    if !need_root("run_killed_at_random_points_leaves_a_startable_or_removable_container") {
+        return;
+    }
+    let env = Env::new("ctr-runkill");
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc is installed by scripts/install-deps.sh");
+    env.ok(&["pull", "-q", &env.image]);
+    let probe = unique("probe");
+    let began = std::time::Instant::now();
+    env.ok(&["run", "-d", "--name", &probe, &env.image, "sleep", "1000"]);
+    let whole = began.elapsed();
+    env.ok(&["rm", "-f", &probe]);
+    let mut seed = [0u8; 8];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
+        .unwrap();
+    let mut rnd = u64::from_le_bytes(seed) | 1;
+    let mut next = move || {
+        // xorshift64
+        rnd ^= rnd << 13;
+        rnd ^= rnd >> 7;
+        rnd ^= rnd << 17;
+        rnd
+    };
+    let prefix = env.net.subnet.trim_end_matches(".0/24").to_string();
+    let mut seen = std::collections::BTreeMap::<&str, u32>::new();
+    for i in 0..40 {
+        let name = unique("runkill");
+        let delay = whole.mul_f64((next() % 1000) as f64 / 1000.0);
+        let mut args = vec!["run", "-d", "--name", &name, "-p", "80"];
+        if i % 2 == 1 {
+            args.extend(["--runtime", runc]);
+        }
+        args.extend([env.image.as_str(), "sleep", "1000"]);
+        let mut child = env
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        let ids = env.ok(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("name={name}"),
+        ]);
+        let Some(id) = ids.lines().next().map(str::to_string) else {
+            *seen.entry("nothing").or_default() += 1;
+            env.assert_clean(&[]);
+            continue;
+        };
+        let status = env.status(&name);
+        let outcome = match status.as_str() {
+            "running" => "running",
+            "created" => {
+                let (code, out, err) = env.run(&["start", &name]);
+                if code == 0 {
+                    assert_eq!(env.status(&name), "running", "{out}{err}");
+                    "started"
+                } else if err.contains("is running: it is already started") {
+                    // Its monitor was starting it: `start` waited for
+                    // that (the monitor holds the lock until then).
+                    "running"
+                } else {
+                    assert!(
+                        err.contains(&format!("berth rm {name}")),
+                        "iteration {i} after {delay:?}: start failed without saying to remove it:\n{out}{err}"
+                    );
+                    "refused"
+                }
+            }
+            other => panic!("iteration {i} after {delay:?}: {name} is {other}"),
+        };
+        if outcome != "refused" {
+            // Its network is whole: an address on the test's network.
+            let addr = env.ok(&["exec", &name, "ip", "-4", "-o", "addr", "show", "eth0"]);
+            assert!(
+                addr.contains(&format!("inet {prefix}.")),
+                "iteration {i} after {delay:?}: {outcome} without its network: {addr}"
+            );
+        }
+        *seen.entry(outcome).or_default() += 1;
+        env.ok(&["rm", "-f", &name]);
+        env.assert_clean(&[id]);
+    }
+    eprintln!("run -d killed after 0..{whole:?}: {seen:?}");
+
+    // A rootfs no longer mounted (as after a reboot) is mounted again.
+    let name = unique("unmounted");
+    env.ok(&[
+        "create",
+        "--name",
+        &name,
+        &env.image,
+        "cat",
+        "/etc/hostname",
+    ]);
+    let id = id_of(&env, &name);
+    let rootfs = env
+        .root
+        .path()
+        .join("containers")
+        .join(&id)
+        .join("bundle/rootfs");
+    berth_tests::run_ok(Command::new("umount").arg(&rootfs));
+    env.ok(&["start", &name]);
+    assert_eq!(env.ok(&["wait", &name]).trim(), "0");
+    assert_eq!(env.ok(&["logs", &name]), format!("{}\n", &id[..12]));
+    env.ok(&["rm", &name]);
+    env.assert_clean(&[id]);
+}
+
+/// Pushes an image of the test's busybox rootfs whose run config is
+/// `config` (written to a file: it may be too big for an environment
+/// variable) as `test/NAME:latest`; returns its reference.
+fn push_config_image(env: &Env, name: &str, config: &Value) -> String {
+    let layout = env.root.path().join(format!("{name}-layout"));
+    let file = env.root.path().join(format!("{name}-config.json"));
+    fs::write(&file, config.to_string()).unwrap();
+    berth_tests::run_ok(
+        Command::new(berth_tests::workspace().join("scripts/mkimage.sh"))
+            .env("MKIMAGE_CONFIG_FILE", &file)
+            .arg(&layout)
+            .arg("latest")
+            .arg(env.root.path().join("img-rootfs")),
+    );
+    env.reg
+        .push_oci_layout(&layout, "latest", &format!("test/{name}:latest"));
+    format!("{}/test/{name}:latest", env.reg.addr)
+}
+
+/// An image with 100 000 environment variables runs (create was quadratic
+/// in them: 18 s of CPU), with docker's precedence kept (`-e` replaces a
+/// variable in place); an environment the kernel would not let the exec
+/// take (one variable over 128 KiB, or all of them over a quarter of the
+/// stack limit) is refused with an error that says so, and leaves nothing.
+#[test]
+fn image_with_100000_env_vars() {
+    if !need_root("image_with_100000_env_vars") {
+        return;
+    }
+    let env = Env::new("ctr-manyenv");
+    let mut vars = vec!["PATH=/bin:/usr/bin".to_string()];
+    vars.extend((0..100_000).map(|i| format!("E{i:05}={}", i % 10)));
+    // `env` itself, not a shell: busybox's sh takes its variables in one
+    // by one, slowly.
+    let image = push_config_image(
+        &env,
+        "manyenv",
+        &serde_json::json!({"Env": vars, "Cmd": ["env"]}),
+    );
+    env.ok(&["pull", "-q", &image]);
+    let cpu = || {
+        let u =
+            nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+        let t = |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    };
+    let name = unique("manyenv");
+    let before = cpu();
+    env.ok(&["create", "--name", &name, &image]);
+    eprintln!(
+        "berth create with 100 000 env vars: {:.2} s of CPU",
+        cpu() - before
+    );
+    env.ok(&["start", &name]);
+    assert_eq!(env.ok(&["wait", &name]).trim(), "0");
+    let out = env.ok(&["logs", &name]);
+    let mine: Vec<&str> = out.lines().filter(|l| l.starts_with('E')).collect();
+    assert_eq!(
+        mine,
+        vars[1..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    env.ok(&["rm", &name]);
+    // -e replaces the image's variable in its place and adds a new one
+    // after the image's.
+    let out = env.ok(&["run", "--rm", "-e", "E00007=seven", "-e", "NEW=1", &image]);
+    let lines: Vec<&str> = out.lines().collect();
+    let at = |v: &str| {
+        lines
+            .iter()
+            .position(|l| *l == v)
+            .unwrap_or_else(|| panic!("no {v}"))
+    };
+    assert_eq!(at("E00007=seven"), at("E00006=6") + 1);
+    assert!(at("NEW=1") > at("E99999=9"));
+    assert_eq!(lines.iter().filter(|l| l.starts_with('E')).count(), 100_000);
+
+    // A stack limit of 1 MiB lets an exec take 256 KiB: too little for
+    // these 1.7 MB.
+    let name = unique("stack");
+    let e = env.fails(
+        &[
+            "run",
+            "--name",
+            &name,
+            "--ulimit",
+            "stack=1048576:1048576",
+            &image,
+        ],
+        125,
+    );
+    assert!(e.contains("environment") && e.contains("stack"), "{e}");
+    // One variable of 200 000 bytes: more than the kernel's 128 KiB for
+    // one string.
+    let big = format!("BIG={}", "x".repeat(200_000));
+    let image = push_config_image(
+        &env,
+        "bigvar",
+        &serde_json::json!({"Env": ["PATH=/bin", big], "Cmd": ["true"]}),
+    );
+    let name = unique("bigvar");
+    let e = env.fails(&["run", "--name", &name, &image], 125);
+    assert!(e.contains("BIG") && e.contains("131072"), "{e}");
+    env.assert_clean(&[]);
+}
+
 /// `-i` pipes stdin and closes it at its end; `-it` gives a real terminal
 /// (driven here through `script`), sized like ours.
 #[test]
@@ -1062,7 +1409,16 @@ fn run_flags_end_to_end() {
     assert_eq!(out, "lo\n");
     let out = env.ok(&["run", "--rm", &env.image, "ls", "/sys/class/net"]);
     assert_eq!(out, "eth0\nlo\n");
-    let host_links = fs::read_dir("/sys/class/net").unwrap().count();
+    // The host's links: those there before and after are seen inside
+    // (other tests add and remove veths and bridges meanwhile).
+    let links = || -> std::collections::BTreeSet<String> {
+        fs::read_dir("/sys/class/net")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let before = links();
     let out = env.ok(&[
         "run",
         "--rm",
@@ -1072,7 +1428,14 @@ fn run_flags_end_to_end() {
         "ls",
         "/sys/class/net",
     ]);
-    assert_eq!(out.lines().count(), host_links, "{out}");
+    let after = links();
+    let inside: std::collections::BTreeSet<String> = out.lines().map(str::to_string).collect();
+    for l in before.intersection(&after) {
+        assert!(
+            inside.contains(l),
+            "{l} not seen with --network host: {out}"
+        );
+    }
 }
 
 /// The process flags: --entrypoint, -e (also KEY from here), --env-file,

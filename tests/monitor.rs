@@ -61,6 +61,7 @@ fn config(rt: &Rt, id: &str, b: &Bundle, dir: &Path, driver: &str) -> MonitorCon
         cgroup_path: None,
         state_file: None,
         exit_command: Vec::new(),
+        pid_file: None,
     }
 }
 

@@ -956,3 +956,151 @@ fn static_ip_internal_several_networks_and_a_lost_namespace() {
     assert!(err.contains("default network"), "{err}");
     env.assert_clean(&[]);
 }
+
+/// A network namespace of the test's own, deleted on drop: routes made in
+/// it are seen by a `berth` run inside it, and by nothing else.
+struct TestNs(String);
+
+impl TestNs {
+    fn new(tag: &str) -> TestNs {
+        let name = unique(tag);
+        berth_tests::run_ok(std::process::Command::new("ip").args(["netns", "add", &name]));
+        TestNs(name)
+    }
+
+    fn ip(&self, args: &[&str]) {
+        berth_tests::run_ok(
+            std::process::Command::new("ip")
+                .args(["-n", &self.0])
+                .args(args),
+        );
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// Subnet choice on a host whose routes cover berth's own ranges, in a
+/// namespace the test made (its routes are that host's): a config dir's
+/// default network made while another berth's is up at 10.90.0.0/16 keeps
+/// out of the user networks' 10.91.0.0/16, so `network create` still works
+/// (it failed with "no free /24 in 10.91.0.0/16"); with 10.0.0.0/8 routed
+/// (a VPN) docker's pools are used; `--default-address-pool` (or
+/// BERTH_DEFAULT_ADDRESS_POOLS) replaces the pools, and running out of them
+/// is a clear error.
+#[test]
+fn subnets_keep_clear_of_routes_and_of_each_other() {
+    if !need_root("subnets_keep_clear_of_routes_and_of_each_other") {
+        return;
+    }
+    let ns = TestNs::new("btpools");
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-pools-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let run_dir = PathBuf::from(format!("/run/{}", unique("bt-pools")));
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _run_dir = RemoveDir(run_dir.clone());
+    // berth in the namespace with config dir `conf`, environment `env`.
+    let berth = |conf: &str, env: &[(&str, &str)], args: &[&str]| {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &ns.0])
+            .arg(berth_tests::cli::berth_bin())
+            .arg("--root")
+            .arg(tmp.path().join("root"))
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .arg("--network-config-dir")
+            .arg(tmp.path().join(conf))
+            .args(args)
+            .env_remove("BERTH_DEFAULT_ADDRESS_POOLS")
+            .envs(env.iter().copied());
+        let o = c.output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let subnet = |conf: &str, env: &[(&str, &str)], pre: &[&str], net: &str| -> String {
+        let mut args = pre.to_vec();
+        args.extend(["network", "inspect", net]);
+        let (code, out, err) = berth(conf, env, &args);
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let create = |conf: &str, env: &[(&str, &str)], pre: &[&str], net: &str| {
+        let mut args = pre.to_vec();
+        args.extend(["network", "create", net]);
+        berth(conf, env, &args)
+    };
+    let made = |conf: &str, env: &[(&str, &str)], pre: &[&str], net: &str| -> String {
+        let (code, out, err) = create(conf, env, pre, net);
+        assert_eq!(code, 0, "network create {net} in {conf}: {out}{err}");
+        subnet(conf, env, pre, net)
+    };
+
+    // The first config dir's default network takes 10.90.0.0/16 ...
+    assert_eq!(subnet("a", &[], &[], "berth"), "10.90.0.0/16");
+    // ... and its bridge comes up, as once a container ran on it.
+    ns.ip(&["link", "add", "bp0", "type", "bridge"]);
+    ns.ip(&["addr", "add", "10.90.0.1/16", "dev", "bp0"]);
+    ns.ip(&["link", "set", "bp0", "up"]);
+    // Another config dir: its default network keeps off both ranges, and
+    // user networks are still made.
+    let d = subnet("b", &[], &[], "berth");
+    assert_eq!(d, "172.17.0.0/16");
+    assert_eq!(made("b", &[], &[], "n1"), "10.91.0.0/24");
+    assert_eq!(made("b", &[], &[], "n2"), "10.91.1.0/24");
+
+    // All of 10/8 routed: docker's pools, for both.
+    ns.ip(&["route", "add", "10.0.0.0/8", "dev", "bp0"]);
+    assert_eq!(subnet("c", &[], &[], "berth"), "172.17.0.0/16");
+    assert_eq!(made("c", &[], &[], "n1"), "172.18.0.0/16");
+
+    // Configured pools, by flag or environment, serve both until they run out.
+    let flag = ["--default-address-pool", "base=198.18.0.0/23,size=24"];
+    assert_eq!(subnet("d", &[], &flag, "berth"), "198.18.0.0/24");
+    assert_eq!(made("d", &[], &flag, "n1"), "198.18.1.0/24");
+    let (code, out, err) = create("d", &[], &flag, "n2");
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("no free subnet") && err.contains("base=198.18.0.0/23,size=24"),
+        "{err}"
+    );
+    let env = [(
+        "BERTH_DEFAULT_ADDRESS_POOLS",
+        "base=198.18.8.0/24,size=26 base=198.18.9.0/24,size=24",
+    )];
+    assert_eq!(subnet("e", &env, &[], "berth"), "198.18.8.0/26");
+    assert_eq!(made("e", &env, &[], "n1"), "198.18.8.64/26");
+    let (code, _, err) = berth(
+        "f",
+        &[],
+        &[
+            "--default-address-pool",
+            "base=198.18.0.0/16",
+            "network",
+            "ls",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("base=198.18.0.0/16") && err.contains("size"),
+        "{err}"
+    );
+}

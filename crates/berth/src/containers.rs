@@ -54,6 +54,7 @@ pub fn network_options(cli: &Cli) -> NetworkOptions {
         } else {
             Backend::Fast
         },
+        address_pools: cli.default_address_pools.clone(),
     }
 }
 

@@ -101,8 +101,26 @@ pub struct Cli {
         value_parser = ["fast", "cni"]
     )]
     pub network_backend: String,
+    /// Where networks made without a subnet take one (the default network
+    /// included), as docker's `--default-address-pool`: `base=CIDR,size=N`,
+    /// repeatable, tried in order. In the environment, separated by spaces.
+    /// Default: 10.90.0.0/16 for the default network and /24s of
+    /// 10.91.0.0/16 for the others, then docker's pools (172.17-31.0.0/16 as
+    /// /16s, 192.168.0.0/16 as /20s).
+    #[arg(
+        long = "default-address-pool",
+        global = true,
+        env = "BERTH_DEFAULT_ADDRESS_POOLS",
+        value_delimiter = ' ',
+        value_parser = parse_address_pool
+    )]
+    pub default_address_pools: Vec<berth_engine::networks::AddressPool>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn parse_address_pool(s: &str) -> Result<berth_engine::networks::AddressPool, String> {
+    berth_engine::networks::AddressPool::parse(s).map_err(|e| e.to_string())
 }
 
 /// Commands.

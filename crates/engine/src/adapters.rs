@@ -369,7 +369,8 @@ impl Plugged {
             },
             fast: FastAttacher {
                 state: o.root.join("networks").join("bridge"),
-                networks: crate::networks::Networks::new(&o.network.config_dir, &o.root),
+                networks: crate::networks::Networks::new(&o.network.config_dir, &o.root)
+                    .with_pools(o.network.address_pools.clone()),
             },
         }
     }

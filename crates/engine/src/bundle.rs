@@ -335,6 +335,10 @@ fn fill(
             .map_err(io(format!("copying {} into the bundle", init.display())))?;
         crate::init::apply(&mut v, &copy);
     }
+    check_exec_size(&v).map_err(|source| BundleError::Process {
+        id: id.clone(),
+        source,
+    })?;
 
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let (hosts_body, resolv_body) = if host_net {
@@ -369,6 +373,75 @@ fn fill(
     })?;
     fs::write(&cfg, bytes).map_err(io(format!("write {}", cfg.display())))?;
     Ok(plan.stop_signal)
+}
+
+/// Checks that the kernel would let the process of config `v` be exec'd
+/// (see [`process::check_exec_size`]), under the config's stack limit, else
+/// the one the container inherits from here.
+fn check_exec_size(v: &serde_json::Value) -> Result<(), ProcessError> {
+    fn strs(a: &serde_json::Value) -> Vec<&str> {
+        a.as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default()
+    }
+    let p = &v["process"];
+    let (args, env) = (strs(&p["args"]), strs(&p["env"]));
+    let stack = p["rlimits"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["type"] == "RLIMIT_STACK"))
+        .map(|r| r["soft"].as_u64().filter(|s| *s != u64::MAX))
+        .unwrap_or_else(|| rustix::process::getrlimit(rustix::process::Resource::Stack).current);
+    process::check_exec_size(args, env, stack)
+}
+
+/// Whether `path` is the root of a mount: `statx`'s `MOUNT_ROOT` where the
+/// kernel reports it (5.8+), else a look in `/proc/self/mountinfo`.
+fn is_mount_root(path: &Path) -> Result<bool, BundleError> {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    match statx(
+        CWD,
+        path,
+        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::empty(),
+    ) {
+        Ok(x) if x.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            return Ok(x.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+        }
+        Ok(_) | Err(rustix::io::Errno::NOSYS) => {}
+        Err(e) => return Err(io(format!("stat {}", path.display()))(e.into())),
+    }
+    let mi = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io("read /proc/self/mountinfo".into()))?;
+    // Mount points are field 5, with space, tab, newline and backslash
+    // written as octal escapes.
+    let want = path
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    Ok(mi
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str())))
+}
+
+/// Mounts the rootfs of a made bundle again when it is not mounted (after
+/// a reboot, or a create cut short); returns whether it had to.
+pub fn ensure_mounted(store: &ImageStore, dir: &Path, id: &str) -> Result<bool, BundleError> {
+    let rootfs = dir.join("rootfs");
+    if is_mount_root(&rootfs)? {
+        return Ok(false);
+    }
+    let snap_err = |source| BundleError::Snapshot {
+        id: id.to_string(),
+        source,
+    };
+    let mounts = store
+        .snapshotter()
+        .mounts(&snapshot_key(id))
+        .map_err(snap_err)?;
+    mount_all(&mounts, &rootfs).map_err(snap_err)?;
+    Ok(true)
 }
 
 /// Unmounts the rootfs, removes the container's snapshot and the bundle
@@ -425,6 +498,13 @@ mod tests {
         );
         assert_eq!(host_hosts(h, "web"), format!("{h}\n"));
         assert_eq!(host_hosts(h, "mine"), format!("{h}\n127.0.1.1\tmine\n"));
+    }
+
+    #[test]
+    fn a_plain_dir_is_no_mount_root() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("a b")).unwrap();
+        assert!(!is_mount_root(&t.path().join("a b")).unwrap());
     }
 
     #[test]

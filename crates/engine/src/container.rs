@@ -67,6 +67,15 @@ pub enum ContainerError {
     /// A network could not be set up or torn down.
     #[error(transparent)]
     Network(#[from] crate::network::NetError),
+    /// The container's create was cut short.
+    #[error(
+        "container {name} was not completely created (the berth that created it was stopped \
+         half-way): remove it with `berth rm {name}`, and create it again"
+    )]
+    Incomplete {
+        /// The container's name.
+        name: String,
+    },
     /// The container is not in a state that allows this.
     #[error("container {name} is {state}: {what}")]
     State {
@@ -469,6 +478,16 @@ fn pid_in_container(pid: i32, id: &str) -> bool {
     }
 }
 
+/// The exit code of a container whose exit could not be known (its
+/// monitor died first), as podman reports when conmon dies.
+pub const LOST_EXIT_CODE: i32 = -1;
+/// The error shown for such an exit.
+const LOST_EXIT: &str = "its monitor died before it: the exit code could not be \
+retrieved, and FinishedAt is when berth found it exited";
+/// The error shown while a container runs without its monitor.
+const MONITOR_GONE: &str = "its monitor died: its output is no longer logged, and its \
+exit code will not be known";
+
 /// Whether the cgroup `path` is frozen (v1 freezer or v2 `cgroup.freeze`).
 fn frozen(cgroups_path: &str) -> bool {
     if cgroups_path.is_empty() {
@@ -598,8 +617,43 @@ impl Engine {
         Ok(ContainerLock { _file: f })
     }
 
-    /// The container's state, derived now.
+    /// Takes container `c`'s lock if nobody holds it (this process
+    /// included: `flock`s on two opens of the file exclude each other).
+    fn try_lock(&self, c: &Container) -> Option<ContainerLock> {
+        let dir = self.dir(c.id());
+        let f = File::open(dir.join("lock")).ok()?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
+        dir.exists().then_some(ContainerLock { _file: f })
+    }
+
+    /// The container's state, derived now. The exit of a container whose
+    /// monitor died before it is recorded here, by the first look that
+    /// finds it gone and can take the container's lock (see
+    /// [`Engine::record_lost_exit`]).
     pub fn state(&self, c: &Container) -> State {
+        let (st, lost) = self.derive_state(c);
+        match lost {
+            Some(run) => match self.try_lock(c) {
+                Some(lock) => self.record_lost_exit(c, &run, &lock).unwrap_or(st),
+                None => st,
+            },
+            None => st,
+        }
+    }
+
+    /// [`Engine::state`] for a caller that holds the container's lock.
+    fn state_held(&self, c: &Container, lock: &ContainerLock) -> State {
+        let (st, lost) = self.derive_state(c);
+        match lost {
+            Some(run) => self.record_lost_exit(c, &run, lock).unwrap_or(st),
+            None => st,
+        }
+    }
+
+    /// The state from the files and processes, and the run whose exit
+    /// nobody recorded (its monitor died, then its process) if that is
+    /// what was found.
+    fn derive_state(&self, c: &Container) -> (State, Option<RunRecord>) {
         let dir = self.dir(c.id());
         let run: Option<RunRecord> = read_run(&dir.join("run.json")).ok().flatten();
         let exit: Option<ExitRecord> = read_exit(&dir.join("exit.json")).ok().flatten();
@@ -611,10 +665,10 @@ impl Engine {
             started_at: run.as_ref().map(|r| r.started_at.clone()),
             finished_at: exit.as_ref().map(|e| e.exited_at.clone()),
             restart_count: run.as_ref().map_or(0, |r| r.restart_count),
-            error: String::new(),
+            error: exit.as_ref().map(|e| e.error.clone()).unwrap_or_default(),
         };
         let Some(run) = run else {
-            return st;
+            return (st, None);
         };
         let this_run_exited = exit
             .as_ref()
@@ -632,8 +686,13 @@ impl Engine {
             } else {
                 Status::Exited
             };
-            return st;
+            return (st, None);
         }
+        // An earlier run's exit record is not this run's.
+        st.finished_at = None;
+        st.error = String::new();
+        st.exit_code = 0;
+        st.oom_killed = false;
         if pid_in_container(run.pid, c.id()) {
             st.pid = run.pid;
             st.status = if frozen(&c.config.cgroups_path) {
@@ -641,20 +700,58 @@ impl Engine {
             } else {
                 Status::Running
             };
-            // An earlier run's exit record is not this run's.
-            st.finished_at = None;
-            return st;
+            if !monitor_alive {
+                st.error = MONITOR_GONE.into();
+            }
+            return (st, None);
         }
         if monitor_alive {
             // Exited a moment ago; the monitor is writing its record.
             st.status = Status::Running;
             st.pid = run.pid;
-            return st;
+            return (st, None);
         }
         st.status = Status::Exited;
-        st.exit_code = 255;
-        st.error = "the container's monitor ended without recording its exit".into();
-        st
+        st.exit_code = LOST_EXIT_CODE;
+        st.error = LOST_EXIT.into();
+        (st, Some(run))
+    }
+
+    /// Records the exit of `run`, whose monitor died before it (so nothing
+    /// reaped it for us and its exit code is lost), in `exit.json` as the
+    /// monitor would have: exit code -1 (podman's for a container whose
+    /// conmon died), the time it was found gone (no earlier than its
+    /// real end, and at most one `stop` poll later when `stop` ended it),
+    /// and the OOM kill count still in its cgroup. The caller holds the
+    /// container's lock, so no command is changing the container meanwhile.
+    fn record_lost_exit(
+        &self,
+        c: &Container,
+        run: &RunRecord,
+        _lock: &ContainerLock,
+    ) -> Option<State> {
+        // Looked at again under the lock: a start may have begun a new run.
+        let (mut st, lost) = self.derive_state(c);
+        let lost = lost?;
+        if lost != *run {
+            return None;
+        }
+        let rec = ExitRecord {
+            exit_code: LOST_EXIT_CODE,
+            exited_at: now(),
+            pid: run.pid,
+            restart_count: run.restart_count,
+            oom_killed: berth_monitor::run::oom_kills(&c.config.cgroups_path)
+                .is_some_and(|n| n > 0),
+            error: LOST_EXIT.into(),
+        };
+        if let Err(e) = berth_monitor::run::write_exit(&self.dir(c.id()).join("exit.json"), &rec) {
+            tracing::warn!(container = c.id(), "recording a lost exit: {e}");
+            return None;
+        }
+        st.finished_at = Some(rec.exited_at);
+        st.oom_killed = rec.oom_killed;
+        Some(st)
     }
 
     /// The monitor's PID while it lives.
@@ -701,10 +798,15 @@ impl Engine {
             Network::Container(other) => Some(self.joined_netns(other)?),
             _ => None,
         };
+        let request = (!defs.is_empty()).then(|| crate::network::NetRequest {
+            networks: defs.iter().map(|d| d.name.clone()).collect(),
+            ports: ports.clone(),
+            ip: host.ip,
+        });
         let c = {
             // About six metadata operations follow: open the files once.
             let _hold = self.store.hold()?;
-            self.create_record_and_bundle(img, o, joined)?
+            self.create_record_and_bundle(img, o, joined, request)?
         };
         if !defs.is_empty() {
             let host: HostConfig =
@@ -724,6 +826,7 @@ impl Engine {
         img: &LocalImage,
         mut o: CreateOptions,
         joined: Option<PathBuf>,
+        request: Option<crate::network::NetRequest>,
     ) -> Result<Container, ContainerError> {
         if let Some(top) = img.top_chain_id() {
             if self
@@ -774,7 +877,7 @@ impl Engine {
                 }
             }
         }
-        let made = self.make_files(img, &rec, &o).and_then(|c| {
+        let made = self.make_files(img, &rec, &o, request).and_then(|c| {
             if let Network::Container(other) = &o.bundle.host.network {
                 self.share_etc_files(other, &c)?;
             }
@@ -796,6 +899,7 @@ impl Engine {
         img: &LocalImage,
         rec: &ContainerRecord,
         o: &CreateOptions,
+        request: Option<crate::network::NetRequest>,
     ) -> Result<Container, ContainerError> {
         let id = &rec.id;
         let dir = self.dir(id);
@@ -830,6 +934,16 @@ impl Engine {
             record: rec,
             config,
         };
+        // The networks asked for, before they are made: a create cut short
+        // from here on is finished by `start` (see `ensure_network`).
+        if let Some(r) = request {
+            let st = crate::network::NetState {
+                pending: Some(r),
+                ..Default::default()
+            };
+            self.save_net_state(id, &st)?;
+        }
+        // Written last: a container without it was not completely made.
         self.write_monitor_config(&c, false, &[])?;
         Ok(c)
     }
@@ -883,6 +997,7 @@ impl Engine {
             cgroup_path: Some(c.config.cgroups_path.clone()),
             state_file: Some(dir.join("run.json")),
             exit_command: exit_command.to_vec(),
+            pid_file: Some(dir.join("monitor.pid")),
         }
     }
 
@@ -920,8 +1035,29 @@ impl Engine {
         wait_attach: bool,
         exit_command: &[String],
     ) -> Result<i32, ContainerError> {
-        let _lock = self.lock(c)?;
-        let st = self.state(c);
+        let incomplete = || ContainerError::Incomplete {
+            name: c.name().to_string(),
+        };
+        let lock = match self.lock(c) {
+            // The record is there, its directory is not (yet): its create
+            // was cut short.
+            Err(ContainerError::Record(RecordError::NotFound(_)))
+                if self.records.get(c.id()).is_ok() =>
+            {
+                return Err(incomplete())
+            }
+            r => r?,
+        };
+        let dir = self.dir(c.id());
+        // `create` writes the monitor config last, after the bundle and the
+        // record: without it what the container was made from is not all
+        // known here, so it cannot be finished.
+        if !dir.join("monitor.json").exists()
+            || !self.bundle_dir(c.id()).join("config.json").exists()
+        {
+            return Err(incomplete());
+        }
+        let st = self.state_held(c, &lock);
         if st.is_active() {
             return Err(ContainerError::State {
                 name: c.name().to_string(),
@@ -929,9 +1065,16 @@ impl Engine {
                 what: "it is already started".into(),
             });
         }
+        // A monitor that died (or was killed with its `berth run`) before
+        // its container's end left the runtime's state of it behind, which
+        // would make the new monitor's `create` fail.
+        if self.monitor_pid(c.id()).is_none() && self.runtime_root().join(c.id()).exists() {
+            self.runtime_cmd(c, &["delete", "--force"])?;
+        }
+        // What a reboot or a create cut short may have left unmade.
+        bundle::ensure_mounted(&self.store, &self.bundle_dir(c.id()), c.id())?;
         self.check_command(c)?;
         self.ensure_network(c)?;
-        let dir = self.dir(c.id());
         for f in ["exit.json", "exit.stop", "run.json", "monitor.pid"] {
             let _ = fs::remove_file(dir.join(f));
         }
@@ -941,9 +1084,16 @@ impl Engine {
         let err_path = dir.join("monitor.err");
         let err =
             File::create(&err_path).map_err(io_err(format!("create {}", err_path.display())))?;
+        // The monitor holds our lock (as its stdin) until its PID line is
+        // out: killed before that, this `berth` leaves the container to a
+        // monitor that no other command can act against meanwhile.
+        let held = lock
+            ._file
+            .try_clone()
+            .map_err(io_err("share the container's lock"))?;
         let mut cmd = Command::new(&self.opts.monitor);
         cmd.arg(dir.join("monitor.json"))
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(held))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err));
         // SAFETY: the closure only calls setsid(2), which is
@@ -957,8 +1107,6 @@ impl Engine {
         let mut child = cmd
             .spawn()
             .map_err(io_err(format!("run {}", self.opts.monitor.display())))?;
-        fs::write(dir.join("monitor.pid"), child.id().to_string())
-            .map_err(io_err("write monitor.pid"))?;
         let mut line = String::new();
         if let Some(mut out) = child.stdout.take() {
             let _ = out.read_to_string(&mut line);
@@ -1044,8 +1192,8 @@ impl Engine {
     /// purpose also keeps the restart policy from starting it again, as in
     /// docker.
     pub fn kill(&self, c: &Container, signal: &str) -> Result<(), ContainerError> {
-        let _lock = self.lock(c)?;
-        let st = self.state(c);
+        let lock = self.lock(c)?;
+        let st = self.state_held(c, &lock);
         if !matches!(st.status, Status::Running | Status::Paused) {
             return Err(ContainerError::State {
                 name: c.name().to_string(),
@@ -1059,10 +1207,23 @@ impl Engine {
     /// Waits until the container is no longer running (or `timeout` passes);
     /// returns its state then.
     pub fn wait_stopped(&self, c: &Container, timeout: Option<Duration>) -> State {
+        self.wait_stopped_with(c, timeout, None)
+    }
+
+    /// [`Engine::wait_stopped`], by a caller holding the lock or not.
+    fn wait_stopped_with(
+        &self,
+        c: &Container,
+        timeout: Option<Duration>,
+        lock: Option<&ContainerLock>,
+    ) -> State {
         let began = Instant::now();
         let mut nap = Duration::from_millis(2);
         loop {
-            let st = self.state(c);
+            let st = match lock {
+                Some(l) => self.state_held(c, l),
+                None => self.state(c),
+            };
             if !matches!(st.status, Status::Running | Status::Paused) {
                 return st;
             }
@@ -1079,7 +1240,7 @@ impl Engine {
     pub fn stop(&self, c: &Container, timeout: Option<u32>) -> Result<State, ContainerError> {
         let lock = self.lock(c)?;
         let dir = self.dir(c.id());
-        let st = self.state(c);
+        let st = self.state_held(c, &lock);
         if !st.is_active() {
             return Ok(st);
         }
@@ -1103,13 +1264,13 @@ impl Engine {
             if st.status == Status::Paused {
                 let _ = self.runtime_cmd(c, &["resume"]);
             }
-            let st = self.wait_stopped(c, Some(Duration::from_secs(secs.into())));
+            let st = self.wait_stopped_with(c, Some(Duration::from_secs(secs.into())), Some(&lock));
             if !matches!(st.status, Status::Running | Status::Paused) {
                 return Ok(st);
             }
         }
         let _ = self.signal(c, "SIGKILL");
-        if self.state(c).status == Status::Paused {
+        if self.state_held(c, &lock).status == Status::Paused {
             let _ = self.runtime_cmd(c, &["resume"]);
         }
         drop(lock);
@@ -1147,8 +1308,8 @@ impl Engine {
 
     /// Freezes the container.
     pub fn pause(&self, c: &Container) -> Result<(), ContainerError> {
-        let _lock = self.lock(c)?;
-        let st = self.state(c);
+        let lock = self.lock(c)?;
+        let st = self.state_held(c, &lock);
         if st.status != Status::Running {
             return Err(ContainerError::State {
                 name: c.name().to_string(),
@@ -1161,8 +1322,8 @@ impl Engine {
 
     /// Thaws the container.
     pub fn unpause(&self, c: &Container) -> Result<(), ContainerError> {
-        let _lock = self.lock(c)?;
-        let st = self.state(c);
+        let lock = self.lock(c)?;
+        let st = self.state_held(c, &lock);
         if st.status != Status::Paused {
             return Err(ContainerError::State {
                 name: c.name().to_string(),

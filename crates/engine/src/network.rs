@@ -47,6 +47,9 @@ pub struct NetworkOptions {
     pub plugin_dirs: Vec<PathBuf>,
     /// The default network's path.
     pub backend: Backend,
+    /// Where subnets come from for networks made without one (docker's
+    /// `default-address-pools`); empty: berth's own.
+    pub address_pools: Vec<crate::networks::AddressPool>,
 }
 
 impl Default for NetworkOptions {
@@ -55,6 +58,7 @@ impl Default for NetworkOptions {
             config_dir: PathBuf::from("/etc/cni/net.d"),
             plugin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             backend: Backend::Fast,
+            address_pools: Vec::new(),
         }
     }
 }
@@ -100,6 +104,24 @@ pub struct NetState {
     /// The published ports, host ports assigned.
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// What was asked for, while it is not all made: written by `create`
+    /// before any network is set up and dropped once all are, so a create
+    /// cut short (its `berth` killed) is finished by `start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<NetRequest>,
+}
+
+/// The networks a container asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetRequest {
+    /// The networks, in order (`eth0` first).
+    pub networks: Vec<String>,
+    /// The published ports (host port 0: any free one).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// `--ip` on the first network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
 }
 
 /// A network failure, with the network at fault.
@@ -241,6 +263,7 @@ impl Engine {
     /// The network definitions.
     pub fn networks(&self) -> Networks {
         Networks::new(&self.options().network.config_dir, &self.options().root)
+            .with_pools(self.options().network.address_pools.clone())
     }
 
     /// `network.json` of container `id`.
@@ -251,7 +274,7 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    fn save_net_state(&self, id: &str, st: &NetState) -> Result<(), NetError> {
+    pub(crate) fn save_net_state(&self, id: &str, st: &NetState) -> Result<(), NetError> {
         let p = self.dir(id).join("network.json");
         let tmp = p.with_extension("json.tmp");
         fs::write(&tmp, serde_json::to_vec(st).expect("JSON"))
@@ -314,11 +337,17 @@ impl Engine {
             }
         }
         crate::ports::check_free(&ports, &taken)?;
+        let request = NetRequest {
+            networks: defs.iter().map(|d| d.name.clone()).collect(),
+            ports: ports.clone(),
+            ip,
+        };
         crate::ports::assign(&mut ports)?;
         crate::isolation::sync(&self.options().root, &self.networks())?;
         let pin = crate::netns::path(&self.options().run_dir, c.id());
         let mut st = NetState {
             netns: Some(pin.clone()),
+            pending: Some(request),
             ..NetState::default()
         };
         // Recorded first: teardown then knows to remove the pin.
@@ -360,6 +389,8 @@ impl Engine {
             self.save_net_state(c.id(), &st)?;
         }
         self.refresh_hosts(c, &st, on_user_network(&st.attachments))?;
+        st.pending = None;
+        self.save_net_state(c.id(), &st)?;
         Ok(st)
     }
 
@@ -386,31 +417,48 @@ impl Engine {
         })
     }
 
-    /// Before a start: a container whose pinned namespace is gone (the
-    /// host rebooted, or someone unmounted it) gets its networks again,
-    /// with the same published ports, after its stale attachments are
-    /// released.
+    /// Before a start: a container whose networks are not all made (its
+    /// create was cut short) gets them, and one whose pinned namespace is
+    /// gone (the host rebooted, or someone unmounted it) gets its networks
+    /// again with the same published ports; what was made before is
+    /// released first. What is asked for stays recorded until all of it is
+    /// made, so this can be cut short too.
     pub fn ensure_network(&self, c: &Container) -> Result<(), ContainerError> {
         let st = self.net_state(c.id());
-        let Some(pin) = &st.netns else {
-            return Ok(());
+        let request = match st.pending.clone() {
+            Some(r) => r,
+            None => {
+                let Some(pin) = &st.netns else {
+                    return Ok(());
+                };
+                if crate::netns::is_pinned(pin) {
+                    return Ok(());
+                }
+                let host: crate::host::HostConfig =
+                    serde_json::from_value(c.config.host.clone()).unwrap_or_default();
+                NetRequest {
+                    networks: st.attachments.iter().map(|a| a.network.clone()).collect(),
+                    ports: st.ports.clone(),
+                    ip: host.ip,
+                }
+            }
         };
-        if crate::netns::is_pinned(pin) {
-            return Ok(());
-        }
-        let host: crate::host::HostConfig =
-            serde_json::from_value(c.config.host.clone()).unwrap_or_default();
-        let names: Vec<String> = st.attachments.iter().map(|a| a.network.clone()).collect();
-        let ports = st.ports.clone();
-        let _ = self.teardown_network(c, self.attachers());
+        let _ = self.teardown_network_keeping(c, self.attachers(), Some(&request));
         let nets = self.networks();
-        let defs = names
+        let defs = request
+            .networks
             .iter()
             .map(|n| nets.get(n))
             .collect::<Result<Vec<_>, _>>()
             .map_err(NetError::from)?;
-        if let Err(e) = self.setup_network(c, &defs, ports, host.ip, self.attachers()) {
-            let _ = self.teardown_network(c, self.attachers());
+        if let Err(e) = self.setup_network(
+            c,
+            &defs,
+            request.ports.clone(),
+            request.ip,
+            self.attachers(),
+        ) {
+            let _ = self.teardown_network_keeping(c, self.attachers(), Some(&request));
             return Err(e.into());
         }
         Ok(())
@@ -605,7 +653,22 @@ impl Engine {
         c: &Container,
         attachers: &dyn Attachers,
     ) -> Result<(), NetError> {
+        self.teardown_network_keeping(c, attachers, None)
+    }
+
+    /// [`Engine::teardown_network`]; with `keep`, `network.json` is left
+    /// holding that request (still to be made) instead of removed.
+    fn teardown_network_keeping(
+        &self,
+        c: &Container,
+        attachers: &dyn Attachers,
+        keep: Option<&NetRequest>,
+    ) -> Result<(), NetError> {
         let mut st = self.net_state(c.id());
+        if let Some(r) = keep {
+            // Cut short here, the request is still there to finish.
+            st.pending = Some(r.clone());
+        }
         let had_peers = on_user_network(&st.attachments);
         let mut first_err = None;
         let nets = self.networks();
@@ -636,7 +699,20 @@ impl Engine {
                 });
             }
         }
-        let _ = fs::remove_file(self.dir(c.id()).join("network.json"));
+        match keep {
+            Some(r) => {
+                let pending = NetState {
+                    pending: Some(r.clone()),
+                    ..NetState::default()
+                };
+                if let Err(e) = self.save_net_state(c.id(), &pending) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            None => {
+                let _ = fs::remove_file(self.dir(c.id()).join("network.json"));
+            }
+        }
         // The others on its user networks no longer list it.
         if had_peers {
             let _ = self.refresh_peers(c);
@@ -777,11 +853,19 @@ mod tests {
             netns: Some("/run/berth/netns/x".into()),
             attachments: vec![att("berth", "10.88.0.2")],
             ports: crate::ports::parse("8080:80").unwrap(),
+            pending: Some(NetRequest {
+                networks: vec!["berth".into(), "front".into()],
+                ports: crate::ports::parse("80").unwrap(),
+                ip: Some(Ipv4Addr::new(10, 88, 0, 7)),
+            }),
         };
         let back: NetState = serde_json::from_slice(&serde_json::to_vec(&st).unwrap()).unwrap();
         assert_eq!(back, st);
         // An empty file reads as nothing attached.
         let none: NetState = serde_json::from_str("{}").unwrap();
         assert_eq!(none, NetState::default());
+        // A file of an older berth (no `pending`) is complete.
+        let old: NetState = serde_json::from_str(r#"{"netns":"/x","attachments":[]}"#).unwrap();
+        assert!(old.pending.is_none());
     }
 }

@@ -4,11 +4,16 @@
 //! - The default network `berth` is a bridge (`berth0`) with host-local IPAM,
 //!   portmap, firewall and tuning. It is written to `berth.conflist` on first
 //!   use, on a subnet that collides with no route of the host and no other
-//!   network in the dir. Its file is the truth: edit the bridge or the subnet
-//!   there and berth follows.
+//!   network in the dir: 10.90.0.0/16, else the first free one of docker's
+//!   default address pools. Its file is the truth: edit the bridge or the
+//!   subnet there and berth follows.
 //! - `network create` writes `<name>.conflist` of the same shape with its own
-//!   bridge (`berthN`) and subnet (a `/24` from `10.91.0.0/16` unless given);
-//!   `--internal` drops NAT and the default route.
+//!   bridge (`berthN`) and subnet (unless given: a `/24` of 10.91.0.0/16,
+//!   else docker's pools); `--internal` drops NAT and the default route.
+//! - The two never take from each other's own range, so a default network
+//!   pushed off 10.90 (by another berth's on the host) does not swallow the
+//!   user networks' /16. Configured pools ([`AddressPool`], docker's
+//!   `default-address-pools` shape) replace both lists.
 //! - Any other list in the dir is a network too, run by its plugins.
 //!
 //! Files are written to a temporary name and linked into place, so a reader
@@ -52,6 +57,18 @@ pub enum NetworkError {
         file: String,
         /// What is wrong.
         reason: String,
+    },
+    /// Every subnet of the address pools is taken.
+    #[error(
+        "no free subnet for network {name:?} in the address pools {pools}: each overlaps a \
+         route of the host or another network; give one with --subnet, or other pools with \
+         --default-address-pool"
+    )]
+    NoFreeSubnet {
+        /// The network being made.
+        name: String,
+        /// The pools tried.
+        pools: String,
     },
     /// The subnet overlaps a route of the host or another network.
     #[error("subnet {subnet} overlaps {what}")]
@@ -119,6 +136,122 @@ impl std::fmt::Display for Subnet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
     }
+}
+
+/// A pool of subnets in docker's `default-address-pools` shape: `base` cut
+/// into subnets of prefix length `size`, taken in address order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressPool {
+    /// The range.
+    pub base: Subnet,
+    /// The prefix length of each subnet taken from it.
+    pub size: u8,
+}
+
+impl AddressPool {
+    /// `base` cut into `/size`s; `size` must be within `base` and at most 30.
+    pub fn new(base: Subnet, size: u8) -> Result<AddressPool, NetworkError> {
+        if size < base.prefix || size > 30 {
+            return Err(NetworkError::Invalid(format!(
+                "invalid address pool {base} with size {size}: the size must be from {} to 30",
+                base.prefix
+            )));
+        }
+        Ok(AddressPool { base, size })
+    }
+
+    /// Parses docker's `--default-address-pool` value,
+    /// `base=172.30.0.0/16,size=24`.
+    pub fn parse(s: &str) -> Result<AddressPool, NetworkError> {
+        let bad = |why: &str| {
+            NetworkError::Invalid(format!(
+                "invalid address pool {s:?}: {why} (use base=A.B.C.D/N,size=M)"
+            ))
+        };
+        let (mut base, mut size) = (None, None);
+        for part in s.split(',') {
+            match part.trim().split_once('=') {
+                Some(("base", v)) => base = Some(Subnet::parse(v.trim())?),
+                Some(("size", v)) => {
+                    size = Some(v.trim().parse::<u8>().map_err(|_| bad("bad size"))?)
+                }
+                _ => return Err(bad(&format!("unknown part {part:?}"))),
+            }
+        }
+        AddressPool::new(
+            base.ok_or_else(|| bad("no base"))?,
+            size.ok_or_else(|| bad("no size"))?,
+        )
+    }
+
+    /// Its subnets, in order.
+    pub fn subnets(&self) -> impl Iterator<Item = Subnet> {
+        let base = u32::from(self.base.addr);
+        let step = 1u64 << (32 - u32::from(self.size));
+        let count = 1u64 << (self.size - self.base.prefix);
+        let size = self.size;
+        (0..count).map(move |i| Subnet {
+            addr: Ipv4Addr::from((u64::from(base) + i * step) as u32),
+            prefix: size,
+        })
+    }
+}
+
+impl std::fmt::Display for AddressPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "base={},size={}", self.base, self.size)
+    }
+}
+
+/// docker's default address pools: 172.17.0.0/16 to 172.31.0.0/16 as
+/// `/16`s, then 192.168.0.0/16 as `/20`s.
+pub fn docker_pools() -> Vec<AddressPool> {
+    let mut p: Vec<AddressPool> = (17..=31)
+        .map(|b| AddressPool {
+            base: Subnet {
+                addr: Ipv4Addr::new(172, b, 0, 0),
+                prefix: 16,
+            },
+            size: 16,
+        })
+        .collect();
+    p.push(AddressPool {
+        base: Subnet {
+            addr: Ipv4Addr::new(192, 168, 0, 0),
+            prefix: 16,
+        },
+        size: 20,
+    });
+    p
+}
+
+/// Where the default network's subnet comes from unless pools are
+/// configured: 10.90.0.0/16 (clear of podman's 10.88 and 10.89), then
+/// docker's pools. Never from the user networks' 10.91.0.0/16.
+pub fn default_network_pools() -> Vec<AddressPool> {
+    let mut p = vec![AddressPool {
+        base: Subnet {
+            addr: Ipv4Addr::new(10, 90, 0, 0),
+            prefix: 16,
+        },
+        size: 16,
+    }];
+    p.extend(docker_pools());
+    p
+}
+
+/// Where `network create` takes a subnet unless pools are configured: a
+/// `/24` of 10.91.0.0/16, then docker's pools.
+pub fn user_network_pools() -> Vec<AddressPool> {
+    let mut p = vec![AddressPool {
+        base: Subnet {
+            addr: Ipv4Addr::new(10, 91, 0, 0),
+            prefix: 16,
+        },
+        size: 24,
+    }];
+    p.extend(docker_pools());
+    p
 }
 
 fn mask(prefix: u8) -> u32 {
@@ -217,6 +350,11 @@ impl NetworkDef {
 pub struct Networks {
     config_dir: PathBuf,
     lock: PathBuf,
+    /// The routes to keep clear of; None: the host's, read when needed.
+    routes: Option<Vec<Subnet>>,
+    /// Configured address pools, for the default network and the others
+    /// alike (docker's `default-address-pools`); None: berth's own.
+    pools: Option<Vec<AddressPool>>,
 }
 
 /// `network create`'s options.
@@ -292,7 +430,45 @@ impl Networks {
         Networks {
             config_dir: config_dir.to_path_buf(),
             lock: state_dir.join("networks.lock"),
+            routes: None,
+            pools: None,
         }
+    }
+
+    /// The same, taking subnets from `pools` (in order) for the default
+    /// network and `network create` alike; none: berth's own
+    /// ([`default_network_pools`], [`user_network_pools`]).
+    pub fn with_pools(mut self, pools: Vec<AddressPool>) -> Networks {
+        self.pools = (!pools.is_empty()).then_some(pools);
+        self
+    }
+
+    /// The first subnet of `pools` that overlaps nothing `taken`.
+    fn choose(
+        &self,
+        name: &str,
+        pools: &[AddressPool],
+        taken: &[(Subnet, String)],
+    ) -> Result<Subnet, NetworkError> {
+        pools
+            .iter()
+            .flat_map(AddressPool::subnets)
+            .find(|s| !taken.iter().any(|(t, _)| t.overlaps(s)))
+            .ok_or_else(|| NetworkError::NoFreeSubnet {
+                name: name.to_string(),
+                pools: pools
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            })
+    }
+
+    /// The same, keeping clear of `routes` instead of the host's (for
+    /// tests, which must not depend on the host's live routes).
+    pub fn with_routes(mut self, routes: Vec<Subnet>) -> Networks {
+        self.routes = Some(routes);
+        self
     }
 
     /// The config dir.
@@ -389,13 +565,8 @@ impl Networks {
             return Ok(d);
         }
         let taken = self.taken()?;
-        let subnet = (90..=254)
-            .map(|b| Subnet {
-                addr: Ipv4Addr::new(10, b, 0, 0),
-                prefix: 16,
-            })
-            .find(|s| !taken.iter().any(|(t, _)| t.overlaps(s)))
-            .ok_or_else(|| NetworkError::Invalid("no free /16 in 10.90.0.0-10.254.0.0".into()))?;
+        let pools = self.pools.clone().unwrap_or_else(default_network_pools);
+        let subnet = self.choose(DEFAULT_NETWORK, &pools, &taken)?;
         self.write(&CreateNetwork {
             name: DEFAULT_NETWORK.into(),
             subnet: Some(subnet),
@@ -407,7 +578,8 @@ impl Networks {
 
     /// Subnets in use: the host's routes and every network's range.
     fn taken(&self) -> Result<Vec<(Subnet, String)>, NetworkError> {
-        let mut t: Vec<(Subnet, String)> = host_routes()
+        let routes = self.routes.clone().unwrap_or_else(host_routes);
+        let mut t: Vec<(Subnet, String)> = routes
             .into_iter()
             .map(|s| (s, format!("a route of the host ({s})")))
             .collect();
@@ -437,13 +609,10 @@ impl Networks {
                 }
                 s
             }
-            None => (0..=255)
-                .map(|c| Subnet {
-                    addr: Ipv4Addr::new(10, 91, c, 0),
-                    prefix: 24,
-                })
-                .find(|s| !taken.iter().any(|(t, _)| t.overlaps(s)))
-                .ok_or_else(|| NetworkError::Invalid("no free /24 in 10.91.0.0/16".into()))?,
+            None => {
+                let pools = self.pools.clone().unwrap_or_else(user_network_pools);
+                self.choose(&o.name, &pools, &taken)?
+            }
         };
         if let Some(g) = o.gateway {
             if !subnet.contains(g) || g == subnet.addr {
@@ -587,17 +756,22 @@ mod tests {
         );
     }
 
+    fn net(s: &str) -> Subnet {
+        Subnet::parse(s).unwrap()
+    }
+
     #[test]
     fn create_list_remove() {
         let t = tempfile::tempdir().unwrap();
-        let n = Networks::new(&t.path().join("net.d"), t.path());
+        let routes = vec![net("192.0.2.0/24")];
+        let n = Networks::new(&t.path().join("net.d"), t.path()).with_routes(routes.clone());
         let d = n.get(DEFAULT_NETWORK).unwrap();
         assert_eq!(d.bridge.as_deref(), Some(DEFAULT_BRIDGE));
         assert!(d.berth_made);
         assert!(!d.internal);
         let s = d.subnet.unwrap();
-        assert_eq!(s.prefix, 16);
-        assert!(!host_routes().iter().any(|r| r.overlaps(&s)));
+        assert_eq!(s, net("10.90.0.0/16"));
+        assert!(!routes.iter().any(|r| r.overlaps(&s)));
         // Made once: a second get reads the same file.
         assert_eq!(n.get(DEFAULT_NETWORK).unwrap().subnet, Some(s));
 
@@ -649,6 +823,165 @@ mod tests {
         assert_eq!(names, vec!["back", "berth", "front"]);
         n.remove("front").unwrap();
         assert!(matches!(n.get("front"), Err(NetworkError::NotFound { .. })));
+    }
+
+    /// The subnets of the default network and of two user networks, made in
+    /// a fresh config dir on a host with `routes`.
+    fn chosen(routes: &[&str]) -> (Subnet, Subnet, Subnet) {
+        let t = tempfile::tempdir().unwrap();
+        let n = Networks::new(&t.path().join("net.d"), t.path())
+            .with_routes(routes.iter().map(|r| net(r)).collect());
+        let d = n.get(DEFAULT_NETWORK).unwrap().subnet.unwrap();
+        let mut user = ["a", "b"].into_iter().map(|name| {
+            n.create(&CreateNetwork {
+                name: name.into(),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("network create {name} with routes {routes:?}: {e}"))
+            .subnet
+            .unwrap()
+        });
+        (d, user.next().unwrap(), user.next().unwrap())
+    }
+
+    #[test]
+    fn the_default_network_keeps_out_of_the_user_pool() {
+        // Another config dir's default network is up on the host.
+        let (d, a, b) = chosen(&["10.90.0.0/16"]);
+        assert!(!d.overlaps(&net("10.90.0.0/16")) && !d.overlaps(&net("10.91.0.0/16")));
+        assert_eq!((a, b), (net("10.91.0.0/24"), net("10.91.1.0/24")));
+        // The same with this dir's own default network as the route.
+        let (d, a, _) = chosen(&[]);
+        assert_eq!((d, a), (net("10.90.0.0/16"), net("10.91.0.0/24")));
+    }
+
+    #[test]
+    fn docker_pools_when_10_is_taken() {
+        // A VPN routes all of 10/8: docker's default pools are used,
+        // 172.17-31 in /16s, then 192.168 in /20s.
+        let (d, a, b) = chosen(&["10.0.0.0/8"]);
+        assert_eq!(
+            (d, a, b),
+            (
+                net("172.17.0.0/16"),
+                net("172.18.0.0/16"),
+                net("172.19.0.0/16")
+            )
+        );
+        let (d, a, b) = chosen(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/20"]);
+        assert_eq!(
+            (d, a, b),
+            (
+                net("192.168.16.0/20"),
+                net("192.168.32.0/20"),
+                net("192.168.48.0/20")
+            )
+        );
+    }
+
+    #[test]
+    fn a_foreign_list_on_the_user_pool_moves_user_networks_on() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("net.d");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("00-other.conflist"),
+            br#"{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"bridge",
+                "ipam":{"type":"host-local","ranges":[[{"subnet":"10.91.0.0/16"}]]}}]}"#,
+        )
+        .unwrap();
+        let n = Networks::new(&dir, t.path()).with_routes(vec![]);
+        assert_eq!(
+            n.get(DEFAULT_NETWORK).unwrap().subnet,
+            Some(net("10.90.0.0/16"))
+        );
+        let a = n
+            .create(&CreateNetwork {
+                name: "a".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(a.subnet, Some(net("172.17.0.0/16")));
+    }
+
+    #[test]
+    fn address_pools() {
+        let p = AddressPool::parse("base=198.18.0.0/16,size=24").unwrap();
+        assert_eq!(
+            p,
+            AddressPool::parse(" size=24 , base=198.18.0.0/16").unwrap()
+        );
+        assert_eq!(p.to_string(), "base=198.18.0.0/16,size=24");
+        let subnets: Vec<Subnet> = p.subnets().collect();
+        assert_eq!(subnets.len(), 256);
+        assert_eq!(subnets[1], net("198.18.1.0/24"));
+        assert_eq!(subnets[255], net("198.18.255.0/24"));
+        assert_eq!(
+            AddressPool::parse("base=10.0.0.0/8,size=8")
+                .unwrap()
+                .subnets()
+                .collect::<Vec<_>>(),
+            [net("10.0.0.0/8")]
+        );
+        for bad in [
+            "base=198.18.0.0/16",
+            "size=24",
+            "base=198.18.0.0/16,size=8",
+            "base=198.18.0.0/16,size=31",
+            "base=198.18.0.0/16,size=x",
+            "base=nowhere,size=24",
+            "base=198.18.0.0/16,size=24,color=red",
+        ] {
+            let e = AddressPool::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("pool") || e.contains("subnet"), "{bad}: {e}");
+        }
+        // docker's defaults, in docker's order.
+        let d = docker_pools();
+        assert_eq!(d.len(), 16);
+        assert_eq!(d[0].to_string(), "base=172.17.0.0/16,size=16");
+        assert_eq!(d[15].to_string(), "base=192.168.0.0/16,size=20");
+    }
+
+    #[test]
+    fn configured_pools_serve_both_until_they_run_out() {
+        let t = tempfile::tempdir().unwrap();
+        let pools = vec![AddressPool::parse("base=198.18.0.0/23,size=24").unwrap()];
+        let n = Networks::new(&t.path().join("net.d"), t.path())
+            .with_routes(vec![])
+            .with_pools(pools);
+        assert_eq!(
+            n.get(DEFAULT_NETWORK).unwrap().subnet,
+            Some(net("198.18.0.0/24"))
+        );
+        let a = n
+            .create(&CreateNetwork {
+                name: "a".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(a.subnet, Some(net("198.18.1.0/24")));
+        let e = n
+            .create(&CreateNetwork {
+                name: "b".into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"b\"")
+                && e.contains("base=198.18.0.0/23,size=24")
+                && e.contains("--default-address-pool"),
+            "{e}"
+        );
+        // A given subnet needs no pool.
+        let c = n
+            .create(&CreateNetwork {
+                name: "c".into(),
+                subnet: Some(net("198.19.0.0/24")),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(c.subnet, Some(net("198.19.0.0/24")));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   it must be absolute.
 //! - The user is `-u`, else the image's `User`, else root.
 
+use std::collections::HashMap;
+
 use berth_image::manifest::RunConfig;
 
 /// docker's `PATH` for an image that sets none.
@@ -61,20 +63,124 @@ pub enum ProcessError {
     /// An `-e` or image variable without a name.
     #[error("invalid environment variable {0:?}: the name is empty or contains '='")]
     BadEnv(String),
+    /// One argument or variable longer than the kernel lets an exec take.
+    #[error(
+        "{what} is {len} bytes long: the kernel takes at most {max} bytes for one \
+         argument or environment variable"
+    )]
+    StringTooLong {
+        /// `environment variable NAME` or `argument N`.
+        what: String,
+        /// Its length, with its terminating NUL.
+        len: usize,
+        /// The kernel's most (`MAX_ARG_STRLEN`).
+        max: usize,
+    },
+    /// All of them more than an exec may take.
+    #[error(
+        "the process's arguments and environment ({count} strings) need {need} bytes, more \
+         than the {limit} bytes the kernel lets an exec take with a stack limit of {stack} \
+         (a quarter of it, at most 6 MiB): use fewer or shorter environment variables, or a \
+         larger stack limit (--ulimit stack)"
+    )]
+    ExecTooBig {
+        /// How many arguments and variables.
+        count: usize,
+        /// The bytes they need: the strings with their NULs, and a pointer each.
+        need: u64,
+        /// What the kernel allows.
+        limit: u64,
+        /// The stack limit, in words.
+        stack: String,
+    },
 }
 
-/// Sets `var` (`KEY=VALUE`) in `env`, replacing an earlier one of that name.
-fn set(env: &mut Vec<String>, var: &str) -> Result<(), ProcessError> {
-    let key = match var.split_once('=') {
-        Some((k, _)) if !k.is_empty() => k,
-        _ => return Err(ProcessError::BadEnv(var.to_string())),
-    };
-    let prefix = format!("{key}=");
-    match env.iter_mut().find(|e| e.starts_with(&prefix)) {
-        Some(e) => *e = var.to_string(),
-        None => env.push(var.to_string()),
+/// Checks that the kernel would let an exec take `args` and `env` under a
+/// soft stack limit of `stack` bytes (None: unlimited), as `fs/exec.c`
+/// counts: each string, NUL included, at most `MAX_ARG_STRLEN` (32 pages);
+/// all strings plus one pointer each at most a quarter of the stack limit,
+/// capped at three quarters of 8 MiB and never below `ARG_MAX` (32 pages).
+/// An exec past these fails with E2BIG in the container, after everything
+/// was made; this says why before anything is.
+pub fn check_exec_size<'a>(
+    args: impl IntoIterator<Item = &'a str>,
+    env: impl IntoIterator<Item = &'a str>,
+    stack: Option<u64>,
+) -> Result<(), ProcessError> {
+    let page = rustix::param::page_size();
+    let max_string = 32 * page;
+    let mut strings: u64 = 0;
+    let (mut argc, mut envc) = (0usize, 0usize);
+    for (i, a) in args.into_iter().enumerate() {
+        let len = a.len() + 1;
+        if len > max_string {
+            return Err(ProcessError::StringTooLong {
+                what: format!("argument {i}"),
+                len,
+                max: max_string,
+            });
+        }
+        strings += len as u64;
+        argc += 1;
+    }
+    for e in env {
+        let len = e.len() + 1;
+        if len > max_string {
+            let name = e.split_once('=').map_or(e, |(k, _)| k);
+            let name: String = name.chars().take(64).collect();
+            return Err(ProcessError::StringTooLong {
+                what: format!("environment variable {name}"),
+                len,
+                max: max_string,
+            });
+        }
+        strings += len as u64;
+        envc += 1;
+    }
+    const STK_LIM: u64 = 8 << 20;
+    let arg_max = 32 * page as u64;
+    let limit = (STK_LIM / 4 * 3)
+        .min(stack.map_or(u64::MAX, |s| s / 4))
+        .max(arg_max);
+    let pointers = (argc.max(1) + envc) as u64 * std::mem::size_of::<usize>() as u64;
+    let need = strings + pointers;
+    if need > limit {
+        return Err(ProcessError::ExecTooBig {
+            count: argc + envc,
+            need,
+            limit,
+            stack: stack.map_or_else(|| "unlimited".to_string(), |s| format!("{s} bytes")),
+        });
     }
     Ok(())
+}
+
+/// An environment being built: `KEY=VALUE` in order, one per name, with an
+/// index by name so that setting one costs the same however many there are
+/// (images with 100 000 variables exist).
+#[derive(Debug, Default)]
+struct EnvBuilder {
+    vars: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl EnvBuilder {
+    /// Sets `var` (`KEY=VALUE`): an earlier one of that name gets the new
+    /// value in its place, a new name goes last.
+    fn set(&mut self, var: &str) -> Result<(), ProcessError> {
+        let key = match var.split_once('=') {
+            Some((k, _)) if !k.is_empty() => k,
+            _ => return Err(ProcessError::BadEnv(var.to_string())),
+        };
+        match self.index.get(key) {
+            Some(&i) => self.vars[i] = var.to_string(),
+            None => {
+                self.index.insert(key.to_string(), self.vars.len());
+                self.vars.push(var.to_string());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The process for an image with config `image` (None: no config section),
@@ -103,21 +209,22 @@ pub fn plan(
         return Err(ProcessError::NoCommand);
     }
 
-    let mut env = Vec::new();
-    let image_env = image.env.clone().unwrap_or_default();
+    let mut env = EnvBuilder::default();
+    let image_env = image.env.as_deref().unwrap_or_default();
     if !image_env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push(DEFAULT_PATH.to_string());
+        env.set(DEFAULT_PATH)?;
     }
-    for e in &image_env {
-        set(&mut env, e)?;
+    for e in image_env {
+        env.set(e)?;
     }
-    set(&mut env, &format!("HOSTNAME={hostname}"))?;
+    env.set(&format!("HOSTNAME={hostname}"))?;
     if flags.tty {
-        set(&mut env, "TERM=xterm")?;
+        env.set("TERM=xterm")?;
     }
     for e in &flags.env {
-        set(&mut env, e)?;
+        env.set(e)?;
     }
+    let env = env.vars;
 
     let cwd = flags
         .workdir
@@ -258,6 +365,74 @@ mod tests {
                 ProcessError::BadEnv(bad.into())
             );
         }
+    }
+
+    #[test]
+    fn many_variables_keep_dockers_precedence_and_order() {
+        let n = 20_000;
+        let mut image_env: Vec<String> = (0..n).map(|i| format!("V{i}=image")).collect();
+        // A later duplicate in the image takes the earlier one's place.
+        image_env.extend((0..n).step_by(1000).map(|i| format!("V{i}=again")));
+        image_env.push("HOSTNAME=from-image".into());
+        let img = RunConfig {
+            env: Some(image_env),
+            ..RunConfig::default()
+        };
+        let flags = ProcessFlags {
+            cmd: v(&["true"]),
+            env: (0..n)
+                .step_by(7)
+                .map(|i| format!("V{i}=flag"))
+                .chain(["NEW=1".to_string(), "V0=last".to_string()])
+                .collect(),
+            ..ProcessFlags::default()
+        };
+        let p = plan(Some(&img), "h", &flags).unwrap();
+        let mut want = vec![DEFAULT_PATH.to_string()];
+        for i in 0..n {
+            let val = match i {
+                0 => "last",
+                _ if i % 7 == 0 => "flag",
+                _ if i % 1000 == 0 => "again",
+                _ => "image",
+            };
+            want.push(format!("V{i}={val}"));
+        }
+        // berth's HOSTNAME replaces the image's in its place; a new -e
+        // variable goes last.
+        want.push("HOSTNAME=h".into());
+        want.push("NEW=1".into());
+        assert_eq!(p.env, want);
+    }
+
+    #[test]
+    fn exec_size_as_the_kernel_counts() {
+        let page = rustix::param::page_size();
+        let max = 32 * page;
+        let env: Vec<String> = (0..100_000).map(|i| format!("E{i:05}=1")).collect();
+        let strs = || env.iter().map(String::as_str);
+        // 100 000 short variables: 0.9 MB of strings and 0.8 MB of pointers.
+        check_exec_size(["sh"], strs(), Some(8 << 20)).unwrap();
+        check_exec_size(["sh"], strs(), None).unwrap();
+        let e = check_exec_size(["sh"], strs(), Some(1 << 20)).unwrap_err();
+        assert!(matches!(e, ProcessError::ExecTooBig { limit, .. } if limit == 1 << 18));
+        assert!(e.to_string().contains("--ulimit stack"), "{e}");
+        // A tiny stack limit still lets an exec take ARG_MAX.
+        check_exec_size(["sh"], ["A=1"], Some(4096)).unwrap();
+        // Never more than 6 MiB, whatever the stack limit.
+        let fat: Vec<String> = (0..100_000)
+            .map(|i| format!("F{i:05}={}", "x".repeat(64)))
+            .collect();
+        let e = check_exec_size(["sh"], fat.iter().map(String::as_str), None).unwrap_err();
+        assert!(matches!(e, ProcessError::ExecTooBig { limit, .. } if limit == 6 << 20));
+        // One string: MAX_ARG_STRLEN with its NUL.
+        let at_most = format!("A={}", "x".repeat(max - 3));
+        check_exec_size(["sh"], [at_most.as_str()], None).unwrap();
+        let over = format!("BIG={}", "x".repeat(max));
+        let e = check_exec_size(["sh"], [over.as_str()], None).unwrap_err();
+        assert!(e.to_string().contains("environment variable BIG"), "{e}");
+        let e = check_exec_size(["sh", &over], [], None).unwrap_err();
+        assert!(e.to_string().starts_with("argument 1 "), "{e}");
     }
 
     #[test]

@@ -101,6 +101,10 @@ pub struct MonitorConfig {
     /// restarts): how a detached `--rm` container removes itself.
     #[serde(default)]
     pub exit_command: Vec<String>,
+    /// Where the monitor writes its own PID (atomically) before anything
+    /// else, so whoever started it need not live to write it.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// How long `waitAttach` waits for the first client.
@@ -178,6 +182,11 @@ pub struct ExitRecord {
     /// The kernel's OOM killer killed a process of the container's cgroup.
     #[serde(default)]
     pub oom_killed: bool,
+    /// Why the record is not the monitor's own account of the exit (the
+    /// engine writes one when the monitor died before its container): empty
+    /// when the monitor reaped the container itself.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
 }
 
 /// The running container, written as JSON to the state file each time the
@@ -622,6 +631,7 @@ impl Monitor {
             pid: run.pid,
             restart_count,
             oom_killed,
+            error: String::new(),
         };
         drop(run);
         write_json(&self.cfg.exit_file, &record)?;
@@ -907,6 +917,22 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, M
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
     }
+}
+
+/// Writes an exit record atomically, as the monitor does; for whoever
+/// records the exit of a container whose monitor died.
+pub fn write_exit(path: &Path, rec: &ExitRecord) -> Result<(), MonitorError> {
+    write_json(path, rec)
+}
+
+/// Writes this process's PID to `path` atomically.
+pub fn write_pid_file(path: &Path) -> Result<(), MonitorError> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, std::process::id().to_string())
+        .map_err(io_err(format!("write {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io_err(format!("rename {}", path.display())))
 }
 
 /// Reads an exit record; None while the container has not exited.

@@ -10,6 +10,12 @@
 //! that client sees all output. A `start` that fails after that line is
 //! reported the same way (stderr, exit 1, no exit record).
 //!
+//! Its stdin may be a lock its caller holds (the engine passes the
+//! container's `flock`ed lock file): it is kept until the PID line is out,
+//! so no other command acts on the container while it is being created and
+//! started, even when the caller dies meanwhile. The monitor writes its own
+//! PID file (`pidFile`) first, for the same reason.
+//!
 //! No argument parser and no async runtime: the monitor stays small, since
 //! one runs per container.
 
@@ -49,6 +55,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(p) = &cfg.pid_file {
+        if let Err(e) = run::write_pid_file(p) {
+            return fail(e);
+        }
+    }
     let wait_attach = cfg.wait_attach && cfg.attach_socket.is_some();
     let mut m = match Monitor::new(cfg) {
         Ok(m) => m,
@@ -68,15 +79,16 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "{}", ctr.pid);
         let _ = out.flush();
     }
-    // The caller reads until end of file: stdout must not stay open here.
-    let _ = rustix::stdio::dup2_stdout(
-        rustix::fs::open(
-            "/dev/null",
-            rustix::fs::OFlags::WRONLY,
-            rustix::fs::Mode::empty(),
-        )
-        .expect("open /dev/null"),
-    );
+    // The caller reads until end of file: stdout must not stay open here;
+    // and stdin (the caller's lock, if it passed one) is let go.
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    )
+    .expect("open /dev/null");
+    let _ = rustix::stdio::dup2_stdout(&null);
+    let _ = rustix::stdio::dup2_stdin(&null);
     if wait_attach {
         if let Err(e) = m
             .wait_attach(&mut ctr, run::WAIT_ATTACH)
