@@ -676,7 +676,10 @@ impl Runner {
             "{}: run {id} unexpectedly succeeded: {out}",
             self.name
         );
-        format!("{out}{err}")
+        // runc and berth-runtime print logrus lines (`level=error msg="…"`,
+        // quotes escaped): the message itself is what the checks read.
+        let msg = berth_engine::container::runtime_error_message(err.as_bytes());
+        format!("{out}{msg}")
     }
 }
 
