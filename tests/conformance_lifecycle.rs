@@ -1044,3 +1044,128 @@ fn delete_force_removes_an_abandoned_create() {
         delete_abandoned(&rt, &id, &b, false);
     }
 }
+
+// ================================================ follow-ups of the review
+
+/// The end of a long output, for a failure message.
+fn tail(s: &str) -> &str {
+    let mut start = s.len().saturating_sub(2000);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// The hook phases, in the order they run.
+const PHASES: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
+/// Where a hook of `phase` writes `name`, as the hook sees it: the bundle
+/// dir, but the container's root for startContainer hooks (they run in the
+/// container); and where the test finds it.
+fn hook_file(b: &Bundle, phase: &str, suffix: &str) -> (PathBuf, PathBuf) {
+    let name = format!("{phase}.{suffix}");
+    if phase == "startContainer" {
+        (Path::new("/").join(&name), b.rootfs().join(&name))
+    } else {
+        (b.path().join(&name), b.path().join(&name))
+    }
+}
+
+/// Annotations of about `size` bytes in the shape Kubernetes gives them: a
+/// few keys, one a JSON document (kubectl's last-applied-configuration) full
+/// of characters that JSON escapes.
+fn big_annotations(size: usize) -> Value {
+    let mut m = serde_json::Map::new();
+    let piece = r#"{"kind":"ConfigMap","data":{"k":"v\n\"quoted\""}},"#;
+    m.insert(
+        "kubectl.kubernetes.io/last-applied-configuration".into(),
+        json!(piece.repeat(size / 2 / piece.len())),
+    );
+    for i in 0..4 {
+        m.insert(
+            format!("org.example.note-{i}"),
+            json!(i.to_string().repeat(size / 8)),
+        );
+    }
+    Value::Object(m)
+}
+
+/// Annotations larger than one packet of berth's sync socket (200 KiB, as
+/// Kubernetes allows 256 KiB per object, and 1 MiB) do not stop a
+/// container: create, start, exec, state, delete and run work, and every
+/// hook gets the whole state on its stdin, annotations included.
+#[test]
+fn large_annotations_reach_every_hook() {
+    root_only!("large_annotations_reach_every_hook");
+    for rt in Runtime::both() {
+        for size in [200 * 1024, 1024 * 1024] {
+            let annotations = big_annotations(size);
+            for how in ["create", "run"] {
+                let id = unique(&format!("bigann-{how}"));
+                let args: &[&str] = if how == "run" {
+                    &["true"]
+                } else {
+                    &["sleep", "1000"]
+                };
+                let mut b = runc_spec_bundle(&id, args);
+                let hooks: serde_json::Map<String, Value> = PHASES
+                    .iter()
+                    .map(|p| {
+                        let out = hook_file(&b, p, "json").0;
+                        let script = format!("cat > {}", out.display());
+                        (
+                            p.to_string(),
+                            json!([{"path": "/bin/sh", "args": ["sh", "-c", script]}]),
+                        )
+                    })
+                    .collect();
+                b.edit(|c| {
+                    c["root"]["readonly"] = json!(false);
+                    c["annotations"] = annotations.clone();
+                    c["hooks"] = Value::Object(hooks);
+                });
+                let what = format!("{} {how} with {size} bytes of annotations", rt.name);
+                if how == "run" {
+                    let (code, out, err) = rt.run(&id, &b);
+                    assert_eq!(code, 0, "{what}: {out}{}", tail(&err));
+                } else {
+                    let o = rt.create(&id, &b);
+                    assert!(
+                        o.status.success(),
+                        "{what}: {}",
+                        tail(&String::from_utf8_lossy(&o.stderr))
+                    );
+                    rt.ok(&["start", &id]);
+                    let out = rt.ok(&["exec", &id, "echo", "exec-ok"]);
+                    assert_eq!(out, "exec-ok\n", "{what}");
+                    let st: Value = serde_json::from_str(&rt.ok(&["state", &id])).unwrap();
+                    assert!(
+                        st["annotations"] == annotations,
+                        "{what}: state lost the annotations"
+                    );
+                    rt.ok(&["delete", "--force", &id]);
+                }
+                for p in PHASES {
+                    let file = hook_file(&b, p, "json").1;
+                    let text = fs::read(&file)
+                        .unwrap_or_else(|e| panic!("{what}: the {p} hook wrote nothing: {e}"));
+                    let st: Value = serde_json::from_slice(&text)
+                        .unwrap_or_else(|e| panic!("{what}: {p} hook's stdin: {e}"));
+                    assert_eq!(st["id"], id.as_str(), "{what}: {p}");
+                    assert!(
+                        st["annotations"] == annotations,
+                        "{what}: the {p} hook's state lacks the annotations"
+                    );
+                }
+                rt.assert_clean(&id, b.path());
+            }
+        }
+    }
+}
