@@ -38,7 +38,9 @@ fn runc_bin() -> PathBuf {
 struct Runtime {
     name: &'static str,
     bin: PathBuf,
-    root: tempfile::TempDir,
+    /// `--root`: the temp dir, or a path inside it.
+    root: PathBuf,
+    _tmp: tempfile::TempDir,
     private_mntns: bool,
 }
 
@@ -56,13 +58,20 @@ impl Runtime {
     }
 
     fn new(name: &'static str, bin: PathBuf) -> Runtime {
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-conf-rt.")
+            .tempdir()
+            .expect("tempdir");
+        Runtime::at(name, bin, tmp.path().to_path_buf(), tmp)
+    }
+
+    /// With `--root` at `root`, which `tmp` holds (and removes on drop).
+    fn at(name: &'static str, bin: PathBuf, root: PathBuf, tmp: tempfile::TempDir) -> Runtime {
         Runtime {
             name,
             bin,
-            root: tempfile::Builder::new()
-                .prefix("berth-conf-rt.")
-                .tempdir()
-                .expect("tempdir"),
+            root,
+            _tmp: tmp,
             private_mntns: false,
         }
     }
@@ -80,7 +89,7 @@ impl Runtime {
         } else {
             Command::new(&self.bin)
         };
-        c.arg("--root").arg(self.root.path());
+        c.arg("--root").arg(&self.root);
         c
     }
 
@@ -155,7 +164,7 @@ impl Runtime {
     fn assert_clean(&self, id: &str, bundle: &Path) {
         let who = self.name;
         assert!(
-            !self.root.path().join(id).exists(),
+            !self.root.join(id).exists(),
             "{who}: state dir of {id} left behind"
         );
         for d in cgroup_dirs(id) {
@@ -181,7 +190,7 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if let Ok(rd) = fs::read_dir(self.root.path()) {
+        if let Ok(rd) = fs::read_dir(&self.root) {
             for e in rd.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
                 let mut c = self.cmd();
@@ -563,7 +572,7 @@ fn exec_into_a_paused_container_needs_ignore_paused() {
         if rt.is_berth() {
             // berth reads the saved config right after the status check: its
             // opening says the exec got past the check while paused.
-            let watch = OpenWatch::new(&rt.root.path().join(&id));
+            let watch = OpenWatch::new(&rt.root.join(&id));
             let pf = b.path().join("process.json");
             let process = json!({"args": ["echo", "exec-ran"], "cwd": "/",
                 "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
@@ -797,7 +806,7 @@ fn namespace_path_that_is_a_fifo_is_refused() {
 
     // A state dir without state.json (a create that never finished) is listed.
     let stale = unique("stale");
-    fs::create_dir(rt.root.path().join(&stale)).unwrap();
+    fs::create_dir(rt.root.join(&stale)).unwrap();
     let list: Value = serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
     let entry = list
         .as_array()
@@ -807,7 +816,7 @@ fn namespace_path_that_is_a_fifo_is_refused() {
         .unwrap_or_else(|| panic!("list omits {stale}: {list}"));
     assert_eq!(entry["status"], "creating", "{entry}");
     rt.ok(&["delete", "--force", &stale]);
-    assert!(!rt.root.path().join(&stale).exists());
+    assert!(!rt.root.join(&stale).exists());
 }
 
 // ---------------------------------------------------------------- item 17
@@ -1166,6 +1175,111 @@ fn large_annotations_reach_every_hook() {
                 }
                 rt.assert_clean(&id, b.path());
             }
+        }
+    }
+}
+
+/// Runs `args` as the unprivileged user nobody, without groups or
+/// capabilities. setpriv keeps root's capabilities until its own execve, so
+/// the probe runs after one more, through sh.
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/bin/sh",
+            "-c",
+            "exec \"$@\"",
+            "sh",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv")
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// No other host user reads a container's saved config (its environment)
+/// or state. A runtime root the runtime makes is 0700, as runc makes its
+/// own; an existing one is left as its owner made it (runc leaves it too),
+/// and the state dirs inside keep others out.
+#[test]
+fn runtime_state_is_private() {
+    root_only!("runtime_state_is_private");
+    use std::os::unix::fs::PermissionsExt;
+    for (name, bin) in [("berth-runtime", runtime_bin()), ("runc", runc_bin())] {
+        for existing in [false, true] {
+            let tmp = tempfile::Builder::new()
+                .prefix("berth-conf-priv.")
+                .tempdir()
+                .unwrap();
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+            let control = tmp.path().join("control");
+            fs::write(&control, "readable\n").unwrap();
+            fs::set_permissions(&control, fs::Permissions::from_mode(0o644)).unwrap();
+            let root = tmp.path().join("state").join("root");
+            if existing {
+                fs::create_dir_all(&root).unwrap();
+                for d in [root.parent().unwrap(), &root] {
+                    fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+                }
+            }
+            let rt = Runtime::at(name, bin.clone(), root.clone(), tmp);
+            let what = format!("{name} (existing root: {existing})");
+            let id = unique("private");
+            let mut b = runc_spec_bundle(&id, &["sleep", "1000"]);
+            b.edit(|c| {
+                c["process"]["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("SECRET_TOKEN=hunter2"))
+            });
+            rt.create_ok(&id, &b);
+            // The probe can read what is open to everyone.
+            let o = as_nobody(&["cat", control.to_str().unwrap()]);
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout),
+                "readable\n",
+                "{what}: the probe does not work: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let want = if existing { 0o755 } else { 0o700 };
+            assert_eq!(mode_of(&root), want, "{what}: mode of the root");
+            let dir = root.join(&id);
+            let mut files = vec!["state.json"];
+            if rt.is_berth() {
+                files.push("config.json");
+            }
+            for f in files {
+                let p = dir.join(f);
+                assert!(p.exists(), "{what}: no {}", p.display());
+                let o = as_nobody(&["cat", p.to_str().unwrap()]);
+                let out = String::from_utf8_lossy(&o.stdout);
+                assert!(
+                    !o.status.success() && !out.contains("hunter2"),
+                    "{what}: nobody read {}: {}",
+                    p.display(),
+                    tail(&out)
+                );
+                assert!(
+                    String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+                    "{what}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            let o = as_nobody(&["ls", dir.to_str().unwrap()]);
+            assert!(
+                !o.status.success(),
+                "{what}: nobody listed the state dir: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+            rt.ok(&["delete", "--force", &id]);
+            rt.assert_clean(&id, b.path());
         }
     }
 }

@@ -508,8 +508,7 @@ impl Runtime {
             msg,
         })?;
         let rootfs = fs::canonicalize(&rootfs).map_err(|e| Error::io("open rootfs", &rootfs, e))?;
-        fs::copy(&cfg_path, sd.file(CONFIG_FILE))
-            .map_err(|e| Error::io("save config", sd.file(CONFIG_FILE), e))?;
+        sd.save_config(&cfg_path)?;
         let process = spec.process().as_ref().expect("validated");
         let linux = spec.linux().as_ref().expect("validated");
 
