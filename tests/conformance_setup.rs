@@ -1054,3 +1054,78 @@ fn parse_nodes(list: &str) -> Vec<usize> {
     }
     out
 }
+
+// ================================================ follow-ups of the review
+
+/// `LISTEN_FDS` counts only when `LISTEN_PID` names the runtime itself (as
+/// sd_listen_fds(3) and runc have it): a stray `LISTEN_FDS`, or one meant
+/// for another process, neither widens the fds the container gets nor
+/// reaches its environment. With `LISTEN_PID` set to the runtime's PID (by
+/// a shell that then execs it), the fds are passed on.
+#[test]
+fn listen_fds_count_only_with_our_listen_pid() {
+    root_only!("listen_fds_count_only_with_our_listen_pid");
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let pass = fs::OpenOptions::new()
+        .append(true)
+        .open(out_file.path())
+        .unwrap();
+    let pass_fd = pass.as_raw_fd();
+    for rt in Runner::both() {
+        for (case, listen_pid) in [("stray", None), ("other", Some("1")), ("ours", Some("$$"))] {
+            let id = unique(&format!("listen-{case}-{}", rt.name));
+            let b = peer_bundle(
+                "runc",
+                false,
+                &id,
+                &sh("echo \"env=$LISTEN_FDS:$LISTEN_PID\"; ls -l /proc/1/fd; true"),
+            );
+            let script = match listen_pid {
+                Some(p) => format!("LISTEN_PID={p}; export LISTEN_PID; exec \"$@\""),
+                None => "exec \"$@\"".to_string(),
+            };
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", &script, "sh"])
+                .arg(&rt.bin)
+                .arg("--root")
+                .arg(rt.root.path())
+                .args(["run", "--bundle", b.path().to_str().unwrap(), &id])
+                .env("LISTEN_FDS", "2")
+                .env_remove("LISTEN_PID")
+                .stdin(Stdio::null());
+            // SAFETY: dup2 in the pre-exec child touches only the child's fd table.
+            unsafe {
+                c.pre_exec(move || {
+                    // Through a copy above 4: dup2 onto itself would keep
+                    // the close-on-exec flag.
+                    let hi = nix::fcntl::fcntl(pass_fd, nix::fcntl::FcntlArg::F_DUPFD(10))?;
+                    nix::unistd::dup2(hi, 3)?;
+                    nix::unistd::dup2(hi, 4)?;
+                    nix::unistd::close(hi)?;
+                    Ok(())
+                });
+            }
+            let o = c.output().unwrap();
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "{} {case}: {out}{}",
+                rt.name,
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let fds: Vec<&str> = out
+                .lines()
+                .filter_map(|l| l.split_once(" -> ")?.0.rsplit(' ').next())
+                .collect();
+            let env = out.lines().find(|l| l.starts_with("env=")).unwrap_or("");
+            if case == "ours" {
+                assert_eq!(env, "env=2:1", "{} {case}: {out}", rt.name);
+                assert_eq!(fds, ["0", "1", "2", "3", "4"], "{} {case}: {out}", rt.name);
+            } else {
+                assert_eq!(env, "env=:", "{} {case}: {out}", rt.name);
+                assert_eq!(fds, ["0", "1", "2"], "{} {case}: {out}", rt.name);
+            }
+            assert_no_leftovers_of(&rt, &id, b.path());
+        }
+    }
+}

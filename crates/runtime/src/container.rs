@@ -408,7 +408,18 @@ fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
     state::write_atomic(path, pid.as_raw().to_string().as_bytes())
 }
 
+/// The socket-activation fds passed to us (from 3 up), and the environment
+/// that hands them on to the container. As sd_listen_fds(3) (and runc) have
+/// it, `LISTEN_FDS` counts only when `LISTEN_PID` is our PID: one left in
+/// the environment for another process must not widen the fds kept open.
 fn listen_fds() -> (u32, Vec<String>) {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        == Some(std::process::id());
+    if !ours {
+        return (0, vec![]);
+    }
     match std::env::var("LISTEN_FDS")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
