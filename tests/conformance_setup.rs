@@ -1129,3 +1129,43 @@ fn listen_fds_count_only_with_our_listen_pid() {
         }
     }
 }
+
+/// A CPU list in `process.execCPUAffinity` beyond the CPUs a runtime can
+/// name (`0-4294967295` would be a list of four billion CPUs) is refused
+/// before anything is made, with an error naming the field, for create and
+/// for exec. (runc 1.1.5 does not know the field, so this runs on berth.)
+#[test]
+fn huge_exec_cpu_affinity_is_refused() {
+    root_only!("huge_exec_cpu_affinity_is_refused");
+    let rt = Runner::berth();
+    for (field, list) in [
+        ("initial", "0-4294967295"),
+        ("final", "0,1,18446744073709551615"),
+        ("initial", "1024"),
+    ] {
+        let id = unique("cpuaff-huge");
+        let mut b = peer_bundle("runc", false, &id, &sh("true"));
+        b.edit(|c| c["process"]["execCPUAffinity"] = json!({ field: list }));
+        let err = rt.run_fails(&id, &b);
+        assert!(
+            err.contains(&format!("process.execCPUAffinity.{field}")) && err.contains("1023"),
+            "{field} {list}: {err}"
+        );
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+    // exec with such a process.
+    let id = unique("cpuaff-exec");
+    let b = peer_bundle("runc", false, &id, &["sleep", "1000"]);
+    rt.create_start(&id, &b);
+    let mut p = b.config["process"].clone();
+    p["args"] = json!(["true"]);
+    p["execCPUAffinity"] = json!({"initial": "0-4294967295"});
+    let pf = b.path().join("process.json");
+    fs::write(&pf, serde_json::to_vec(&p).unwrap()).unwrap();
+    let o = rt.out(&["exec", "--process", pf.to_str().unwrap(), &id]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "exec took the list");
+    assert!(err.contains("process.execCPUAffinity.initial"), "{err}");
+    rt.remove(&id);
+    assert_no_leftovers_of(&rt, &id, b.path());
+}

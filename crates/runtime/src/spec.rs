@@ -379,6 +379,17 @@ pub fn validate_process(p: &oci_spec::runtime::Process) -> std::result::Result<(
             return Err(format!("process.env: {e:?} is not KEY=VALUE"));
         }
     }
+    if let Some(aff) = p.exec_cpu_affinity() {
+        for (field, list) in [
+            ("initial", aff.initial()),
+            ("final", aff.cpu_affinity_final()),
+        ] {
+            if let Some(list) = list {
+                crate::cpus::parse_list(list)
+                    .map_err(|e| format!("process.execCPUAffinity.{field}: {e}"))?;
+            }
+        }
+    }
     for r in p.rlimits().iter().flatten() {
         if r.soft() > r.hard() {
             return Err(format!(
