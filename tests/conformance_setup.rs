@@ -1169,3 +1169,54 @@ fn huge_exec_cpu_affinity_is_refused() {
     rt.remove(&id);
     assert_no_leftovers_of(&rt, &id, b.path());
 }
+
+/// A `linux.readonlyPaths` entry that is a symlink is refused, naming the
+/// path, as a masked one is. A link in a loop is refused by runc as well.
+#[test]
+fn readonly_symlink_is_refused() {
+    root_only!("readonly_symlink_is_refused");
+    for rt in Runner::both() {
+        let id = unique(&format!("rolink-{}", rt.name));
+        let mut b = peer_bundle("runc", false, &id, &sh("true"));
+        std::os::unix::fs::symlink("../ro_link", b.rootfs().join("ro_link")).unwrap();
+        b.edit(|c| {
+            c["linux"]["readonlyPaths"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("/ro_link"))
+        });
+        let err = rt.run_fails(&id, &b);
+        assert!(err.contains("ro_link"), "{}: {err}", rt.name);
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+    // A link to a directory that exists: runc 1.1.5 makes its target
+    // read-only; berth refuses, since the image decides where the link
+    // points (and a bind mount over the link itself protects nothing).
+    let rt = Runner::berth();
+    for target in ["/data", "data"] {
+        let id = unique("rolink-target");
+        let mut b = peer_bundle(
+            "runc",
+            false,
+            &id,
+            &sh("touch /data/x && echo data-writable"),
+        );
+        fs::create_dir(b.rootfs().join("data")).unwrap();
+        std::os::unix::fs::symlink(target, b.rootfs().join("ro_link")).unwrap();
+        b.edit(|c| {
+            c["root"]["readonly"] = json!(false);
+            c["linux"]["readonlyPaths"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("/ro_link"))
+        });
+        let err = rt.run_fails(&id, &b);
+        assert!(
+            err.contains("readonlyPaths")
+                && err.contains("/ro_link")
+                && err.contains("symbolic link"),
+            "{target}: {err}"
+        );
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+}
