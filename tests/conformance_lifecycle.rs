@@ -1283,3 +1283,69 @@ fn runtime_state_is_private() {
         }
     }
 }
+
+/// Hooks that write more than a pipe holds (64 KiB) to stdout and stderr
+/// run to their end in every phase: the runtime reads their output while
+/// they run. A failing one's error keeps the end of what it wrote (on berth
+/// a bounded amount of it).
+#[test]
+fn hooks_that_write_more_than_a_pipe_holds() {
+    root_only!("hooks_that_write_more_than_a_pipe_holds");
+    let loud = "yes out | head -c 1048576; yes err | head -c 1048576 >&2";
+    for rt in Runtime::both() {
+        let id = unique("hookloud");
+        let mut b = runc_spec_bundle(&id, &["true"]);
+        let hooks: serde_json::Map<String, Value> = PHASES
+            .iter()
+            .map(|p| {
+                let done = hook_file(&b, p, "done").0;
+                let script = format!("{loud}; echo > {}", done.display());
+                (
+                    p.to_string(),
+                    json!([{"path": "/bin/sh", "args": ["sh", "-c", script], "timeout": 20}]),
+                )
+            })
+            .collect();
+        b.edit(|c| {
+            c["root"]["readonly"] = json!(false);
+            c["hooks"] = Value::Object(hooks);
+        });
+        let (code, _out, err) = rt.run(&id, &b);
+        assert_eq!(code, 0, "{}: {}", rt.name, tail(&err));
+        assert!(!err.contains("timed out"), "{}: {}", rt.name, tail(&err));
+        for p in PHASES {
+            assert!(
+                hook_file(&b, p, "done").1.exists(),
+                "{}: the {p} hook did not finish: {}",
+                rt.name,
+                tail(&err)
+            );
+        }
+        rt.assert_clean(&id, b.path());
+
+        let id = unique("hookloud-fails");
+        let mut b = runc_spec_bundle(&id, &["true"]);
+        let script = format!("{loud}; echo the-last-words >&2; exit 3");
+        b.edit(|c| {
+            c["hooks"] = json!({"createRuntime": [
+                {"path": "/bin/sh", "args": ["sh", "-c", script], "timeout": 20}
+            ]})
+        });
+        let (code, _out, err) = rt.run(&id, &b);
+        assert_ne!(code, 0, "{}: the failing hook was ignored", rt.name);
+        assert!(
+            err.contains("the-last-words") && !err.contains("timed out"),
+            "{}: {}",
+            rt.name,
+            tail(&err)
+        );
+        if rt.is_berth() {
+            assert!(
+                err.len() < 64 * 1024,
+                "the error holds all {} bytes of output",
+                err.len()
+            );
+        }
+        rt.assert_clean(&id, b.path());
+    }
+}
