@@ -1002,11 +1002,30 @@ impl Runtime {
         Ok(code)
     }
 
-    /// The runtime-spec state of a container.
+    /// The runtime-spec state of a container, read as `list` reads it:
+    /// without waiting for a command that holds the container's lock
+    /// (state.json is replaced atomically). A container whose create has not
+    /// finished, or died, is `creating`, as `list` shows it; a hook may ask
+    /// for the state of the container it runs for.
     pub fn state(&self, id: &str) -> Result<OciState> {
-        let (sd, rec) = self.load(id)?;
-        let st = self.status_of(&sd, &rec);
-        Ok(self.oci_state(&rec, st))
+        state::validate_id(id)?;
+        let dir = self.root.join(id);
+        if let Some(rec) = state::read_record(&dir, id)? {
+            let st = self.status_in(&dir, &rec);
+            return Ok(self.oci_state(&rec, st));
+        }
+        if !dir.is_dir() {
+            return Err(Error::NotFound(id.into()));
+        }
+        // A create that finished since the first look has written its
+        // record before it removed the pending one.
+        if let Ok(None) = state::read_pending(&dir, id) {
+            if let Some(rec) = state::read_record(&dir, id)? {
+                let st = self.status_in(&dir, &rec);
+                return Ok(self.oci_state(&rec, st));
+            }
+        }
+        Ok(self.creating_state(&dir, id))
     }
 
     /// All containers under the root, without waiting for any command that
