@@ -416,7 +416,7 @@ fn listen_fds() -> (u32, Vec<String>) {
     let ours = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
-        == Some(std::process::id());
+        .is_some_and(|p| p == std::process::id());
     if !ours {
         return (0, vec![]);
     }
@@ -511,7 +511,7 @@ impl Runtime {
         let bundle =
             fs::canonicalize(&o.bundle).map_err(|e| Error::io("open bundle", &o.bundle, e))?;
         let cfg_path = bundle.join("config.json");
-        let spec = spec::load(&cfg_path)?;
+        let (spec, cfg_bytes) = spec::load_with_bytes(&cfg_path)?;
         let rootfs = spec::validate(&spec, &bundle, &cfg_path)?;
         let limits = spec::KernelLimits::from_host(spec::mounts_made(&spec));
         spec::check_kernel_limits(&spec, &limits).map_err(|msg| Error::InvalidConfig {
@@ -519,7 +519,8 @@ impl Runtime {
             msg,
         })?;
         let rootfs = fs::canonicalize(&rootfs).map_err(|e| Error::io("open rootfs", &rootfs, e))?;
-        sd.save_config(&cfg_path)?;
+        sd.save_config(&cfg_bytes)?;
+        drop(cfg_bytes);
         let process = spec.process().as_ref().expect("validated");
         let linux = spec.linux().as_ref().expect("validated");
 

@@ -248,19 +248,18 @@ impl StateDir {
         write_atomic_mode(&self.file(PENDING_FILE), &data, PRIVATE_FILE)
     }
 
-    /// Save a copy of the config at `src` (0600: it holds the environment).
-    pub fn save_config(&self, src: &Path) -> Result<()> {
+    /// Save the config (the bytes that were parsed), 0600: it holds the
+    /// container's environment.
+    pub fn save_config(&self, data: &[u8]) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let dst = self.file(CONFIG_FILE);
-        let mut from = File::open(src).map_err(|e| Error::io("save config: open", src, e))?;
-        let mut to = fs::OpenOptions::new()
+        fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(PRIVATE_FILE)
             .open(&dst)
-            .map_err(|e| Error::io("save config", &dst, e))?;
-        std::io::copy(&mut from, &mut to).map_err(|e| Error::io("save config", &dst, e))?;
-        Ok(())
+            .and_then(|mut f| f.write_all(data))
+            .map_err(|e| Error::io("save config", &dst, e))
     }
 
     /// Drop the pending record once state.json replaces it.
