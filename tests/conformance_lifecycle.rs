@@ -38,7 +38,9 @@ fn runc_bin() -> PathBuf {
 struct Runtime {
     name: &'static str,
     bin: PathBuf,
-    root: tempfile::TempDir,
+    /// `--root`: the temp dir, or a path inside it.
+    root: PathBuf,
+    _tmp: tempfile::TempDir,
     private_mntns: bool,
 }
 
@@ -56,13 +58,20 @@ impl Runtime {
     }
 
     fn new(name: &'static str, bin: PathBuf) -> Runtime {
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-conf-rt.")
+            .tempdir()
+            .expect("tempdir");
+        Runtime::at(name, bin, tmp.path().to_path_buf(), tmp)
+    }
+
+    /// With `--root` at `root`, which `tmp` holds (and removes on drop).
+    fn at(name: &'static str, bin: PathBuf, root: PathBuf, tmp: tempfile::TempDir) -> Runtime {
         Runtime {
             name,
             bin,
-            root: tempfile::Builder::new()
-                .prefix("berth-conf-rt.")
-                .tempdir()
-                .expect("tempdir"),
+            root,
+            _tmp: tmp,
             private_mntns: false,
         }
     }
@@ -80,7 +89,7 @@ impl Runtime {
         } else {
             Command::new(&self.bin)
         };
-        c.arg("--root").arg(self.root.path());
+        c.arg("--root").arg(&self.root);
         c
     }
 
@@ -155,7 +164,7 @@ impl Runtime {
     fn assert_clean(&self, id: &str, bundle: &Path) {
         let who = self.name;
         assert!(
-            !self.root.path().join(id).exists(),
+            !self.root.join(id).exists(),
             "{who}: state dir of {id} left behind"
         );
         for d in cgroup_dirs(id) {
@@ -181,7 +190,7 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if let Ok(rd) = fs::read_dir(self.root.path()) {
+        if let Ok(rd) = fs::read_dir(&self.root) {
             for e in rd.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
                 let mut c = self.cmd();
@@ -563,7 +572,7 @@ fn exec_into_a_paused_container_needs_ignore_paused() {
         if rt.is_berth() {
             // berth reads the saved config right after the status check: its
             // opening says the exec got past the check while paused.
-            let watch = OpenWatch::new(&rt.root.path().join(&id));
+            let watch = OpenWatch::new(&rt.root.join(&id));
             let pf = b.path().join("process.json");
             let process = json!({"args": ["echo", "exec-ran"], "cwd": "/",
                 "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
@@ -797,7 +806,7 @@ fn namespace_path_that_is_a_fifo_is_refused() {
 
     // A state dir without state.json (a create that never finished) is listed.
     let stale = unique("stale");
-    fs::create_dir(rt.root.path().join(&stale)).unwrap();
+    fs::create_dir(rt.root.join(&stale)).unwrap();
     let list: Value = serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
     let entry = list
         .as_array()
@@ -807,7 +816,7 @@ fn namespace_path_that_is_a_fifo_is_refused() {
         .unwrap_or_else(|| panic!("list omits {stale}: {list}"));
     assert_eq!(entry["status"], "creating", "{entry}");
     rt.ok(&["delete", "--force", &stale]);
-    assert!(!rt.root.path().join(&stale).exists());
+    assert!(!rt.root.join(&stale).exists());
 }
 
 // ---------------------------------------------------------------- item 17
@@ -1042,5 +1051,399 @@ fn delete_force_removes_an_abandoned_create() {
         let _ = child.kill();
         child.wait().unwrap();
         delete_abandoned(&rt, &id, &b, false);
+    }
+}
+
+// ================================================ follow-ups of the review
+
+/// The end of a long output, for a failure message.
+fn tail(s: &str) -> &str {
+    let mut start = s.len().saturating_sub(2000);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// The hook phases, in the order they run.
+const PHASES: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
+/// Where a hook of `phase` writes `name`, as the hook sees it: the bundle
+/// dir, but the container's root for startContainer hooks (they run in the
+/// container); and where the test finds it.
+fn hook_file(b: &Bundle, phase: &str, suffix: &str) -> (PathBuf, PathBuf) {
+    let name = format!("{phase}.{suffix}");
+    if phase == "startContainer" {
+        (Path::new("/").join(&name), b.rootfs().join(&name))
+    } else {
+        (b.path().join(&name), b.path().join(&name))
+    }
+}
+
+/// Annotations of about `size` bytes in the shape Kubernetes gives them: a
+/// few keys, one a JSON document (kubectl's last-applied-configuration) full
+/// of characters that JSON escapes.
+fn big_annotations(size: usize) -> Value {
+    let mut m = serde_json::Map::new();
+    let piece = r#"{"kind":"ConfigMap","data":{"k":"v\n\"quoted\""}},"#;
+    m.insert(
+        "kubectl.kubernetes.io/last-applied-configuration".into(),
+        json!(piece.repeat(size / 2 / piece.len())),
+    );
+    for i in 0..4 {
+        m.insert(
+            format!("org.example.note-{i}"),
+            json!(i.to_string().repeat(size / 8)),
+        );
+    }
+    Value::Object(m)
+}
+
+/// Annotations larger than one packet of berth's sync socket (200 KiB, as
+/// Kubernetes allows 256 KiB per object, and 1 MiB) do not stop a
+/// container: create, start, exec, state, delete and run work, and every
+/// hook gets the whole state on its stdin, annotations included.
+#[test]
+fn large_annotations_reach_every_hook() {
+    root_only!("large_annotations_reach_every_hook");
+    for rt in Runtime::both() {
+        for size in [200 * 1024, 1024 * 1024] {
+            let annotations = big_annotations(size);
+            for how in ["create", "run"] {
+                let id = unique(&format!("bigann-{how}"));
+                let args: &[&str] = if how == "run" {
+                    &["true"]
+                } else {
+                    &["sleep", "1000"]
+                };
+                let mut b = runc_spec_bundle(&id, args);
+                let hooks: serde_json::Map<String, Value> = PHASES
+                    .iter()
+                    .map(|p| {
+                        let out = hook_file(&b, p, "json").0;
+                        let script = format!("cat > {}", out.display());
+                        (
+                            p.to_string(),
+                            json!([{"path": "/bin/sh", "args": ["sh", "-c", script]}]),
+                        )
+                    })
+                    .collect();
+                b.edit(|c| {
+                    c["root"]["readonly"] = json!(false);
+                    c["annotations"] = annotations.clone();
+                    c["hooks"] = Value::Object(hooks);
+                });
+                let what = format!("{} {how} with {size} bytes of annotations", rt.name);
+                if how == "run" {
+                    let (code, out, err) = rt.run(&id, &b);
+                    assert_eq!(code, 0, "{what}: {out}{}", tail(&err));
+                } else {
+                    let o = rt.create(&id, &b);
+                    assert!(
+                        o.status.success(),
+                        "{what}: {}",
+                        tail(&String::from_utf8_lossy(&o.stderr))
+                    );
+                    rt.ok(&["start", &id]);
+                    let out = rt.ok(&["exec", &id, "echo", "exec-ok"]);
+                    assert_eq!(out, "exec-ok\n", "{what}");
+                    let st: Value = serde_json::from_str(&rt.ok(&["state", &id])).unwrap();
+                    assert!(
+                        st["annotations"] == annotations,
+                        "{what}: state lost the annotations"
+                    );
+                    rt.ok(&["delete", "--force", &id]);
+                }
+                for p in PHASES {
+                    let file = hook_file(&b, p, "json").1;
+                    let text = fs::read(&file)
+                        .unwrap_or_else(|e| panic!("{what}: the {p} hook wrote nothing: {e}"));
+                    let st: Value = serde_json::from_slice(&text)
+                        .unwrap_or_else(|e| panic!("{what}: {p} hook's stdin: {e}"));
+                    assert_eq!(st["id"], id.as_str(), "{what}: {p}");
+                    assert!(
+                        st["annotations"] == annotations,
+                        "{what}: the {p} hook's state lacks the annotations"
+                    );
+                }
+                rt.assert_clean(&id, b.path());
+            }
+        }
+    }
+}
+
+/// Runs `args` as the unprivileged user nobody, without groups or
+/// capabilities. setpriv keeps root's capabilities until its own execve, so
+/// the probe runs after one more, through sh.
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/bin/sh",
+            "-c",
+            "exec \"$@\"",
+            "sh",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv")
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// No other host user reads a container's saved config (its environment)
+/// or state. A runtime root the runtime makes is 0700, as runc makes its
+/// own; an existing one is left as its owner made it (runc leaves it too),
+/// and the state dirs inside keep others out.
+#[test]
+fn runtime_state_is_private() {
+    root_only!("runtime_state_is_private");
+    use std::os::unix::fs::PermissionsExt;
+    for (name, bin) in [("berth-runtime", runtime_bin()), ("runc", runc_bin())] {
+        for existing in [false, true] {
+            let tmp = tempfile::Builder::new()
+                .prefix("berth-conf-priv.")
+                .tempdir()
+                .unwrap();
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+            let control = tmp.path().join("control");
+            fs::write(&control, "readable\n").unwrap();
+            fs::set_permissions(&control, fs::Permissions::from_mode(0o644)).unwrap();
+            let root = tmp.path().join("state").join("root");
+            if existing {
+                fs::create_dir_all(&root).unwrap();
+                for d in [root.parent().unwrap(), &root] {
+                    fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+                }
+            }
+            let rt = Runtime::at(name, bin.clone(), root.clone(), tmp);
+            let what = format!("{name} (existing root: {existing})");
+            let id = unique("private");
+            let mut b = runc_spec_bundle(&id, &["sleep", "1000"]);
+            b.edit(|c| {
+                c["process"]["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("SECRET_TOKEN=hunter2"))
+            });
+            rt.create_ok(&id, &b);
+            // The probe can read what is open to everyone.
+            let o = as_nobody(&["cat", control.to_str().unwrap()]);
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout),
+                "readable\n",
+                "{what}: the probe does not work: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let want = if existing { 0o755 } else { 0o700 };
+            assert_eq!(mode_of(&root), want, "{what}: mode of the root");
+            let dir = root.join(&id);
+            let mut files = vec!["state.json"];
+            if rt.is_berth() {
+                files.push("config.json");
+            }
+            for f in files {
+                let p = dir.join(f);
+                assert!(p.exists(), "{what}: no {}", p.display());
+                let o = as_nobody(&["cat", p.to_str().unwrap()]);
+                let out = String::from_utf8_lossy(&o.stdout);
+                assert!(
+                    !o.status.success() && !out.contains("hunter2"),
+                    "{what}: nobody read {}: {}",
+                    p.display(),
+                    tail(&out)
+                );
+                assert!(
+                    String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+                    "{what}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            let o = as_nobody(&["ls", dir.to_str().unwrap()]);
+            assert!(
+                !o.status.success(),
+                "{what}: nobody listed the state dir: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+            rt.ok(&["delete", "--force", &id]);
+            rt.assert_clean(&id, b.path());
+        }
+    }
+}
+
+/// Hooks that write more than a pipe holds (64 KiB) to stdout and stderr
+/// run to their end in every phase: the runtime reads their output while
+/// they run. A failing one's error keeps the end of what it wrote (on berth
+/// a bounded amount of it).
+#[test]
+fn hooks_that_write_more_than_a_pipe_holds() {
+    root_only!("hooks_that_write_more_than_a_pipe_holds");
+    let loud = "yes out | head -c 1048576; yes err | head -c 1048576 >&2";
+    for rt in Runtime::both() {
+        let id = unique("hookloud");
+        let mut b = runc_spec_bundle(&id, &["true"]);
+        let hooks: serde_json::Map<String, Value> = PHASES
+            .iter()
+            .map(|p| {
+                let done = hook_file(&b, p, "done").0;
+                let script = format!("{loud}; echo > {}", done.display());
+                (
+                    p.to_string(),
+                    json!([{"path": "/bin/sh", "args": ["sh", "-c", script], "timeout": 20}]),
+                )
+            })
+            .collect();
+        b.edit(|c| {
+            c["root"]["readonly"] = json!(false);
+            c["hooks"] = Value::Object(hooks);
+        });
+        let (code, _out, err) = rt.run(&id, &b);
+        assert_eq!(code, 0, "{}: {}", rt.name, tail(&err));
+        assert!(!err.contains("timed out"), "{}: {}", rt.name, tail(&err));
+        for p in PHASES {
+            assert!(
+                hook_file(&b, p, "done").1.exists(),
+                "{}: the {p} hook did not finish: {}",
+                rt.name,
+                tail(&err)
+            );
+        }
+        rt.assert_clean(&id, b.path());
+
+        let id = unique("hookloud-fails");
+        let mut b = runc_spec_bundle(&id, &["true"]);
+        let script = format!("{loud}; echo the-last-words >&2; exit 3");
+        b.edit(|c| {
+            c["hooks"] = json!({"createRuntime": [
+                {"path": "/bin/sh", "args": ["sh", "-c", script], "timeout": 20}
+            ]})
+        });
+        let (code, _out, err) = rt.run(&id, &b);
+        assert_ne!(code, 0, "{}: the failing hook was ignored", rt.name);
+        assert!(
+            err.contains("the-last-words") && !err.contains("timed out"),
+            "{}: {}",
+            rt.name,
+            tail(&err)
+        );
+        if rt.is_berth() {
+            assert!(
+                err.len() < 64 * 1024,
+                "the error holds all {} bytes of output",
+                err.len()
+            );
+        }
+        rt.assert_clean(&id, b.path());
+    }
+}
+
+/// Runs the runtime with `args`, stdout and stderr in files, failing the
+/// test if it has not finished within `secs` (a guard against a hang).
+fn out_bounded(rt: &Runtime, args: &[&str], secs: u64) -> Output {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let mut child = rt
+        .cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut child, secs, &format!("{} {args:?}", rt.name));
+    let read = |mut f: fs::File| {
+        use std::io::Seek;
+        let mut v = Vec::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
+}
+
+/// `state` of a container whose create has not finished answers at once
+/// with status `creating`, as `list` shows it: while the create waits in a
+/// hook, and after the create was killed. (runc 1.1 says "container does
+/// not exist" and its list leaves such a container out, so this runs on
+/// berth only.)
+#[test]
+fn state_of_an_unfinished_create_is_creating() {
+    root_only!("state_of_an_unfinished_create_is_creating");
+    let rt = Runtime::berth();
+    let listed = |id: &str| -> Value {
+        let list: Value = serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("list omits {id}: {list}"))
+    };
+    for killed in [false, true] {
+        let id = unique("statecreating");
+        let mut b = runc_spec_bundle(&id, &["sleep", "1000"]);
+        let ready = fifo(b.path(), "ready");
+        let gate = Gate(fifo(b.path(), "gate"));
+        let script = format!(
+            "echo here > {}; read x < {}",
+            ready.display(),
+            gate.0.display()
+        );
+        b.edit(|c| {
+            c["hooks"] =
+                json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", script]}]})
+        });
+        let mut child = spawn_create(&rt, &id, &b);
+        let mut line = String::new();
+        BufReader::new(fs::File::open(&ready).unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if killed {
+            child.kill().unwrap();
+        }
+        let o = out_bounded(&rt, &["state", &id], 10);
+        assert!(
+            o.status.success(),
+            "killed={killed}: state failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(st["status"], "creating", "killed={killed}: {st}");
+        assert_eq!(st["id"], id.as_str());
+        let bundle = fs::canonicalize(b.path()).unwrap();
+        assert_eq!(st["bundle"], bundle.to_str().unwrap(), "{st}");
+        let l = listed(&id);
+        assert_eq!(l["status"], st["status"], "{l} vs {st}");
+        gate.open_blocking();
+        let status = wait_bounded(&mut child, 30, "create");
+        if !killed {
+            // The runtime waits for the hook: its init is alive, in both.
+            assert!(st["pid"].as_i64().unwrap_or(0) > 0, "{st}");
+            assert_eq!(l["pid"], st["pid"], "{l} vs {st}");
+            assert!(status.success());
+            assert_eq!(
+                serde_json::from_str::<Value>(&rt.ok(&["state", &id])).unwrap()["status"],
+                "created"
+            );
+        }
+        rt.ok(&["delete", "--force", &id]);
+        rt.assert_clean(&id, b.path());
     }
 }

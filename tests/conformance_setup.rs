@@ -1057,3 +1057,169 @@ fn parse_nodes(list: &str) -> Vec<usize> {
     }
     out
 }
+
+// ================================================ follow-ups of the review
+
+/// `LISTEN_FDS` counts only when `LISTEN_PID` names the runtime itself (as
+/// sd_listen_fds(3) and runc have it): a stray `LISTEN_FDS`, or one meant
+/// for another process, neither widens the fds the container gets nor
+/// reaches its environment. With `LISTEN_PID` set to the runtime's PID (by
+/// a shell that then execs it), the fds are passed on.
+#[test]
+fn listen_fds_count_only_with_our_listen_pid() {
+    root_only!("listen_fds_count_only_with_our_listen_pid");
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let pass = fs::OpenOptions::new()
+        .append(true)
+        .open(out_file.path())
+        .unwrap();
+    let pass_fd = pass.as_raw_fd();
+    for rt in Runner::both() {
+        for (case, listen_pid) in [("stray", None), ("other", Some("1")), ("ours", Some("$$"))] {
+            let id = unique(&format!("listen-{case}-{}", rt.name));
+            let b = peer_bundle(
+                "runc",
+                false,
+                &id,
+                &sh("echo \"env=$LISTEN_FDS:$LISTEN_PID\"; ls -l /proc/1/fd; true"),
+            );
+            let script = match listen_pid {
+                Some(p) => format!("LISTEN_PID={p}; export LISTEN_PID; exec \"$@\""),
+                None => "exec \"$@\"".to_string(),
+            };
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", &script, "sh"])
+                .arg(&rt.bin)
+                .arg("--root")
+                .arg(rt.root.path())
+                .args(["run", "--bundle", b.path().to_str().unwrap(), &id])
+                .env("LISTEN_FDS", "2")
+                .env_remove("LISTEN_PID")
+                .stdin(Stdio::null());
+            // SAFETY: dup2 in the pre-exec child touches only the child's fd table.
+            unsafe {
+                c.pre_exec(move || {
+                    // Through a copy above 4: dup2 onto itself would keep
+                    // the close-on-exec flag.
+                    let hi = nix::fcntl::fcntl(pass_fd, nix::fcntl::FcntlArg::F_DUPFD(10))?;
+                    nix::unistd::dup2(hi, 3)?;
+                    nix::unistd::dup2(hi, 4)?;
+                    nix::unistd::close(hi)?;
+                    Ok(())
+                });
+            }
+            let o = c.output().unwrap();
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "{} {case}: {out}{}",
+                rt.name,
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let fds: Vec<&str> = out
+                .lines()
+                .filter_map(|l| l.split_once(" -> ")?.0.rsplit(' ').next())
+                .collect();
+            let env = out.lines().find(|l| l.starts_with("env=")).unwrap_or("");
+            if case == "ours" {
+                assert_eq!(env, "env=2:1", "{} {case}: {out}", rt.name);
+                assert_eq!(fds, ["0", "1", "2", "3", "4"], "{} {case}: {out}", rt.name);
+            } else {
+                assert_eq!(env, "env=:", "{} {case}: {out}", rt.name);
+                assert_eq!(fds, ["0", "1", "2"], "{} {case}: {out}", rt.name);
+            }
+            assert_no_leftovers_of(&rt, &id, b.path());
+        }
+    }
+}
+
+/// A CPU list in `process.execCPUAffinity` beyond the CPUs a runtime can
+/// name (`0-4294967295` would be a list of four billion CPUs) is refused
+/// before anything is made, with an error naming the field, for create and
+/// for exec. (runc 1.1.5 does not know the field, so this runs on berth.)
+#[test]
+fn huge_exec_cpu_affinity_is_refused() {
+    root_only!("huge_exec_cpu_affinity_is_refused");
+    let rt = Runner::berth();
+    for (field, list) in [
+        ("initial", "0-4294967295"),
+        ("final", "0,1,18446744073709551615"),
+        ("initial", "1024"),
+    ] {
+        let id = unique("cpuaff-huge");
+        let mut b = peer_bundle("runc", false, &id, &sh("true"));
+        b.edit(|c| c["process"]["execCPUAffinity"] = json!({ field: list }));
+        let err = rt.run_fails(&id, &b);
+        assert!(
+            err.contains(&format!("process.execCPUAffinity.{field}")) && err.contains("1023"),
+            "{field} {list}: {err}"
+        );
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+    // exec with such a process.
+    let id = unique("cpuaff-exec");
+    let b = peer_bundle("runc", false, &id, &["sleep", "1000"]);
+    rt.create_start(&id, &b);
+    let mut p = b.config["process"].clone();
+    p["args"] = json!(["true"]);
+    p["execCPUAffinity"] = json!({"initial": "0-4294967295"});
+    let pf = b.path().join("process.json");
+    fs::write(&pf, serde_json::to_vec(&p).unwrap()).unwrap();
+    let o = rt.out(&["exec", "--process", pf.to_str().unwrap(), &id]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "exec took the list");
+    assert!(err.contains("process.execCPUAffinity.initial"), "{err}");
+    rt.remove(&id);
+    assert_no_leftovers_of(&rt, &id, b.path());
+}
+
+/// A `linux.readonlyPaths` entry that is a symlink is refused, naming the
+/// path, as a masked one is. A link in a loop is refused by runc as well.
+#[test]
+fn readonly_symlink_is_refused() {
+    root_only!("readonly_symlink_is_refused");
+    for rt in Runner::both() {
+        let id = unique(&format!("rolink-{}", rt.name));
+        let mut b = peer_bundle("runc", false, &id, &sh("true"));
+        std::os::unix::fs::symlink("../ro_link", b.rootfs().join("ro_link")).unwrap();
+        b.edit(|c| {
+            c["linux"]["readonlyPaths"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("/ro_link"))
+        });
+        let err = rt.run_fails(&id, &b);
+        assert!(err.contains("ro_link"), "{}: {err}", rt.name);
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+    // A link to a directory that exists: runc 1.1.5 makes its target
+    // read-only; berth refuses, since the image decides where the link
+    // points (and a bind mount over the link itself protects nothing).
+    let rt = Runner::berth();
+    for target in ["/data", "data"] {
+        let id = unique("rolink-target");
+        let mut b = peer_bundle(
+            "runc",
+            false,
+            &id,
+            &sh("touch /data/x && echo data-writable"),
+        );
+        fs::create_dir(b.rootfs().join("data")).unwrap();
+        std::os::unix::fs::symlink(target, b.rootfs().join("ro_link")).unwrap();
+        b.edit(|c| {
+            c["root"]["readonly"] = json!(false);
+            c["linux"]["readonlyPaths"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("/ro_link"))
+        });
+        let err = rt.run_fails(&id, &b);
+        assert!(
+            err.contains("readonlyPaths")
+                && err.contains("/ro_link")
+                && err.contains("symbolic link"),
+            "{target}: {err}"
+        );
+        assert_no_leftovers_of(&rt, &id, b.path());
+    }
+}

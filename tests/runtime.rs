@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use berth_tests::*;
 use serde_json::{json, Value};
@@ -1176,8 +1176,14 @@ fn listen_fds_are_passed_on() {
         .open(out_file.path())
         .unwrap();
     let pass_fd = pass.as_raw_fd();
-    let mut c = rt.cmd();
-    c.args(["run", "--bundle", b.path().to_str().unwrap(), &id])
+    // LISTEN_PID must name the runtime itself (sd_listen_fds(3)): a shell
+    // sets it to its own PID and then becomes the runtime.
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", "LISTEN_PID=$$; export LISTEN_PID; exec \"$@\"", "sh"])
+        .arg(runtime_bin())
+        .arg("--root")
+        .arg(rt.root.path())
+        .args(["run", "--bundle", b.path().to_str().unwrap(), &id])
         .stdin(Stdio::null())
         .env("LISTEN_FDS", "1");
     // SAFETY: dup2 in the pre-exec child only touches the child's fd table.

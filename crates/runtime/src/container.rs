@@ -408,7 +408,18 @@ fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
     state::write_atomic(path, pid.as_raw().to_string().as_bytes())
 }
 
+/// The socket-activation fds passed to us (from 3 up), and the environment
+/// that hands them on to the container. As sd_listen_fds(3) (and runc) have
+/// it, `LISTEN_FDS` counts only when `LISTEN_PID` is our PID: one left in
+/// the environment for another process must not widen the fds kept open.
 fn listen_fds() -> (u32, Vec<String>) {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    if !ours {
+        return (0, vec![]);
+    }
     match std::env::var("LISTEN_FDS")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
@@ -500,7 +511,7 @@ impl Runtime {
         let bundle =
             fs::canonicalize(&o.bundle).map_err(|e| Error::io("open bundle", &o.bundle, e))?;
         let cfg_path = bundle.join("config.json");
-        let spec = spec::load(&cfg_path)?;
+        let (spec, cfg_bytes) = spec::load_with_bytes(&cfg_path)?;
         let rootfs = spec::validate(&spec, &bundle, &cfg_path)?;
         let limits = spec::KernelLimits::from_host(spec::mounts_made(&spec));
         spec::check_kernel_limits(&spec, &limits).map_err(|msg| Error::InvalidConfig {
@@ -508,8 +519,8 @@ impl Runtime {
             msg,
         })?;
         let rootfs = fs::canonicalize(&rootfs).map_err(|e| Error::io("open rootfs", &rootfs, e))?;
-        fs::copy(&cfg_path, sd.file(CONFIG_FILE))
-            .map_err(|e| Error::io("save config", sd.file(CONFIG_FILE), e))?;
+        sd.save_config(&cfg_bytes)?;
+        drop(cfg_bytes);
         let process = spec.process().as_ref().expect("validated");
         let linux = spec.linux().as_ref().expect("validated");
 
@@ -992,11 +1003,30 @@ impl Runtime {
         Ok(code)
     }
 
-    /// The runtime-spec state of a container.
+    /// The runtime-spec state of a container, read as `list` reads it:
+    /// without waiting for a command that holds the container's lock
+    /// (state.json is replaced atomically). A container whose create has not
+    /// finished, or died, is `creating`, as `list` shows it; a hook may ask
+    /// for the state of the container it runs for.
     pub fn state(&self, id: &str) -> Result<OciState> {
-        let (sd, rec) = self.load(id)?;
-        let st = self.status_of(&sd, &rec);
-        Ok(self.oci_state(&rec, st))
+        state::validate_id(id)?;
+        let dir = self.root.join(id);
+        if let Some(rec) = state::read_record(&dir, id)? {
+            let st = self.status_in(&dir, &rec);
+            return Ok(self.oci_state(&rec, st));
+        }
+        if !dir.is_dir() {
+            return Err(Error::NotFound(id.into()));
+        }
+        // A create that finished since the first look has written its
+        // record before it removed the pending one.
+        if let Ok(None) = state::read_pending(&dir, id) {
+            if let Some(rec) = state::read_record(&dir, id)? {
+                let st = self.status_in(&dir, &rec);
+                return Ok(self.oci_state(&rec, st));
+            }
+        }
+        Ok(self.creating_state(&dir, id))
     }
 
     /// All containers under the root, without waiting for any command that

@@ -1,26 +1,45 @@
 //! Parsing CPU lists such as `0-3,7`.
 
-/// Parse a cpuset-style list into CPU numbers.
+/// How many CPUs a list may name: `CPU_SETSIZE`, the size of the affinity
+/// mask that glibc's `cpu_set_t` (and so `sched_setaffinity` through nix)
+/// holds. A list is refused past it rather than expanded: `0-4294967295`
+/// would be four billion entries.
+pub const MAX_CPUS: usize = libc::CPU_SETSIZE as usize;
+
+/// Parse a cpuset-style list into CPU numbers, in order and each once; no
+/// CPU may be [`MAX_CPUS`] or above.
 pub fn parse_list(s: &str) -> Result<Vec<usize>, String> {
-    let mut out = Vec::new();
+    let mut set = [false; MAX_CPUS];
+    let mut any = false;
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("invalid CPU list {s:?} at {part:?}");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let a: usize = a.trim().parse().map_err(|_| bad())?;
-                let b: usize = b.trim().parse().map_err(|_| bad())?;
-                if a > b {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
+        let num = |n: &str| -> Result<usize, String> {
+            let n: u64 = n.trim().parse().map_err(|_| bad())?;
+            if n >= MAX_CPUS as u64 {
+                return Err(format!(
+                    "invalid CPU list {s:?}: CPU {n} is beyond the highest CPU number a runtime can set ({})",
+                    MAX_CPUS - 1
+                ));
             }
-            None => out.push(part.parse().map_err(|_| bad())?),
+            Ok(n as usize)
+        };
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => {
+                let n = num(part)?;
+                (n, n)
+            }
+        };
+        if a > b {
+            return Err(bad());
         }
+        set[a..=b].iter_mut().for_each(|c| *c = true);
+        any = true;
     }
-    if out.is_empty() {
+    if !any {
         return Err(format!("invalid CPU list {s:?}: empty"));
     }
-    Ok(out)
+    Ok((0..MAX_CPUS).filter(|&c| set[c]).collect())
 }
 
 #[cfg(test)]
@@ -34,5 +53,18 @@ mod tests {
         assert!(parse_list("2-1").is_err());
         assert!(parse_list("x").unwrap_err().contains("\"x\""));
         assert!(parse_list("").is_err());
+    }
+
+    #[test]
+    fn bounded_by_cpu_setsize() {
+        assert_eq!(parse_list("1023").unwrap(), vec![1023]);
+        assert_eq!(parse_list("0-1023").unwrap().len(), 1024);
+        let e = parse_list("1024").unwrap_err();
+        assert!(e.contains("1024") && e.contains("1023"), "{e}");
+        // Refused without making the list (four billion entries).
+        let e = parse_list("0-4294967295").unwrap_err();
+        assert!(e.contains("4294967295") && e.contains("1023"), "{e}");
+        assert!(parse_list("18446744073709551615").is_err());
+        assert!(parse_list("0-99999999999999999999999").is_err());
     }
 }

@@ -988,6 +988,14 @@ fn readonly_path(root: BorrowedFd<'_>, p: &str) -> R<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) => return Err(format!("readonlyPaths {p}: {e}")),
     };
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("readonlyPaths {p}: {e}"))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+        // A bind mount onto the link itself would leave what it points to
+        // writable; where it points is the image's choice (as for masked paths).
+        return Err(format!(
+            "linux.readonlyPaths: {p} is a symbolic link in the container; refusing to make it read-only (list the path it points to instead)"
+        ));
+    }
     let target = fd_path(fd.as_fd());
     mount::mount(
         Some(&target),

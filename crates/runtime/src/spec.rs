@@ -22,8 +22,15 @@ pub const OCI_VERSION_MAX: &str = "1.3.0";
 
 /// Read and parse `path` (a config.json).
 pub fn load(path: &Path) -> Result<Spec> {
+    Ok(load_with_bytes(path)?.0)
+}
+
+/// Read and parse `path`; also return the bytes read, for a copy of
+/// exactly what was parsed.
+pub fn load_with_bytes(path: &Path) -> Result<(Spec, Vec<u8>)> {
     let file = File::open(path).map_err(|e| Error::io("open config", path, e))?;
-    parse_json(path, file)
+    let bytes = read_all(path, file)?;
+    Ok((parse_bytes(path, &bytes)?, bytes))
 }
 
 /// Parse a config from bytes, for `exec --process` and tests.
@@ -37,17 +44,25 @@ pub fn parse_process(path: &Path) -> Result<oci_spec::runtime::Process> {
 /// The common case, a valid file, takes the plain serde_json path; only a
 /// failure is parsed again with serde_path_to_error to find the field (path
 /// tracking costs about 40% more instructions on every start).
-fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, mut file: File) -> Result<T> {
+fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, file: File) -> Result<T> {
+    parse_bytes(path, &read_all(path, file)?)
+}
+
+fn read_all(path: &Path, mut file: File) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| Error::InvalidConfig {
             path: path.to_owned(),
             msg: format!("read: {e}"),
         })?;
-    if let Ok(v) = serde_json::from_slice(&bytes) {
+    Ok(bytes)
+}
+
+fn parse_bytes<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    if let Ok(v) = serde_json::from_slice(bytes) {
         return Ok(v);
     }
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     let e = match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(v) => return Ok(v),
         Err(e) => e,
@@ -377,6 +392,17 @@ pub fn validate_process(p: &oci_spec::runtime::Process) -> std::result::Result<(
     for e in p.env().iter().flatten() {
         if !e.contains('=') {
             return Err(format!("process.env: {e:?} is not KEY=VALUE"));
+        }
+    }
+    if let Some(aff) = p.exec_cpu_affinity() {
+        for (field, list) in [
+            ("initial", aff.initial()),
+            ("final", aff.cpu_affinity_final()),
+        ] {
+            if let Some(list) = list {
+                crate::cpus::parse_list(list)
+                    .map_err(|e| format!("process.execCPUAffinity.{field}: {e}"))?;
+            }
         }
     }
     for r in p.rlimits().iter().flatten() {

@@ -173,11 +173,22 @@ pub struct StateDir {
 
 impl StateDir {
     /// Create a fresh state dir; fails if the ID is taken.
+    ///
+    /// A state dir holds the container's saved config, its environment
+    /// included, so it is 0700, and so is a root (with its missing parents)
+    /// made here, as runc makes its own. A root that exists is left as its
+    /// owner made it, as runc leaves it (containerd, for one, makes its
+    /// runtime roots 0711 on purpose).
     pub fn create(root: &Path, id: &str) -> Result<StateDir> {
+        use std::os::unix::fs::DirBuilderExt;
         validate_id(id)?;
-        fs::create_dir_all(root).map_err(|e| Error::io("create runtime root", root, e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|e| Error::io("create runtime root", root, e))?;
         let path = root.join(id);
-        match fs::create_dir(&path) {
+        match fs::DirBuilder::new().mode(0o700).create(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::AlreadyExists(id.into()))
@@ -234,7 +245,21 @@ impl StateDir {
             id: self.id.clone(),
             msg: e.to_string(),
         })?;
-        write_atomic(&self.file(PENDING_FILE), &data)
+        write_atomic_mode(&self.file(PENDING_FILE), &data, PRIVATE_FILE)
+    }
+
+    /// Save the config (the bytes that were parsed), 0600: it holds the
+    /// container's environment.
+    pub fn save_config(&self, data: &[u8]) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dst = self.file(CONFIG_FILE);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE)
+            .open(&dst)
+            .and_then(|mut f| f.write_all(data))
+            .map_err(|e| Error::io("save config", &dst, e))
     }
 
     /// Drop the pending record once state.json replaces it.
@@ -248,7 +273,7 @@ impl StateDir {
             id: self.id.clone(),
             msg: e.to_string(),
         })?;
-        write_atomic(&self.file(STATE_FILE), &data)
+        write_atomic_mode(&self.file(STATE_FILE), &data, PRIVATE_FILE)
     }
 
     /// Remove the whole directory.
@@ -312,10 +337,25 @@ pub fn read_pending(dir: &Path, id: &str) -> Result<Option<Pending>> {
     }
 }
 
+/// The mode of the records in a state dir.
+const PRIVATE_FILE: u32 = 0o600;
+
 /// Write `data` to `path` through a temp file and a rename, so readers never see half of it.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o666)
+}
+
+/// [`write_atomic`] with the file's mode (before the umask).
+fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
     f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
@@ -366,6 +406,41 @@ mod tests {
         assert!(e.to_string().contains("already exists"), "{e}");
         let e = StateDir::open(d.path(), "nope").unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn root_and_state_dirs_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let d = tempfile::tempdir().unwrap();
+        // A root the runtime makes (with its missing parents) is 0700.
+        let root = d.path().join("a/root");
+        let s = StateDir::create(&root, "c1").unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&d.path().join("a")), 0o700);
+        assert_eq!(mode(&s.path), 0o700);
+        // An existing root is left as its owner made it (as runc does); the
+        // state dirs in it are still 0700.
+        let open = d.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        let s = StateDir::create(&open, "c2").unwrap();
+        assert_eq!(mode(&open), 0o755);
+        assert_eq!(mode(&s.path), 0o700);
+        // The records written into it are 0600.
+        let p = Pending {
+            schema: STATE_SCHEMA,
+            id: "c2".into(),
+            bundle: "/b".into(),
+            created: now_rfc3339(),
+            owner: "root".into(),
+            pid: 0,
+            pid_start: 0,
+            cgroup: None,
+            host_root: None,
+        };
+        s.save_pending(&p).unwrap();
+        assert_eq!(mode(&s.file(PENDING_FILE)), 0o600);
     }
 
     #[test]
