@@ -22,10 +22,11 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ChildStdout, Command, Stdio};
 
 use berth_tests::cli::Env;
+use berth_tests::peer::{runc_bin, Peer};
 use berth_tests::{need_root, runtime_bin, unique, Bundle};
 use serde_json::json;
 
@@ -62,15 +63,19 @@ done
 echo NOTFOUND
 "#;
 
-/// A runtime binary copied into a directory of its own, with its own state
-/// root; deletes its containers on drop.
+/// A runtime binary copied into a directory of its own (a [`Peer`] with its
+/// own root, which deletes its containers on drop).
 struct Runtime {
-    name: &'static str,
-    bin: PathBuf,
+    peer: Peer,
     original: Vec<u8>,
-    root: tempfile::TempDir,
     _dir: tempfile::TempDir,
-    ids: Vec<String>,
+}
+
+impl std::ops::Deref for Runtime {
+    type Target = Peer;
+    fn deref(&self) -> &Peer {
+        &self.peer
+    }
 }
 
 impl Runtime {
@@ -83,47 +88,25 @@ impl Runtime {
         fs::copy(bin, &copy).unwrap();
         fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
         Runtime {
-            name,
             original: fs::read(&copy).unwrap(),
-            bin: copy,
-            root: tempfile::Builder::new()
-                .prefix("berth-exe-root.")
-                .tempdir()
-                .unwrap(),
+            peer: Peer::new(name, copy),
             _dir: dir,
-            ids: Vec::new(),
         }
     }
 
     /// The runtimes every scenario runs on: berth's and runc.
-    fn all() -> Vec<Runtime> {
-        let mut v = vec![Runtime::copy_of("berth-runtime", &runtime_bin())];
-        if Path::new("/usr/sbin/runc").exists() {
-            v.push(Runtime::copy_of("runc", Path::new("/usr/sbin/runc")));
-        }
-        v
+    fn all() -> [Runtime; 2] {
+        [
+            Runtime::copy_of("berth-runtime", &runtime_bin()),
+            Runtime::copy_of("runc", &runc_bin()),
+        ]
     }
 
+    /// The runtime's command, with stdin on /dev/null.
     fn cmd(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--root").arg(self.root.path()).stdin(Stdio::null());
+        let mut c = self.peer.cmd();
+        c.stdin(Stdio::null());
         c
-    }
-
-    fn ok(&self, args: &[&str]) {
-        let o = self
-            .cmd()
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{} {args:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&o.stderr)
-        );
     }
 
     fn assert_intact(&self) {
@@ -132,19 +115,6 @@ impl Runtime {
             "{}: the container rewrote the runtime binary",
             self.name
         );
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        for id in self.ids.iter().rev() {
-            let _ = self
-                .cmd()
-                .args(["delete", "--force", id])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
     }
 }
 
@@ -262,7 +232,7 @@ struct Attacker {
     init_pid: i32,
 }
 
-fn start_attacker(rt: &mut Runtime, id: &str) -> Attacker {
+fn start_attacker(rt: &Runtime, id: &str) -> Attacker {
     let bundle = Bundle::new(id, &["sh", "-c", ATTACKER]);
     let rootfs = bundle.rootfs();
     for f in ["ready", "go"] {
@@ -276,7 +246,6 @@ fn start_attacker(rt: &mut Runtime, id: &str) -> Attacker {
     fs::set_permissions(rootfs.join("script"), fs::Permissions::from_mode(0o755)).unwrap();
     add_libraries_of(&rootfs, &rt.bin);
     let pidf = bundle.path().join("attacker.pid");
-    rt.ids.push(id.to_string());
     // create + start, so that no runtime process stays behind (one would keep
     // the binary busy); the init inherits create's stdout, our pipe.
     let mut child = rt
@@ -340,9 +309,9 @@ fn check(rt: &Runtime, got: &str, result: &str) {
 #[test]
 fn exec_of_proc_self_exe_cannot_overwrite_the_runtime() {
     root_only!("exec_of_proc_self_exe_cannot_overwrite_the_runtime");
-    for mut rt in Runtime::all() {
+    for rt in Runtime::all() {
         let id = unique("cve-exec");
-        let mut a = start_attacker(&mut rt, &id);
+        let mut a = start_attacker(&rt, &id);
         // The victim: `exec` of the script, so the runtime binary runs in the
         // container; it refuses its arguments and blocks writing why.
         let (r, w, _) = full_pipe();
@@ -369,9 +338,9 @@ fn init_of_proc_self_exe_cannot_overwrite_the_runtime() {
     // binary. The attacker shares its PID namespace (as a pod's containers
     // do), so it outlives the victim.
     root_only!("init_of_proc_self_exe_cannot_overwrite_the_runtime");
-    for mut rt in Runtime::all() {
+    for rt in Runtime::all() {
         let id = unique("cve-init");
-        let mut a = start_attacker(&mut rt, &id);
+        let mut a = start_attacker(&rt, &id);
         let vid = format!("{id}-v");
         let mut vb = Bundle::new(&vid, &["/script"]);
         fs::write(vb.rootfs().join("script"), "#!/proc/self/exe\n").unwrap();
@@ -391,7 +360,6 @@ fn init_of_proc_self_exe_cannot_overwrite_the_runtime() {
         });
         let (r, w, _) = full_pipe();
         let pidf = vb.path().join("victim.pid");
-        rt.ids.push(vid.clone());
         let mut c = rt.cmd();
         c.args(["create", "--pid-file", pidf.to_str().unwrap(), "--bundle"])
             .arg(vb.path())

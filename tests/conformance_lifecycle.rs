@@ -11,6 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use berth_tests::peer::*;
 use berth_tests::*;
 use serde_json::{json, Value};
 
@@ -20,210 +21,6 @@ macro_rules! root_only {
             return;
         }
     };
-}
-
-/// runc, which scripts/install-deps.sh installs.
-fn runc_bin() -> PathBuf {
-    ["/usr/sbin/runc", "/usr/bin/runc"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("runc is installed by scripts/install-deps.sh")
-}
-
-/// One runtime under test with a private `--root`; deletes every container
-/// it knows on drop. `private_mntns` runs each command in a mount namespace
-/// of its own (for runc, which mounts in the caller's namespace when the
-/// config has none).
-struct Runtime {
-    name: &'static str,
-    bin: PathBuf,
-    /// `--root`: the temp dir, or a path inside it.
-    root: PathBuf,
-    _tmp: tempfile::TempDir,
-    private_mntns: bool,
-}
-
-impl Runtime {
-    fn berth() -> Runtime {
-        Runtime::new("berth-runtime", runtime_bin())
-    }
-
-    fn runc() -> Runtime {
-        Runtime::new("runc", runc_bin())
-    }
-
-    fn both() -> [Runtime; 2] {
-        [Runtime::berth(), Runtime::runc()]
-    }
-
-    fn new(name: &'static str, bin: PathBuf) -> Runtime {
-        let tmp = tempfile::Builder::new()
-            .prefix("berth-conf-rt.")
-            .tempdir()
-            .expect("tempdir");
-        Runtime::at(name, bin, tmp.path().to_path_buf(), tmp)
-    }
-
-    /// With `--root` at `root`, which `tmp` holds (and removes on drop).
-    fn at(name: &'static str, bin: PathBuf, root: PathBuf, tmp: tempfile::TempDir) -> Runtime {
-        Runtime {
-            name,
-            bin,
-            root,
-            _tmp: tmp,
-            private_mntns: false,
-        }
-    }
-
-    fn is_berth(&self) -> bool {
-        self.name == "berth-runtime"
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = if self.private_mntns {
-            let mut c = Command::new("unshare");
-            c.args(["-m", "--propagation", "private", "--"])
-                .arg(&self.bin);
-            c
-        } else {
-            Command::new(&self.bin)
-        };
-        c.arg("--root").arg(&self.root);
-        c
-    }
-
-    /// Runs with stdin on /dev/null and stdout/stderr in files (a container
-    /// that outlives the command must not hold a pipe of ours open).
-    fn out_of(&self, mut c: Command) -> Output {
-        let out = tempfile::tempfile().expect("temp file");
-        let err = tempfile::tempfile().expect("temp file");
-        c.stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(err.try_clone().expect("dup"));
-        let status = c.status().expect("spawn runtime");
-        let read = |mut f: fs::File| {
-            use std::io::Seek;
-            let mut v = Vec::new();
-            f.seek(std::io::SeekFrom::Start(0)).expect("seek");
-            f.read_to_end(&mut v).expect("read");
-            v
-        };
-        Output {
-            status,
-            stdout: read(out),
-            stderr: read(err),
-        }
-    }
-
-    fn out(&self, args: &[&str]) -> Output {
-        let mut c = self.cmd();
-        c.args(args);
-        self.out_of(c)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.out(args);
-        assert!(
-            o.status.success(),
-            "{} {args:?} failed ({}): {}{}",
-            self.name,
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// `run` in the foreground: (exit code, stdout, stderr).
-    fn run(&self, id: &str, b: &Bundle) -> (i32, String, String) {
-        let o = self.out(&["run", "--bundle", b.path().to_str().unwrap(), id]);
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-
-    fn create(&self, id: &str, b: &Bundle) -> Output {
-        self.out(&["create", "--bundle", b.path().to_str().unwrap(), id])
-    }
-
-    fn create_ok(&self, id: &str, b: &Bundle) {
-        let o = self.create(id, b);
-        assert!(
-            o.status.success(),
-            "{} create {id}: {}",
-            self.name,
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-
-    /// Nothing of `id` is left: state dir, cgroups (every v1 hierarchy and
-    /// the cgroup2 side), mounts under the bundle, processes.
-    fn assert_clean(&self, id: &str, bundle: &Path) {
-        let who = self.name;
-        assert!(
-            !self.root.join(id).exists(),
-            "{who}: state dir of {id} left behind"
-        );
-        for d in cgroup_dirs(id) {
-            assert!(!d.exists(), "{who}: cgroup {} left behind", d.display());
-        }
-        let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let b = bundle.to_string_lossy();
-        assert!(
-            !mi.contains(b.as_ref()),
-            "{who}: mount under {b} left behind"
-        );
-        for e in fs::read_dir("/proc").unwrap().flatten() {
-            if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                assert!(
-                    !(cmd.contains(self.bin.to_str().unwrap()) && cmd.contains(&format!(" {id}"))),
-                    "{who}: process left behind: {cmd}"
-                );
-            }
-        }
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Ok(rd) = fs::read_dir(&self.root) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                let mut c = self.cmd();
-                c.args(["delete", "--force", &id]);
-                let _ = self.out_of(c);
-            }
-        }
-    }
-}
-
-/// A bundle whose config is what `runc spec` writes, with no terminal, the
-/// given command and a cgroup path unique to `id`.
-fn runc_spec_bundle(id: &str, args: &[&str]) -> Bundle {
-    let mut b = Bundle::new(id, args);
-    let d = tempfile::tempdir().expect("tempdir");
-    run_ok(
-        Command::new(runc_bin())
-            .arg("spec")
-            .arg("--bundle")
-            .arg(d.path()),
-    );
-    let mut c: Value =
-        serde_json::from_slice(&fs::read(d.path().join("config.json")).unwrap()).unwrap();
-    c["process"]["terminal"] = json!(false);
-    c["process"]["args"] = json!(args);
-    c["linux"]["cgroupsPath"] = json!(format!("/berth-test-{id}"));
-    b.config = c;
-    b.write();
-    b
-}
-
-fn sh(script: &str) -> Vec<&str> {
-    vec!["sh", "-c", script]
 }
 
 fn drop_namespace(c: &mut Value, typ: &str) {
@@ -265,12 +62,12 @@ fn no_mount_namespace_runs_chrooted() {
     root_only!("no_mount_namespace_runs_chrooted");
     let script = "cat /marker; test -r /proc/self/status && echo proc-ok; \
                   if touch /rw-probe 2>/dev/null; then echo rootfs-rw; else echo rootfs-ro; fi";
-    for mut rt in Runtime::both() {
+    for mut rt in Peer::both() {
         // runc mounts in the namespace it runs in and never unmounts: give
         // it one of its own.
         rt.private_mntns = !rt.is_berth();
         let id = unique("nomnt");
-        let mut b = runc_spec_bundle(&id, &sh(script));
+        let mut b = peer_bundle("runc", false, &id, &sh(script));
         b.edit(|c| {
             drop_namespace(c, "mount");
             let l = c["linux"].as_object_mut().unwrap();
@@ -294,7 +91,7 @@ fn no_mount_namespace_runs_chrooted() {
 
         // With maskedPaths (runc spec has them) both refuse the config.
         let id = unique("nomnt-masked");
-        let mut b = runc_spec_bundle(&id, &["true"]);
+        let mut b = peer_bundle("runc", false, &id, &["true"]);
         b.edit(|c| drop_namespace(c, "mount"));
         let o = rt.create(&id, &b);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -310,9 +107,9 @@ fn no_mount_namespace_runs_chrooted() {
 
     // exec enters the container's root, and delete removes the mounts of
     // a created (not run) container.
-    let rt = Runtime::berth();
+    let rt = Peer::berth();
     let id = unique("nomnt-exec");
-    let mut b = runc_spec_bundle(&id, &["sleep", "1000"]);
+    let mut b = peer_bundle("runc", false, &id, &["sleep", "1000"]);
     b.edit(|c| {
         drop_namespace(c, "mount");
         let l = c["linux"].as_object_mut().unwrap();
@@ -380,10 +177,10 @@ impl Drop for UtsHolder {
 #[test]
 fn uts_namespace_joined_by_path_takes_the_hostname() {
     root_only!("uts_namespace_joined_by_path_takes_the_hostname");
-    for rt in Runtime::both() {
+    for rt in Peer::both() {
         let holder = UtsHolder::new();
         let id = unique("utsjoin");
-        let mut b = runc_spec_bundle(&id, &["hostname"]);
+        let mut b = peer_bundle("runc", false, &id, &["hostname"]);
         let want = format!("joined-{}", std::process::id());
         b.edit(|c| {
             set_namespace_path(c, "uts", &holder.path());
@@ -406,9 +203,9 @@ fn uts_namespace_joined_by_path_takes_the_hostname() {
 #[test]
 fn every_poststart_and_poststop_hook_runs_when_one_fails() {
     root_only!("every_poststart_and_poststop_hook_runs_when_one_fails");
-    let rt = Runtime::berth();
+    let rt = Peer::berth();
     let id = unique("hookall");
-    let mut b = runc_spec_bundle(&id, &["true"]);
+    let mut b = peer_bundle("runc", false, &id, &["true"]);
     let dir = b.path().to_path_buf();
     let hook = |script: String| json!({"path": "/bin/sh", "args": ["sh", "-c", script]});
     b.edit(|c| {
@@ -439,9 +236,9 @@ fn every_poststart_and_poststop_hook_runs_when_one_fails() {
 #[test]
 fn hooks_without_env_inherit_the_runtime_environment() {
     root_only!("hooks_without_env_inherit_the_runtime_environment");
-    for rt in Runtime::both() {
+    for rt in Peer::both() {
         let id = unique("hookenv");
-        let mut b = runc_spec_bundle(&id, &["true"]);
+        let mut b = peer_bundle("runc", false, &id, &["true"]);
         let dir = b.path().to_path_buf();
         b.edit(|c| {
             c["hooks"] = json!({"createRuntime": [
@@ -483,9 +280,9 @@ fn hooks_without_env_inherit_the_runtime_environment() {
 #[test]
 fn hook_that_ignores_its_stdin_does_not_kill_the_runtime() {
     root_only!("hook_that_ignores_its_stdin_does_not_kill_the_runtime");
-    for rt in Runtime::both() {
+    for rt in Peer::both() {
         let id = unique("hookpipe");
-        let mut b = runc_spec_bundle(&id, &["true"]);
+        let mut b = peer_bundle("runc", false, &id, &["true"]);
         let quiet = json!([{"path": "/bin/true", "args": ["true"]}]);
         b.edit(|c| {
             c["annotations"] = json!({"org.example.big": "x".repeat(80 * 1024)});
@@ -551,9 +348,9 @@ impl OpenWatch {
 #[test]
 fn exec_into_a_paused_container_needs_ignore_paused() {
     root_only!("exec_into_a_paused_container_needs_ignore_paused");
-    for rt in Runtime::both() {
+    for rt in Peer::both() {
         let id = unique("pausedexec");
-        let b = runc_spec_bundle(&id, &["sleep", "1000"]);
+        let b = peer_bundle("runc", false, &id, &["sleep", "1000"]);
         rt.create_ok(&id, &b);
         rt.ok(&["start", &id]);
         rt.ok(&["pause", &id]);
@@ -690,7 +487,7 @@ fn json_error(line: &str) -> String {
 #[test]
 fn error_lines_have_runc_shape() {
     root_only!("error_lines_have_runc_shape");
-    for rt in Runtime::both() {
+    for rt in Peer::both() {
         let who = rt.name;
         let last_line = |o: &Output| {
             assert_eq!(o.status.code(), Some(1), "{who}");
@@ -780,9 +577,9 @@ fn wait_bounded(child: &mut Child, secs: u64, what: &str) -> std::process::ExitS
 #[test]
 fn namespace_path_that_is_a_fifo_is_refused() {
     root_only!("namespace_path_that_is_a_fifo_is_refused");
-    let rt = Runtime::berth();
+    let rt = Peer::berth();
     let id = unique("nsfifo");
-    let mut b = runc_spec_bundle(&id, &["true"]);
+    let mut b = peer_bundle("runc", false, &id, &["true"]);
     let fifo = b.path().join("ns-fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     b.edit(|c| set_namespace_path(c, "network", fifo.to_str().unwrap()));
@@ -827,7 +624,7 @@ fn namespace_path_that_is_a_fifo_is_refused() {
 #[test]
 fn namespace_path_of_the_wrong_type_is_refused() {
     root_only!("namespace_path_of_the_wrong_type_is_refused");
-    for rt in Runtime::both() {
+    for rt in Peer::both() {
         let scratch = tempfile::tempdir().unwrap();
         let file = scratch.path().join("regular");
         fs::write(&file, "x").unwrap();
@@ -840,7 +637,7 @@ fn namespace_path_of_the_wrong_type_is_refused() {
         ];
         for (what, path) in cases {
             let id = unique("nswrong");
-            let mut b = runc_spec_bundle(&id, &["true"]);
+            let mut b = peer_bundle("runc", false, &id, &["true"]);
             b.edit(|c| set_namespace_path(c, "network", &path));
             let o = rt.create(&id, &b);
             let err = String::from_utf8_lossy(&o.stderr);
@@ -883,7 +680,7 @@ fn configs_beyond_kernel_limits_are_refused_up_front() {
         .unwrap()
         .unwrap()
         .to_string();
-    for rt in Runtime::both() {
+    for rt in Peer::both() {
         for (what, maps, want) in [
             ("100000 uid mappings", Value::Array(many.clone()), "340"),
             (
@@ -893,7 +690,7 @@ fn configs_beyond_kernel_limits_are_refused_up_front() {
             ),
         ] {
             let id = unique("idmaps");
-            let mut b = runc_spec_bundle(&id, &["true"]);
+            let mut b = peer_bundle("runc", false, &id, &["true"]);
             b.edit(|c| userns(c, maps));
             let o = rt.create(&id, &b);
             let err = String::from_utf8_lossy(&o.stderr);
@@ -910,9 +707,9 @@ fn configs_beyond_kernel_limits_are_refused_up_front() {
 
     // 100 000 mounts: berth only (runc makes them one by one until the
     // kernel says ENOSPC).
-    let rt = Runtime::berth();
+    let rt = Peer::berth();
     let id = unique("mounts");
-    let mut b = runc_spec_bundle(&id, &["true"]);
+    let mut b = peer_bundle("runc", false, &id, &["true"]);
     b.edit(|c| {
         let m = c["mounts"].as_array_mut().unwrap();
         for i in 0..100_000 {
@@ -961,7 +758,7 @@ impl Drop for Gate {
 }
 
 /// `create` with stdio on /dev/null, as a child we can kill.
-fn spawn_create(rt: &Runtime, id: &str, b: &Bundle) -> Child {
+fn spawn_create(rt: &Peer, id: &str, b: &Bundle) -> Child {
     let mut c = rt.cmd();
     c.args(["create", "--bundle", b.path().to_str().unwrap(), id])
         .stdin(Stdio::null())
@@ -973,7 +770,7 @@ fn spawn_create(rt: &Runtime, id: &str, b: &Bundle) -> Child {
 /// After the runtime was killed mid-create: `list` shows the container as
 /// creating (or created, if the create got that far), `delete --force`
 /// removes it, and nothing is left.
-fn delete_abandoned(rt: &Runtime, id: &str, b: &Bundle, must_be_listed: bool) {
+fn delete_abandoned(rt: &Peer, id: &str, b: &Bundle, must_be_listed: bool) {
     let list: Value = serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
     let entry = list.as_array().unwrap().iter().find(|e| e["id"] == id);
     if must_be_listed {
@@ -992,10 +789,10 @@ fn delete_abandoned(rt: &Runtime, id: &str, b: &Bundle, must_be_listed: bool) {
 #[test]
 fn delete_force_removes_an_abandoned_create() {
     root_only!("delete_force_removes_an_abandoned_create");
-    let rt = Runtime::berth();
+    let rt = Peer::berth();
     for phase in ["createRuntime", "createContainer"] {
         let id = unique("abandoned");
-        let mut b = runc_spec_bundle(&id, &["true"]);
+        let mut b = peer_bundle("runc", false, &id, &["true"]);
         let ready = fifo(b.path(), "ready");
         let gate = Gate(fifo(b.path(), "gate"));
         let script = format!(
@@ -1037,7 +834,7 @@ fn delete_force_removes_an_abandoned_create() {
         x ^= x << 17;
         let delay = std::time::Duration::from_micros(x % 12_000);
         let id = unique("killed");
-        let mut b = runc_spec_bundle(&id, &["sleep", "1000"]);
+        let mut b = peer_bundle("runc", false, &id, &["sleep", "1000"]);
         if round % 2 == 1 {
             b.edit(|c| {
                 drop_namespace(c, "mount");
@@ -1113,7 +910,7 @@ fn big_annotations(size: usize) -> Value {
 #[test]
 fn large_annotations_reach_every_hook() {
     root_only!("large_annotations_reach_every_hook");
-    for rt in Runtime::both() {
+    for rt in Peer::both() {
         for size in [200 * 1024, 1024 * 1024] {
             let annotations = big_annotations(size);
             for how in ["create", "run"] {
@@ -1123,7 +920,7 @@ fn large_annotations_reach_every_hook() {
                 } else {
                     &["sleep", "1000"]
                 };
-                let mut b = runc_spec_bundle(&id, args);
+                let mut b = peer_bundle("runc", false, &id, args);
                 let hooks: serde_json::Map<String, Value> = PHASES
                     .iter()
                     .map(|p| {
@@ -1229,10 +1026,10 @@ fn runtime_state_is_private() {
                     fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
                 }
             }
-            let rt = Runtime::at(name, bin.clone(), root.clone(), tmp);
+            let rt = Peer::at(name, bin.clone(), root.clone(), tmp);
             let what = format!("{name} (existing root: {existing})");
             let id = unique("private");
-            let mut b = runc_spec_bundle(&id, &["sleep", "1000"]);
+            let mut b = peer_bundle("runc", false, &id, &["sleep", "1000"]);
             b.edit(|c| {
                 c["process"]["env"]
                     .as_array_mut()
@@ -1292,9 +1089,9 @@ fn runtime_state_is_private() {
 fn hooks_that_write_more_than_a_pipe_holds() {
     root_only!("hooks_that_write_more_than_a_pipe_holds");
     let loud = "yes out | head -c 1048576; yes err | head -c 1048576 >&2";
-    for rt in Runtime::both() {
+    for rt in Peer::both() {
         let id = unique("hookloud");
-        let mut b = runc_spec_bundle(&id, &["true"]);
+        let mut b = peer_bundle("runc", false, &id, &["true"]);
         let hooks: serde_json::Map<String, Value> = PHASES
             .iter()
             .map(|p| {
@@ -1324,7 +1121,7 @@ fn hooks_that_write_more_than_a_pipe_holds() {
         rt.assert_clean(&id, b.path());
 
         let id = unique("hookloud-fails");
-        let mut b = runc_spec_bundle(&id, &["true"]);
+        let mut b = peer_bundle("runc", false, &id, &["true"]);
         let script = format!("{loud}; echo the-last-words >&2; exit 3");
         b.edit(|c| {
             c["hooks"] = json!({"createRuntime": [
@@ -1352,7 +1149,7 @@ fn hooks_that_write_more_than_a_pipe_holds() {
 
 /// Runs the runtime with `args`, stdout and stderr in files, failing the
 /// test if it has not finished within `secs` (a guard against a hang).
-fn out_bounded(rt: &Runtime, args: &[&str], secs: u64) -> Output {
+fn out_bounded(rt: &Peer, args: &[&str], secs: u64) -> Output {
     let out = tempfile::tempfile().unwrap();
     let err = tempfile::tempfile().unwrap();
     let mut child = rt
@@ -1386,7 +1183,7 @@ fn out_bounded(rt: &Runtime, args: &[&str], secs: u64) -> Output {
 #[test]
 fn state_of_an_unfinished_create_is_creating() {
     root_only!("state_of_an_unfinished_create_is_creating");
-    let rt = Runtime::berth();
+    let rt = Peer::berth();
     let listed = |id: &str| -> Value {
         let list: Value = serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
         list.as_array()
@@ -1398,7 +1195,7 @@ fn state_of_an_unfinished_create_is_creating() {
     };
     for killed in [false, true] {
         let id = unique("statecreating");
-        let mut b = runc_spec_bundle(&id, &["sleep", "1000"]);
+        let mut b = peer_bundle("runc", false, &id, &["sleep", "1000"]);
         let ready = fifo(b.path(), "ready");
         let gate = Gate(fifo(b.path(), "gate"));
         let script = format!(

@@ -8,9 +8,9 @@
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use berth_tests::peer::*;
 use berth_tests::*;
 use serde_json::{json, Value};
 
@@ -20,187 +20,6 @@ macro_rules! root_only {
             return;
         }
     };
-}
-
-const RUNC: &str = "/usr/sbin/runc";
-
-/// A runtime binary with a private `--root`; deletes its containers on drop.
-struct Runner {
-    name: &'static str,
-    bin: PathBuf,
-    root: tempfile::TempDir,
-}
-
-impl Runner {
-    fn new(name: &'static str, bin: PathBuf) -> Runner {
-        assert!(bin.exists(), "{name}: {} is not installed", bin.display());
-        Runner {
-            name,
-            bin,
-            root: tempfile::Builder::new()
-                .prefix(&format!("conf-{name}."))
-                .tempdir()
-                .expect("tempdir"),
-        }
-    }
-
-    fn berth() -> Runner {
-        Runner::new("berth", runtime_bin())
-    }
-
-    fn runc() -> Runner {
-        Runner::new("runc", PathBuf::from(RUNC))
-    }
-
-    /// berth's runtime first, then runc.
-    fn both() -> Vec<Runner> {
-        vec![Runner::berth(), Runner::runc()]
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--root").arg(self.root.path());
-        c
-    }
-
-    /// Foreground `run`: (exit code, stdout, stderr).
-    fn run(&self, id: &str, b: &Bundle) -> (i32, String, String) {
-        let o = self
-            .cmd()
-            .args(["run", "--bundle", b.path().to_str().unwrap(), id])
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn runtime");
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-
-    /// `run` that must succeed; returns stdout.
-    fn run_ok(&self, id: &str, b: &Bundle) -> String {
-        let (code, out, err) = self.run(id, b);
-        assert_eq!(code, 0, "{}: run {id} failed: {out}{err}", self.name);
-        out
-    }
-
-    /// `create` then `start`, with the container's stdio on /dev/null so
-    /// that no pipe of ours stays open in it.
-    fn create_start(&self, id: &str, b: &Bundle) {
-        let err = tempfile::NamedTempFile::new().unwrap();
-        let st = self
-            .cmd()
-            .args(["create", "--bundle", b.path().to_str().unwrap(), id])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err.reopen().unwrap())
-            .status()
-            .expect("spawn create");
-        assert!(
-            st.success(),
-            "{}: create {id}: {}",
-            self.name,
-            fs::read_to_string(err.path()).unwrap_or_default()
-        );
-        self.ok(&["start", id]);
-    }
-
-    fn out(&self, args: &[&str]) -> Output {
-        self.cmd()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn runtime")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.out(args);
-        assert!(
-            o.status.success(),
-            "{} {args:?} failed: {}{}",
-            self.name,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// `exec ID args...` that must succeed; returns stdout.
-    fn exec_ok(&self, id: &str, args: &[&str]) -> String {
-        let mut a = vec!["exec", id];
-        a.extend_from_slice(args);
-        self.ok(&a)
-    }
-
-    fn remove(&self, id: &str) {
-        let _ = self.out(&["delete", "--force", id]);
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        if let Ok(rd) = fs::read_dir(self.root.path()) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                self.remove(&id);
-            }
-        }
-    }
-}
-
-/// The config `tool spec` (runc or crun) writes, generated now.
-fn peer_spec(tool: &str, rootless: bool) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = Command::new(tool);
-    c.arg("spec");
-    if rootless {
-        c.arg("--rootless");
-    }
-    c.arg("--bundle").arg(dir.path());
-    run_ok(&mut c);
-    serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap()
-}
-
-/// A busybox bundle whose config is `tool spec`'s, running `args` without a
-/// terminal, in a cgroup unique to `id`.
-fn peer_bundle(tool: &str, rootless: bool, id: &str, args: &[&str]) -> Bundle {
-    let mut b = Bundle::new(id, args);
-    let mut c = peer_spec(tool, rootless);
-    c["process"]["terminal"] = json!(false);
-    c["process"]["args"] = json!(args);
-    c["linux"]["cgroupsPath"] = json!(format!("/berth-test-{id}"));
-    b.config = c;
-    b.write();
-    b
-}
-
-fn sh(script: &str) -> Vec<&str> {
-    vec!["sh", "-c", script]
-}
-
-/// What `assert_no_leftovers` checks, for a runtime with its own root.
-fn assert_no_leftovers_of(rt: &Runner, id: &str, bundle: &Path) {
-    assert!(
-        !rt.root.path().join(id).exists(),
-        "{}: state dir of {id} left behind",
-        rt.name
-    );
-    for d in cgroup_dirs(id) {
-        assert!(
-            !d.exists(),
-            "{}: cgroup {} left behind",
-            rt.name,
-            d.display()
-        );
-    }
-    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let b = bundle.to_string_lossy();
-    assert!(
-        !mi.contains(b.as_ref()),
-        "{}: mount under {b} left behind",
-        rt.name
-    );
 }
 
 /// A seccomp profile in the shape of the defaults docker and the OCI tooling
@@ -508,13 +327,13 @@ fn old_seccomp_profile_without_close_range() {
         c["process"]["noNewPrivileges"] = json!(false);
         c["linux"]["seccomp"] = seccomp_profile_2019();
     };
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         for tool in ["runc", "crun"] {
             let id = unique(&format!("seccomp-old-run-{}-{tool}", rt.name));
             let mut b = peer_bundle(tool, false, &id, &sh("echo ran"));
             b.edit(old);
             assert_eq!(rt.run_ok(&id, &b), "ran\n", "{}/{tool}", rt.name);
-            assert_no_leftovers_of(&rt, &id, b.path());
+            rt.assert_clean(&id, b.path());
 
             // exec'd processes get the same filter, loaded the same way.
             let id = unique(&format!("seccomp-old-exec-{}-{tool}", rt.name));
@@ -531,7 +350,7 @@ fn old_seccomp_profile_without_close_range() {
                 rt.name
             );
             rt.remove(&id);
-            assert_no_leftovers_of(&rt, &id, b.path());
+            rt.assert_clean(&id, b.path());
         }
     }
 }
@@ -548,7 +367,7 @@ fn preserve_fds_keeps_only_the_callers_fds() {
         .open(out_file.path())
         .unwrap();
     let pass_fd = pass.as_raw_fd();
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         let id = unique(&format!("preserve-gap-{}", rt.name));
         // The shell is pid 1 and opens nothing itself: `ls` lists its fds.
         let b = peer_bundle(
@@ -579,13 +398,13 @@ fn preserve_fds_keeps_only_the_callers_fds() {
         }
         let o = c.output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
-        if rt.name == "runc" {
+        if !rt.is_berth() {
             // runc 1.1.5 refuses the gap: it hands each of the N fds on itself.
             assert!(
                 !o.status.success(),
                 "runc accepted a gap in --preserve-fds: {out}"
             );
-            assert_no_leftovers_of(&rt, &id, b.path());
+            rt.assert_clean(&id, b.path());
             continue;
         }
         assert!(
@@ -602,7 +421,7 @@ fn preserve_fds_keeps_only_the_callers_fds() {
             ["0", "1", "2", "3"],
             "the container holds more fds:\n{out}"
         );
-        assert_no_leftovers_of(&rt, &id, b.path());
+        rt.assert_clean(&id, b.path());
     }
     assert_eq!(fs::read_to_string(out_file.path()).unwrap(), "via-fd3\n");
 }
@@ -612,7 +431,7 @@ fn preserve_fds_keeps_only_the_callers_fds() {
 #[test]
 fn fifo_in_linux_devices() {
     root_only!("fifo_in_linux_devices");
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         let id = unique(&format!("fifo-{}", rt.name));
         let mut b = peer_bundle(
             "crun",
@@ -627,7 +446,7 @@ fn fifo_in_linux_devices() {
         });
         let out = rt.run_ok(&id, &b);
         assert_eq!(out, "640 0:0\n", "{}", rt.name);
-        assert_no_leftovers_of(&rt, &id, b.path());
+        rt.assert_clean(&id, b.path());
     }
 }
 
@@ -647,7 +466,7 @@ fn mountinfo_entry<'a>(mountinfo: &'a str, mount_point: &str) -> Option<Vec<&'a 
 #[test]
 fn rootfs_propagation_unbindable() {
     root_only!("rootfs_propagation_unbindable");
-    let rt = Runner::berth();
+    let rt = Peer::berth();
     for (prop, want) in [
         ("unbindable", "unbindable"),
         ("runbindable", "unbindable"),
@@ -663,23 +482,7 @@ fn rootfs_propagation_unbindable() {
             optional.iter().any(|f| f.starts_with(want)),
             "{prop}: / is not {want}: {root:?}"
         );
-        assert_no_leftovers_of(&rt, &id, b.path());
-    }
-}
-
-impl Runner {
-    /// `run` that must fail; returns stdout and stderr.
-    fn run_fails(&self, id: &str, b: &Bundle) -> String {
-        let (code, out, err) = self.run(id, b);
-        assert_ne!(
-            code, 0,
-            "{}: run {id} unexpectedly succeeded: {out}",
-            self.name
-        );
-        // runc and berth-runtime print logrus lines (`level=error msg="…"`,
-        // quotes escaped): the message itself is what the checks read.
-        let msg = berth_engine::container::runtime_error_message(err.as_bytes());
-        format!("{out}{msg}")
+        rt.assert_clean(&id, b.path());
     }
 }
 
@@ -708,7 +511,7 @@ fn mount_opts<'a>(mountinfo: &'a str, mount_point: &str) -> Vec<Vec<&'a str>> {
 fn recursive_mount_options() {
     root_only!("recursive_mount_options");
     let host_before = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         for rootless in [false, true] {
             let id = unique(&format!("rec-{}-{rootless}", rt.name));
             let mut b = peer_bundle("runc", rootless, &id, &sh("cat /proc/self/mountinfo"));
@@ -761,7 +564,7 @@ fn recursive_mount_options() {
                     }
                 }
             }
-            assert_no_leftovers_of(&rt, &id, b.path());
+            rt.assert_clean(&id, b.path());
         }
     }
     // The host's mounts are the container's source, not changed by it.
@@ -789,10 +592,10 @@ fn unknown_mount_option_is_an_error() {
     ];
     let tmpfs_case = json!({"destination": "/view", "type": "tmpfs", "source": "tmpfs",
                             "options": ["nosuid", "mode=755", "rbogus"]});
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         // runc 1.1.5 passes an unknown option to mount(2) as filesystem data,
         // which a bind mount ignores: there it runs the container without it.
-        let cases: Vec<&Value> = if rt.name == "runc" {
+        let cases: Vec<&Value> = if !rt.is_berth() {
             vec![&tmpfs_case]
         } else {
             bind_cases.iter().chain([&tmpfs_case]).collect()
@@ -804,13 +607,13 @@ fn unknown_mount_option_is_an_error() {
             let mut b = peer_bundle("runc", false, &id, &sh("true"));
             b.edit(|c| c["mounts"].as_array_mut().unwrap().push(m.clone()));
             let err = rt.run_fails(&id, &b);
-            if rt.name == "berth" {
+            if rt.is_berth() {
                 assert!(
                     err.contains(&format!("{bad:?}")) && err.contains("/view"),
                     "case {n}: the error does not name {bad:?} and /view: {err}"
                 );
             }
-            assert_no_leftovers_of(&rt, &id, b.path());
+            rt.assert_clean(&id, b.path());
         }
     }
 }
@@ -820,7 +623,7 @@ fn unknown_mount_option_is_an_error() {
 #[test]
 fn symlinked_proc_or_sys_is_refused() {
     root_only!("symlinked_proc_or_sys_is_refused");
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         for dir in ["proc", "sys"] {
             let id = unique(&format!("symproc-{}-{dir}", rt.name));
             let b = peer_bundle("runc", false, &id, &sh("ls /elsewhere; true"));
@@ -834,7 +637,7 @@ fn symlinked_proc_or_sys_is_refused() {
                 "{}: {dir}: the error does not say why: {err}",
                 rt.name
             );
-            assert_no_leftovers_of(&rt, &id, b.path());
+            rt.assert_clean(&id, b.path());
         }
     }
 }
@@ -844,7 +647,7 @@ fn symlinked_proc_or_sys_is_refused() {
 #[test]
 fn masked_symlink_is_refused() {
     root_only!("masked_symlink_is_refused");
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         let id = unique(&format!("masklink-{}", rt.name));
         let mut b = peer_bundle("runc", false, &id, &sh("true"));
         std::os::unix::fs::symlink("../masked_link", b.rootfs().join("masked_link")).unwrap();
@@ -856,11 +659,11 @@ fn masked_symlink_is_refused() {
         });
         let err = rt.run_fails(&id, &b);
         assert!(err.contains("masked_link"), "{}: {err}", rt.name);
-        assert_no_leftovers_of(&rt, &id, b.path());
+        rt.assert_clean(&id, b.path());
     }
     // A link to a file that exists: runc 1.1.5 masks its target; berth
     // refuses, since the image decides where such a link points.
-    let rt = Runner::berth();
+    let rt = Peer::berth();
     let id = unique("masklink-target");
     let mut b = peer_bundle("runc", false, &id, &sh("cat /secret"));
     fs::write(b.rootfs().join("secret"), "secret\n").unwrap();
@@ -878,7 +681,7 @@ fn masked_symlink_is_refused() {
             && err.contains("symbolic link"),
         "{err}"
     );
-    assert_no_leftovers_of(&rt, &id, b.path());
+    rt.assert_clean(&id, b.path());
 }
 
 /// Item 10: a relative `linux.readonlyPaths` entry is taken relative to the
@@ -886,7 +689,7 @@ fn masked_symlink_is_refused() {
 #[test]
 fn relative_readonly_path() {
     root_only!("relative_readonly_path");
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         for rootless in [false, true] {
             let id = unique(&format!("relro-{}-{rootless}", rt.name));
             let mut b = peer_bundle(
@@ -906,7 +709,7 @@ fn relative_readonly_path() {
             });
             let out = rt.run_ok(&id, &b);
             assert_eq!(out, "rw-ok\n", "{} rootless={rootless}", rt.name);
-            assert_no_leftovers_of(&rt, &id, b.path());
+            rt.assert_clean(&id, b.path());
         }
     }
 }
@@ -917,7 +720,7 @@ fn relative_readonly_path() {
 #[test]
 fn personality_applies_to_exec() {
     root_only!("personality_applies_to_exec");
-    let rt = Runner::berth();
+    let rt = Peer::berth();
     let id = unique("persona");
     let mut b = peer_bundle("crun", false, &id, &["sleep", "1000"]);
     b.edit(|c| c["linux"]["personality"] = json!({"domain": "LINUX32"}));
@@ -935,7 +738,7 @@ fn personality_applies_to_exec() {
         "00000008\n"
     );
     rt.remove(&id);
-    assert_no_leftovers_of(&rt, &id, b.path());
+    rt.assert_clean(&id, b.path());
 }
 
 /// The memory policy of the first mapping in a `numa_maps` listing.
@@ -955,7 +758,7 @@ fn first_policy(numa_maps: &str) -> String {
 #[test]
 fn memory_policy() {
     root_only!("memory_policy");
-    let rt = Runner::berth();
+    let rt = Peer::berth();
     for (policy, want) in [
         (json!({"mode": "MPOL_BIND", "nodes": "0"}), "bind:0"),
         (
@@ -991,7 +794,7 @@ fn memory_policy() {
         let init = fs::read_to_string(format!("/proc/{pid}/numa_maps")).unwrap();
         assert_eq!(first_policy(&init), want, "init with {policy}: {init}");
         rt.remove(&id);
-        assert_no_leftovers_of(&rt, &id, b.path());
+        rt.assert_clean(&id, b.path());
     }
 }
 
@@ -1000,7 +803,7 @@ fn memory_policy() {
 #[test]
 fn memory_policy_errors() {
     root_only!("memory_policy_errors");
-    let rt = Runner::berth();
+    let rt = Peer::berth();
     let online = fs::read_to_string("/sys/devices/system/node/online").unwrap_or_default();
     let absent = (0..4096)
         .find(|n| parse_nodes(&online).iter().all(|o| o != n))
@@ -1042,7 +845,7 @@ fn memory_policy_errors() {
         for w in words {
             assert!(err.contains(w), "{policy}: the error lacks {w:?}: {err}");
         }
-        assert_no_leftovers_of(&rt, &id, b.path());
+        rt.assert_clean(&id, b.path());
     }
 }
 
@@ -1074,7 +877,7 @@ fn listen_fds_count_only_with_our_listen_pid() {
         .open(out_file.path())
         .unwrap();
     let pass_fd = pass.as_raw_fd();
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         for (case, listen_pid) in [("stray", None), ("other", Some("1")), ("ours", Some("$$"))] {
             let id = unique(&format!("listen-{case}-{}", rt.name));
             let b = peer_bundle(
@@ -1091,7 +894,7 @@ fn listen_fds_count_only_with_our_listen_pid() {
             c.args(["-c", &script, "sh"])
                 .arg(&rt.bin)
                 .arg("--root")
-                .arg(rt.root.path())
+                .arg(&rt.root)
                 .args(["run", "--bundle", b.path().to_str().unwrap(), &id])
                 .env("LISTEN_FDS", "2")
                 .env_remove("LISTEN_PID")
@@ -1128,7 +931,7 @@ fn listen_fds_count_only_with_our_listen_pid() {
                 assert_eq!(env, "env=:", "{} {case}: {out}", rt.name);
                 assert_eq!(fds, ["0", "1", "2"], "{} {case}: {out}", rt.name);
             }
-            assert_no_leftovers_of(&rt, &id, b.path());
+            rt.assert_clean(&id, b.path());
         }
     }
 }
@@ -1140,7 +943,7 @@ fn listen_fds_count_only_with_our_listen_pid() {
 #[test]
 fn huge_exec_cpu_affinity_is_refused() {
     root_only!("huge_exec_cpu_affinity_is_refused");
-    let rt = Runner::berth();
+    let rt = Peer::berth();
     for (field, list) in [
         ("initial", "0-4294967295"),
         ("final", "0,1,18446744073709551615"),
@@ -1154,7 +957,7 @@ fn huge_exec_cpu_affinity_is_refused() {
             err.contains(&format!("process.execCPUAffinity.{field}")) && err.contains("1023"),
             "{field} {list}: {err}"
         );
-        assert_no_leftovers_of(&rt, &id, b.path());
+        rt.assert_clean(&id, b.path());
     }
     // exec with such a process.
     let id = unique("cpuaff-exec");
@@ -1170,7 +973,7 @@ fn huge_exec_cpu_affinity_is_refused() {
     assert!(!o.status.success(), "exec took the list");
     assert!(err.contains("process.execCPUAffinity.initial"), "{err}");
     rt.remove(&id);
-    assert_no_leftovers_of(&rt, &id, b.path());
+    rt.assert_clean(&id, b.path());
 }
 
 /// A `linux.readonlyPaths` entry that is a symlink is refused, naming the
@@ -1178,7 +981,7 @@ fn huge_exec_cpu_affinity_is_refused() {
 #[test]
 fn readonly_symlink_is_refused() {
     root_only!("readonly_symlink_is_refused");
-    for rt in Runner::both() {
+    for rt in Peer::both() {
         let id = unique(&format!("rolink-{}", rt.name));
         let mut b = peer_bundle("runc", false, &id, &sh("true"));
         std::os::unix::fs::symlink("../ro_link", b.rootfs().join("ro_link")).unwrap();
@@ -1190,12 +993,12 @@ fn readonly_symlink_is_refused() {
         });
         let err = rt.run_fails(&id, &b);
         assert!(err.contains("ro_link"), "{}: {err}", rt.name);
-        assert_no_leftovers_of(&rt, &id, b.path());
+        rt.assert_clean(&id, b.path());
     }
     // A link to a directory that exists: runc 1.1.5 makes its target
     // read-only; berth refuses, since the image decides where the link
     // points (and a bind mount over the link itself protects nothing).
-    let rt = Runner::berth();
+    let rt = Peer::berth();
     for target in ["/data", "data"] {
         let id = unique("rolink-target");
         let mut b = peer_bundle(
@@ -1220,6 +1023,6 @@ fn readonly_symlink_is_refused() {
                 && err.contains("symbolic link"),
             "{target}: {err}"
         );
-        assert_no_leftovers_of(&rt, &id, b.path());
+        rt.assert_clean(&id, b.path());
     }
 }

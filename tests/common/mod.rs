@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod net;
+pub mod peer;
 pub mod registry;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -282,59 +282,66 @@ impl StateDir {
     }
 }
 
-/// Read the record in the state dir `dir` of container `id`, without its
-/// lock (the file is replaced atomically); a missing file means the create
-/// never finished.
-pub fn read_record(dir: &Path, id: &str) -> Result<Option<Record>> {
-    let p = dir.join(STATE_FILE);
+/// A schema-versioned file of a state dir.
+trait Versioned: serde::de::DeserializeOwned {
+    fn schema(&self) -> u32;
+}
+
+impl Versioned for Record {
+    fn schema(&self) -> u32 {
+        self.schema
+    }
+}
+
+impl Versioned for Pending {
+    fn schema(&self) -> u32 {
+        self.schema
+    }
+}
+
+/// Reads `file` of the state dir `dir` of container `id`, if it is there,
+/// refusing a schema this runtime does not read; `what` names it in errors.
+fn read_versioned<T: Versioned>(
+    dir: &Path,
+    id: &str,
+    file: &str,
+    what: &'static str,
+) -> Result<Option<T>> {
+    let p = dir.join(file);
     match fs::read(&p) {
         Ok(b) => {
-            let r: Record = serde_json::from_slice(&b).map_err(|e| Error::State {
+            let r: T = serde_json::from_slice(&b).map_err(|e| Error::State {
                 id: id.into(),
                 msg: format!("{}: {e}", p.display()),
             })?;
-            if r.schema != STATE_SCHEMA {
+            if r.schema() != STATE_SCHEMA {
                 return Err(Error::State {
                     id: id.into(),
                     msg: format!(
                         "{} has schema {} but this runtime reads {STATE_SCHEMA}",
                         p.display(),
-                        r.schema
+                        r.schema()
                     ),
                 });
             }
             Ok(Some(r))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read state", p, e)),
+        Err(e) => Err(Error::io(what, p, e)),
     }
+}
+
+/// Read the record in the state dir `dir` of container `id`, without its
+/// lock (the file is replaced atomically); a missing file means the create
+/// never finished.
+pub fn read_record(dir: &Path, id: &str) -> Result<Option<Record>> {
+    read_versioned(dir, id, STATE_FILE, "read state")
 }
 
 /// Read the pending record of an unfinished create in state dir `dir`, if
 /// it got as far as writing one.
 pub fn read_pending(dir: &Path, id: &str) -> Result<Option<Pending>> {
-    let p = dir.join(PENDING_FILE);
-    match fs::read(&p) {
-        Ok(b) => {
-            let r: Pending = serde_json::from_slice(&b).map_err(|e| Error::State {
-                id: id.into(),
-                msg: format!("{}: {e}", p.display()),
-            })?;
-            if r.schema != STATE_SCHEMA {
-                return Err(Error::State {
-                    id: id.into(),
-                    msg: format!(
-                        "{} has schema {} but this runtime reads {STATE_SCHEMA}",
-                        p.display(),
-                        r.schema
-                    ),
-                });
-            }
-            Ok(Some(r))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read pending state", p, e)),
-    }
+    read_versioned(dir, id, PENDING_FILE, "read pending state")
 }
 
 /// The mode of the records in a state dir.
