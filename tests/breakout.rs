@@ -474,3 +474,39 @@ fn monitor_and_init_are_out_of_reach() {
     );
     env.ok(&["rm", "-f", &name]);
 }
+
+/// What berth itself does when it starts its monitor, the runtime's
+/// `create` and `exec` (`berth_engine::container::sealed_command`): the
+/// child is executed through a read-only view of the binary, so it never
+/// runs from the writable host file and need not re-execute itself. The
+/// same binary started plainly is writable, which the check must see.
+#[test]
+fn binaries_berth_starts_run_from_a_read_only_view() {
+    root_only!("binaries_berth_starts_run_from_a_read_only_view");
+    let dir = tempfile::Builder::new()
+        .prefix("berth-view.")
+        .tempdir()
+        .unwrap();
+    let bin = dir.path().join("sleeper");
+    fs::copy("/bin/sleep", &bin).unwrap();
+    let before = fs::read(&bin).unwrap();
+    let (mut c, view) = berth_engine::container::sealed_command(&bin);
+    assert!(view.is_some(), "no read-only view of {}", bin.display());
+    let mut viewed = c.arg("1000").spawn().unwrap();
+    drop(view);
+    let mut plain = Command::new(&bin).arg("1000").spawn().unwrap();
+    let v = exe_protection("through the view", viewed.id() as i32);
+    let p = exe_protection("started plainly", plain.id() as i32);
+    // Through the view, writing the file fails even for root.
+    let w = fs::OpenOptions::new()
+        .append(true)
+        .open(format!("/proc/{}/exe", viewed.id()));
+    for ch in [&mut viewed, &mut plain] {
+        let _ = ch.kill();
+        let _ = ch.wait();
+    }
+    v.unwrap();
+    assert!(p.is_err(), "a plainly started copy counted as protected");
+    assert!(w.is_err(), "the view's file opened for writing");
+    assert_eq!(fs::read(&bin).unwrap(), before);
+}

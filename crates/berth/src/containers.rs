@@ -1839,7 +1839,7 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
     } else {
         c.config.runtime.clone()
     };
-    let mut cmd = Command::new(&rt);
+    let (mut cmd, _view) = berth_engine::container::sealed_command(&rt);
     cmd.arg("--root")
         .arg(engine.runtime_root())
         .arg("exec")

@@ -345,6 +345,26 @@ fn logrus_value(s: &str) -> String {
     out
 }
 
+/// A command that executes `binary` (one of berth's, or a runtime that
+/// enters containers) through a read-only view of it, when one can be made,
+/// so that it need not re-execute itself from a sealed copy
+/// (CVE-2019-5736, `berth_exeseal`). argv[0] stays `binary`. The view must
+/// be kept until the command has been spawned.
+pub fn sealed_command(binary: &Path) -> (Command, Option<berth_exeseal::ReadOnlyView>) {
+    use std::os::unix::process::CommandExt;
+    match berth_exeseal::ReadOnlyView::new(binary) {
+        Ok(v) => {
+            let mut c = Command::new(v.path());
+            c.arg0(binary);
+            (c, Some(v))
+        }
+        Err(e) => {
+            tracing::debug!("no read-only view of {}: {e}", binary.display());
+            (Command::new(binary), None)
+        }
+    }
+}
+
 /// Finds a helper binary: `$ENV`, then beside the current executable, then
 /// berth's libexec dirs, then `PATH`.
 pub fn find_binary(name: &str, env: &str) -> PathBuf {
@@ -1091,7 +1111,7 @@ impl Engine {
             ._file
             .try_clone()
             .map_err(io_err("share the container's lock"))?;
-        let mut cmd = Command::new(&self.opts.monitor);
+        let (mut cmd, _view) = sealed_command(&self.opts.monitor);
         cmd.arg(dir.join("monitor.json"))
             .stdin(Stdio::from(held))
             .stdout(Stdio::piped())

@@ -35,10 +35,12 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_exeseal::ReadOnlyView;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
@@ -235,7 +237,21 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> MonitorError 
 
 impl MonitorConfig {
     fn runtime_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.runtime);
+        self.runtime_cmd_via(None, args)
+    }
+
+    /// The runtime command, executed through `view` (a read-only view of
+    /// the runtime binary) when there is one: the runtime then need not
+    /// re-execute itself from a sealed copy (`berth_exeseal`).
+    fn runtime_cmd_via(&self, view: Option<&ReadOnlyView>, args: &[&str]) -> Command {
+        let mut c = match view {
+            Some(v) => {
+                let mut c = Command::new(v.path());
+                c.arg0(&self.runtime);
+                c
+            }
+            None => Command::new(&self.runtime),
+        };
         c.arg("--root").arg(&self.runtime_root).args(args);
         c
     }
@@ -445,7 +461,9 @@ impl Monitor {
         fs::create_dir_all(&state).map_err(io_err(format!("create {}", state.display())))?;
         let pid_file = state.join("pid");
         let log = state.join("runtime.log");
-        let mut create = cfg.runtime_cmd(&[]);
+        // Kept until the runtime has been started.
+        let view = ReadOnlyView::new(&cfg.runtime).ok();
+        let mut create = cfg.runtime_cmd_via(view.as_ref(), &[]);
         create
             .arg("--log")
             .arg(&log)
