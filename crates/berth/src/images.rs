@@ -379,7 +379,8 @@ fn containers_using(store: &ImageStore, name: &str) -> Result<Vec<String>> {
         return Ok(Vec::new());
     };
     let id = img.id().to_string();
-    let records = berth_engine::records::ContainerStore::new(store.meta().clone()).list()?;
+    // Images are shared: every namespace's containers count.
+    let records = berth_engine::records::ContainerStore::new(store.meta().clone()).list_all()?;
     Ok(records
         .into_iter()
         .filter(|r| r.image_id == id)

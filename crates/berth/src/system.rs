@@ -187,8 +187,9 @@ pub fn info(cli: &Cli, a: &FormatArgs) -> Result<ExitCode> {
 
 /// The image IDs (config digests) that containers were made from.
 pub fn images_in_use(engine: &Engine) -> Result<BTreeSet<String>> {
+    // Images are shared: every namespace's containers count.
     Ok(engine
-        .list()?
+        .list_all()?
         .into_iter()
         .map(|c| c.record.image_id)
         .collect())

@@ -90,7 +90,7 @@ pub struct PruneArgs {
 
 /// Runs one `volume` command.
 pub fn run(cli: &Cli, c: &VolumeCommand) -> Result<ExitCode> {
-    let store = VolumeStore::new(&cli.root);
+    let store = VolumeStore::in_namespace(&cli.root, &cli.namespace);
     match c {
         VolumeCommand::Create(a) => create(&store, a),
         VolumeCommand::Ls(a) => ls(&store, a),
@@ -100,11 +100,11 @@ pub fn run(cli: &Cli, c: &VolumeCommand) -> Result<ExitCode> {
     }
 }
 
-/// The volumes that containers mount.
+/// The volumes that this namespace's containers mount.
 fn in_use(cli: &Cli) -> Result<BTreeSet<String>> {
     let meta = MetaDb::open(&cli.root.join("meta.redb"))
         .with_context(|| format!("opening the metadata DB in {}", cli.root.display()))?;
-    let recs = ContainerStore::new(meta)
+    let recs = ContainerStore::in_namespace(meta, cli.namespace.clone())
         .list()
         .context("reading container records")?;
     Ok(volumes::in_use(&recs))
