@@ -28,9 +28,11 @@
 pub mod create;
 pub mod inspect;
 pub mod logs;
+pub mod networks;
 pub mod ops;
 pub mod ps;
 pub mod run;
+pub mod volumes;
 
 use std::io;
 
