@@ -1285,7 +1285,7 @@ impl Engine {
         let dir = self.dir(c.id());
         loop {
             // Watches first, then the look: a change in between still wakes.
-            let mut waker = crate::wait::Waker::new(&dir);
+            let mut waker = crate::wait::Waker::for_state(&dir);
             let monitor = self.monitor_pid(c.id());
             if let Some(m) = monitor {
                 waker.watch_pid(m);

@@ -24,6 +24,9 @@ use rustix::fs::inotify;
 pub struct Waker {
     inotify: Option<OwnedFd>,
     pidfds: Vec<OwnedFd>,
+    /// Whether writes to the log (`ctr.log*`) are no event: a waiter for a
+    /// state change must not wake for every line a chatty container logs.
+    ignore_log: bool,
 }
 
 impl Waker {
@@ -52,6 +55,16 @@ impl Waker {
         Waker {
             inotify,
             pidfds: Vec::new(),
+            ignore_log: false,
+        }
+    }
+
+    /// [`Waker::new`] for a waiter on the container's state: the log's
+    /// growth and rotation do not wake it.
+    pub fn for_state(dir: &Path) -> Waker {
+        Waker {
+            ignore_log: true,
+            ..Waker::new(dir)
         }
     }
 
@@ -82,39 +95,60 @@ impl Waker {
         if !self.watches() {
             return true;
         }
-        let mut fds: Vec<PollFd<'_>> = self
-            .inotify
-            .iter()
-            .chain(&self.pidfds)
-            .map(|fd| PollFd::new(fd, PollFlags::IN))
-            .collect();
-        let timeout = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: left.subsec_nanos() as i64,
-            }
-        });
         loop {
+            let mut fds: Vec<PollFd<'_>> = self
+                .inotify
+                .iter()
+                .chain(&self.pidfds)
+                .map(|fd| PollFd::new(fd, PollFlags::IN))
+                .collect();
+            let timeout = deadline.map(|d| {
+                let left = d.saturating_duration_since(Instant::now());
+                Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: left.subsec_nanos() as i64,
+                }
+            });
             match poll(&mut fds, timeout.as_ref()) {
                 Ok(0) => return false,
-                Ok(_) => break,
+                Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 // Cannot wait: let the caller look again.
                 Err(_) => return true,
             }
+            let ready = |i: usize| !fds[i].revents().is_empty();
+            let first_pid = usize::from(self.inotify.is_some());
+            if (first_pid..fds.len()).any(ready) {
+                return true;
+            }
+            if let Some(fd) = &self.inotify {
+                if drain(fd.as_fd(), self.ignore_log) {
+                    return true;
+                }
+            }
         }
-        if let Some(fd) = &self.inotify {
-            drain(fd.as_fd());
-        }
-        true
     }
 }
 
-/// Reads and drops the queued inotify events.
-fn drain(fd: std::os::fd::BorrowedFd<'_>) {
-    let mut buf = [0u8; 4096];
-    while matches!(rustix::io::read(fd, &mut buf), Ok(n) if n > 0) {}
+/// Reads and drops the queued inotify events; true if one of them counts
+/// (any, unless `ignore_log`, when those about `ctr.log*` do not).
+fn drain(fd: std::os::fd::BorrowedFd<'_>, ignore_log: bool) -> bool {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    let mut r = inotify::Reader::new(fd, &mut buf);
+    let mut counts = false;
+    loop {
+        match r.next() {
+            Ok(e) => {
+                let log = e
+                    .file_name()
+                    .is_some_and(|n| n.to_bytes().starts_with(b"ctr.log"));
+                counts |= !(ignore_log && log);
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            // EAGAIN: nothing more queued.
+            Err(_) => return counts,
+        }
+    }
 }
 
 /// Waits until process `pid` has ended or `deadline` passes; true when it
@@ -123,6 +157,7 @@ pub fn wait_pid_gone(pid: i32, deadline: Option<Instant>) -> bool {
     let mut w = Waker {
         inotify: None,
         pidfds: Vec::new(),
+        ignore_log: false,
     };
     // The pidfd becomes readable when the process ends.
     if !w.watch_pid(pid) {
@@ -148,6 +183,17 @@ mod tests {
         // The write ends it; no deadline.
         assert!(w.wait(None));
         writer.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_state_waiter_sleeps_through_log_lines() {
+        let t = tempfile::tempdir().unwrap();
+        let w = Waker::for_state(t.path());
+        std::fs::write(t.path().join("ctr.log"), b"line\n").unwrap();
+        // Only the log changed: the deadline ends it.
+        assert!(!w.wait(Some(Instant::now() + Duration::from_millis(1))));
+        std::fs::write(t.path().join("exit.json"), b"{}").unwrap();
+        assert!(w.wait(None));
     }
 
     #[test]
