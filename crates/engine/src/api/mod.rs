@@ -26,12 +26,14 @@
 //! [`Engine`]: crate::container::Engine
 
 pub mod create;
+pub mod images;
 pub mod inspect;
 pub mod logs;
 pub mod networks;
 pub mod ops;
 pub mod ps;
 pub mod run;
+pub mod system;
 pub mod volumes;
 
 use std::io;
