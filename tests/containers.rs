@@ -983,6 +983,30 @@ fn detached_rm_removes_itself() {
     env.assert_clean(&[id]);
 }
 
+/// `run --rm` removes the container's anonymous volumes with it, in the
+/// foreground as detached (docker's `--rm`); a named volume stays.
+#[test]
+fn rm_run_takes_its_anonymous_volumes() {
+    if !need_root("rm_run_takes_its_anonymous_volumes") {
+        return;
+    }
+    let env = Env::new("ctr-rmvol");
+    let vol = unique("keep");
+    let named = format!("{vol}:/n");
+    env.ok(&[
+        "run", "--rm", "-v", "/anon", "-v", &named, &env.image, "true",
+    ]);
+    assert_eq!(env.ok(&["volume", "ls", "-q"]).trim(), vol);
+    let id = env
+        .ok(&["run", "-d", "--rm", "-v", "/anon", &env.image, "true"])
+        .trim()
+        .to_string();
+    wait_until("the container to remove itself", || env.ids().is_empty());
+    assert_eq!(env.ok(&["volume", "ls", "-q"]).trim(), vol);
+    env.ok(&["volume", "rm", &vol]);
+    env.assert_clean(&[id]);
+}
+
 /// `exec` runs in the container with its environment, as another user, in
 /// another directory, and passes the exit code; a missing command is 127.
 #[test]

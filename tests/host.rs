@@ -497,6 +497,7 @@ fn volume_commands() {
         .create(&berth_engine::records::ContainerRecord {
             id: "b".repeat(64),
             name: "user-of-vol-a".into(),
+            namespace: "default".into(),
             image: "busybox".into(),
             image_id: "sha256:x".into(),
             created: String::new(),

@@ -164,13 +164,7 @@ struct Listed {
 }
 
 pub(crate) fn split_name(name: &str) -> (String, String) {
-    if let Some((repo, _)) = name.split_once('@') {
-        return (repo.to_string(), "<none>".to_string());
-    }
-    match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => (name[..i].to_string(), name[i + 1..].to_string()),
-        _ => (name.to_string(), "<none>".to_string()),
-    }
+    berth_engine::api::images::split_name(name)
 }
 
 fn glob(pattern: &str, s: &str) -> bool {
@@ -374,24 +368,19 @@ pub struct RmiArgs {
 
 /// The names of the containers made from the image `name` (none when
 /// there is no such image).
-fn containers_using(store: &ImageStore, name: &str) -> Result<Vec<String>> {
-    let Ok(img) = store.get(name, &Platform::host()) else {
-        return Ok(Vec::new());
-    };
-    let id = img.id().to_string();
-    let records = berth_engine::records::ContainerStore::new(store.meta().clone()).list()?;
-    Ok(records
-        .into_iter()
-        .filter(|r| r.image_id == id)
-        .map(|r| r.name)
-        .collect())
+fn containers_using(cli: &Cli, store: &ImageStore, name: &str) -> Result<Vec<String>> {
+    Ok(berth_engine::api::images::containers_using_image(
+        store,
+        &cli.namespace,
+        name,
+    )?)
 }
 
 pub fn rmi(cli: &Cli, a: &RmiArgs) -> Result<ExitCode> {
     let store = open_store(cli, None)?;
     let mut failed = false;
     for i in &a.images {
-        let users = containers_using(&store, i)?;
+        let users = containers_using(cli, &store, i)?;
         if !users.is_empty() && !a.force {
             eprintln!(
                 "Error: image {i} is in use by container(s) {}: remove them first, or untag it with --force",
@@ -840,7 +829,7 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
     let store = open_store(cli, None)?;
     for rec in store.list()? {
         let dangling = split_name(&rec.name).1 == "<none>";
-        if (a.all || dangling) && containers_using(&store, &rec.name)?.is_empty() {
+        if (a.all || dangling) && containers_using(cli, &store, &rec.name)?.is_empty() {
             store.meta().delete_image(&rec.name)?;
             println!("Untagged: {}", rec.name);
         }

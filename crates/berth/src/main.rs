@@ -115,8 +115,22 @@ pub struct Cli {
         value_parser = parse_address_pool
     )]
     pub default_address_pools: Vec<berth_engine::networks::AddressPool>,
+    /// The store namespace (as containerd's): containers and volumes are
+    /// each namespace's own, images are shared. Kubernetes' are in k8s.io.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_NAMESPACE",
+        default_value = berth_engine::namespace::DEFAULT,
+        value_parser = parse_namespace
+    )]
+    pub namespace: berth_engine::namespace::Namespace,
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn parse_namespace(s: &str) -> Result<berth_engine::namespace::Namespace, String> {
+    berth_engine::namespace::Namespace::new(s).map_err(|e| e.to_string())
 }
 
 fn parse_address_pool(s: &str) -> Result<berth_engine::networks::AddressPool, String> {

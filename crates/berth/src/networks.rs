@@ -8,10 +8,9 @@
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use berth_engine::networks::{CreateNetwork, NetworkDef, Subnet, DEFAULT_NETWORK};
+use anyhow::{Context, Result};
+use berth_engine::api::networks::{network_id, NetworkCreateRequest};
 use clap::{Args, Subcommand};
-use sha2::{Digest, Sha256};
 
 use crate::containers::open_engine;
 use crate::format::{self, Row};
@@ -135,37 +134,13 @@ pub fn run(cli: &Cli, c: &NetworkCommand) -> Result<ExitCode> {
     }
 }
 
-/// A network's ID: the SHA-256 of its name.
-pub fn network_id(name: &str) -> String {
-    let d = Sha256::digest(name.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
-    if a.driver != "bridge" {
-        bail!(
-            "unsupported network driver {:?}: berth makes bridge networks",
-            a.driver
-        );
-    }
     let engine = open_engine(cli)?;
-    let subnet = a.subnet.as_deref().map(Subnet::parse).transpose()?;
-    let gateway = match &a.gateway {
-        Some(g) => {
-            if subnet.is_none() {
-                bail!("--gateway needs --subnet");
-            }
-            Some(
-                g.parse()
-                    .with_context(|| format!("invalid --gateway {g:?}: not an IPv4 address"))?,
-            )
-        }
-        None => None,
-    };
-    let d = engine.networks().create(&CreateNetwork {
+    let d = engine.network_create(&NetworkCreateRequest {
         name: a.name.clone(),
-        subnet,
-        gateway,
+        driver: a.driver.clone(),
+        subnet: a.subnet.clone(),
+        gateway: a.gateway.clone(),
         internal: a.internal,
         bridge: a.interface_name.clone(),
     })?;
@@ -175,10 +150,7 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
 
 fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
-    let nets = engine.networks();
-    // The default network is always listed, made on first use like docker's.
-    nets.ensure_default()?;
-    let defs = nets.list()?;
+    let defs = engine.network_list()?;
     if a.quiet {
         for d in &defs {
             println!("{}", d.name);
@@ -200,53 +172,13 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect_json(engine: &berth_engine::container::Engine, d: &NetworkDef) -> serde_json::Value {
-    let mut containers = serde_json::Map::new();
-    for c in engine.network_users(&d.name).unwrap_or_default() {
-        let st = engine.net_state(c.id());
-        if let Some(at) = st.attachments.iter().find(|x| x.network == d.name) {
-            containers.insert(
-                c.id().to_string(),
-                serde_json::json!({
-                    "Name": c.name(),
-                    "IPv4Address": at.ip.map(|i| format!("{i}/{}", at.prefix)).unwrap_or_default(),
-                    "MacAddress": at.mac,
-                    "InterfaceName": at.ifname,
-                }),
-            );
-        }
-    }
-    serde_json::json!({
-        "Name": d.name,
-        "Id": network_id(&d.name),
-        "Driver": d.driver,
-        "NetworkInterface": d.bridge,
-        "Internal": d.internal,
-        "IPAM": {"Driver": "host-local", "Config": d.subnet.map(|s| vec![serde_json::json!({
-            "Subnet": s.to_string(),
-            "Gateway": d.gateway.map(|g| g.to_string()).unwrap_or_default(),
-        })]).unwrap_or_default()},
-        "Backend": if engine.backend_for(d) == "fast" { "berth bridge (in-process)" } else { "CNI plugins" },
-        // CNI STATUS (plugins at spec 1.1 report whether they can take
-        // containers; older ones are taken as ready).
-        "Status": match engine.attachers().for_backend(engine.backend_for(d)).status(d) {
-            Ok(()) => "ready".to_string(),
-            Err(e) => e.to_string(),
-        },
-        "ConfigFile": d.file,
-        "Containers": containers,
-        "Config": d.conflist,
-    })
-}
-
 fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
-    let nets = engine.networks();
     let mut out = Vec::new();
     let mut code = ExitCode::SUCCESS;
     for n in &a.names {
-        match nets.get(n) {
-            Ok(d) => out.push(inspect_json(&engine, &d)),
+        match engine.network_inspect(n) {
+            Ok(d) => out.push(d),
             Err(e) => {
                 eprintln!("Error: {e}");
                 code = ExitCode::from(125);
@@ -261,14 +193,7 @@ fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
     let mut code = ExitCode::SUCCESS;
     for n in &a.names {
-        if a.force && n != DEFAULT_NETWORK {
-            for c in engine.network_users(n)? {
-                engine
-                    .remove(&c, true)
-                    .with_context(|| format!("removing container {}", c.name()))?;
-            }
-        }
-        match engine.remove_network(n) {
+        match engine.network_remove(n, a.force) {
             Ok(d) => println!("{}", d.name),
             Err(e) => {
                 eprintln!("Error: {e}");
@@ -282,16 +207,8 @@ fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
 fn connect(cli: &Cli, a: &ConnectArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
     let c = engine.get(&a.container)?;
-    let def = engine.networks().get(&a.network)?;
-    let ip =
-        a.ip.as_deref()
-            .map(|ip| {
-                ip.parse()
-                    .with_context(|| format!("invalid --ip {ip:?}: not an IPv4 address"))
-            })
-            .transpose()?;
     engine
-        .connect(&c, &def, ip, engine.attachers())
+        .network_connect(&c, &a.network, a.ip.as_deref())
         .with_context(|| format!("connecting {} to network {}", c.name(), a.network))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -300,7 +217,7 @@ fn disconnect(cli: &Cli, a: &DisconnectArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
     let c = engine.get(&a.container)?;
     engine
-        .disconnect(&c, &a.network, engine.attachers())
+        .network_disconnect(&c, &a.network)
         .with_context(|| format!("disconnecting {} from network {}", c.name(), a.network))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -325,14 +242,5 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
 /// Removes the unused networks berth made (never the default one, never
 /// another tool's); returns their names.
 pub fn prune_networks(engine: &berth_engine::container::Engine) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for d in engine.networks().list()? {
-        if !d.berth_made || d.name == DEFAULT_NETWORK || !engine.network_users(&d.name)?.is_empty()
-        {
-            continue;
-        }
-        engine.remove_network(&d.name)?;
-        out.push(d.name);
-    }
-    Ok(out)
+    Ok(engine.network_prune()?)
 }

@@ -3,11 +3,9 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::process::{Command, ExitCode};
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use berth_engine::container::{Engine, Status};
-use berth_image::gc::GcOptions;
+use anyhow::{bail, Result};
+use berth_engine::container::Status;
 use berth_image::platform::Platform;
 use clap::Args;
 use serde_json::{json, Value};
@@ -87,22 +85,9 @@ fn cgroup_version() -> &'static str {
     }
 }
 
-fn counts(engine: &Engine) -> Result<(usize, usize, usize, usize)> {
-    let (mut running, mut paused, mut stopped) = (0, 0, 0);
-    let all = engine.list()?;
-    for c in &all {
-        match engine.state(c).status {
-            Status::Running | Status::Restarting => running += 1,
-            Status::Paused => paused += 1,
-            Status::Created | Status::Exited => stopped += 1,
-        }
-    }
-    Ok((all.len(), running, paused, stopped))
-}
-
 pub fn info(cli: &Cli, a: &FormatArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
-    let (total, running, paused, stopped) = counts(&engine)?;
+    let n = engine.container_counts()?;
     let images = engine.store().list()?.len();
     let uname = rustix::system::uname();
     let os = std::fs::read_to_string("/etc/os-release")
@@ -127,10 +112,11 @@ pub fn info(cli: &Cli, a: &FormatArgs) -> Result<ExitCode> {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "overlay".into());
     let v = json!({
-        "Containers": total,
-        "ContainersRunning": running,
-        "ContainersPaused": paused,
-        "ContainersStopped": stopped,
+        "Containers": n.total,
+        "ContainersRunning": n.running,
+        "ContainersPaused": n.paused,
+        "ContainersStopped": n.stopped,
+        "Namespace": engine.namespace().as_str(),
         "Images": images,
         "Storage": {"Driver": snapshotter, "RootDir": cli.root, "RunDir": cli.run_dir},
         "Runtime": {"Path": rt, "Version": runtime_version(&rt)},
@@ -185,15 +171,6 @@ pub fn info(cli: &Cli, a: &FormatArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The image IDs (config digests) that containers were made from.
-pub fn images_in_use(engine: &Engine) -> Result<BTreeSet<String>> {
-    Ok(engine
-        .list()?
-        .into_iter()
-        .map(|c| c.record.image_id)
-        .collect())
-}
-
 /// `system df`.
 #[derive(Debug, Args)]
 pub struct DfArgs {
@@ -208,59 +185,35 @@ fn pct(part: u64, whole: u64) -> String {
 
 pub fn df(cli: &Cli, a: &DfArgs) -> Result<ExitCode> {
     let engine = open_engine(cli)?;
-    let store = engine.store();
-    let used = images_in_use(&engine)?;
-    let host = Platform::host();
+    let du = engine.disk_usage()?;
     let mut img_total = 0u64;
     let mut img_reclaim = 0u64;
     let mut img_active = 0;
     let mut seen = BTreeSet::new();
-    let mut img_rows = Vec::new();
-    for rec in store.list()? {
-        let Ok(img) = store.resolve(&rec, &host) else {
-            continue;
-        };
-        let id = img.id().to_string();
-        let size = img.size();
-        let active = used.contains(&id);
-        if seen.insert(id.clone()) {
-            img_total += size;
-            if active {
+    for i in &du.images {
+        if seen.insert(i.id.clone()) {
+            img_total += i.size;
+            if i.active {
                 img_active += 1;
             } else {
-                img_reclaim += size;
+                img_reclaim += i.size;
             }
         }
-        img_rows.push((rec.name.clone(), id, size, active));
     }
-    let containers = engine.list()?;
     let mut ctr_total = 0u64;
     let mut ctr_reclaim = 0u64;
     let mut ctr_active = 0;
-    let mut ctr_rows = Vec::new();
-    for c in &containers {
-        let size = store
-            .snapshotter()
-            .usage(&berth_engine::bundle::snapshot_key(c.id()))
-            .map(|u| u.size)
-            .unwrap_or(0);
-        let st = engine.state(c);
-        ctr_total += size;
-        if st.is_active() {
+    for c in &du.containers {
+        ctr_total += c.size;
+        if matches!(
+            c.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
             ctr_active += 1;
         } else {
-            ctr_reclaim += size;
+            ctr_reclaim += c.size;
         }
-        ctr_rows.push((
-            c.id()[..12].to_string(),
-            c.name().to_string(),
-            size,
-            st.status,
-        ));
     }
-    // Directories interrupted removals left: all of it reclaimable by GC.
-    let trash = store.snapshotter().trash()?;
-    let trash_size: u64 = trash.iter().map(|t| t.size).sum();
     println!(
         "{}",
         format::render(
@@ -268,12 +221,12 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<ExitCode> {
                 row("Images", seen.len(), img_active, img_total, img_reclaim),
                 row(
                     "Containers",
-                    containers.len(),
+                    du.containers.len(),
                     ctr_active,
                     ctr_total,
                     ctr_reclaim
                 ),
-                row("Trash", trash.len(), 0, trash_size, trash_size),
+                row("Trash", du.trash_count, 0, du.trash_size, du.trash_size),
             ],
             &[
                 ("Type", "TYPE"),
@@ -288,17 +241,24 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<ExitCode> {
     );
     if a.verbose {
         println!("\nImages space usage:");
-        for (name, id, size, active) in img_rows {
+        for i in &du.images {
             println!(
-                "{name}  {}  {}  {}",
-                &id.trim_start_matches("sha256:")[..12],
-                format::human_size(size),
-                if active { "in use" } else { "unused" }
+                "{}  {}  {}  {}",
+                i.name,
+                &i.id.trim_start_matches("sha256:")[..12],
+                format::human_size(i.size),
+                if i.active { "in use" } else { "unused" }
             );
         }
         println!("\nContainers space usage:");
-        for (id, name, size, status) in ctr_rows {
-            println!("{id}  {name}  {}  {status}", format::human_size(size));
+        for c in &du.containers {
+            println!(
+                "{}  {}  {}  {}",
+                &c.id[..12],
+                c.name,
+                format::human_size(c.size),
+                c.status
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -343,84 +303,34 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
         }
     }
     let engine = open_engine(cli)?;
-    let mut removed = Vec::new();
-    let mut freed = 0u64;
-    for c in engine.list()? {
-        let st = engine.state(&c);
-        if st.is_active() {
-            continue;
-        }
-        freed += engine
-            .store()
-            .snapshotter()
-            .usage(&berth_engine::bundle::snapshot_key(c.id()))
-            .map(|u| u.size)
-            .unwrap_or(0);
-        engine
-            .remove(&c, false)
-            .with_context(|| format!("removing container {}", c.name()))?;
-        removed.push(c.id().to_string());
-    }
-    if !removed.is_empty() {
+    let r = engine.system_prune(a.all)?;
+    if !r.containers.is_empty() {
         println!("Deleted Containers:");
-        for id in &removed {
+        for id in &r.containers {
             println!("{id}");
         }
         println!();
     }
-    let nets = crate::networks::prune_networks(&engine)?;
-    if !nets.is_empty() {
+    if !r.networks.is_empty() {
         println!("Deleted Networks:");
-        for n in &nets {
+        for n in &r.networks {
             println!("{n}");
         }
         println!();
     }
-    for leak in engine
-        .remove_leaked_networks()
-        .context("removing leaked network state")?
-    {
+    for leak in &r.leaked {
         eprintln!("removed leaked {leak}");
     }
-    engine
-        .gc_networks()
-        .context("garbage-collecting CNI networks")?;
-    let store = engine.store();
-    let used = images_in_use(&engine)?;
-    let host = Platform::host();
-    let mut untagged = Vec::new();
-    for rec in store.list()? {
-        let dangling = crate::images::split_name(&rec.name).1 == "<none>";
-        if !(a.all || dangling) {
-            continue;
-        }
-        let in_use = store
-            .resolve(&rec, &host)
-            .map(|img| used.contains(&img.id().to_string()))
-            .unwrap_or(false);
-        if in_use {
-            continue;
-        }
-        store.meta().delete_image(&rec.name)?;
-        untagged.push(rec.name);
-    }
-    let report = store.gc(&GcOptions {
-        ingest_max_age: Duration::from_secs(3600),
-        dry_run: false,
-    })?;
-    if !untagged.is_empty() {
+    if !r.images.is_empty() {
         println!("Deleted Images:");
-        for n in &untagged {
+        for n in &r.images {
             println!("untagged: {n}");
         }
-        for d in &report.removed_blobs {
+        for d in &r.removed_blobs {
             println!("deleted: {d}");
         }
         println!();
     }
-    println!(
-        "Total reclaimed space: {}",
-        format::human_size(freed + report.bytes_freed)
-    );
+    println!("Total reclaimed space: {}", format::human_size(r.freed));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,19 +1,18 @@
 //! `berth volume create|ls|inspect|rm|prune`, with docker's output.
 //!
-//! A volume is in use when a container record's `config.host` mounts it
-//! ([`berth_engine::volumes::in_use`]); such volumes are never removed.
+//! Each command calls the engine's volume service (`berth_engine::api::volumes`)
+//! for the `--namespace`'s volumes and prints; a volume a container of the
+//! namespace mounts is never removed.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, Write};
-use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
-use berth_engine::records::ContainerStore;
-use berth_engine::volumes::{self, VolumeError, VolumeStore};
-use berth_image::meta::MetaDb;
+use anyhow::{anyhow, bail, Result};
+use berth_engine::api::volumes::VolumeCreateRequest;
+use berth_engine::container::Engine;
 use clap::{Args, Subcommand};
 
+use crate::containers::open_engine;
 use crate::format::{self, Row};
 use crate::Cli;
 
@@ -90,49 +89,28 @@ pub struct PruneArgs {
 
 /// Runs one `volume` command.
 pub fn run(cli: &Cli, c: &VolumeCommand) -> Result<ExitCode> {
-    let store = VolumeStore::new(&cli.root);
+    let engine = open_engine(cli)?;
     match c {
-        VolumeCommand::Create(a) => create(&store, a),
-        VolumeCommand::Ls(a) => ls(&store, a),
-        VolumeCommand::Inspect(a) => inspect(&store, a),
-        VolumeCommand::Rm(a) => rm(cli, &store, a),
-        VolumeCommand::Prune(a) => prune(cli, &store, a),
+        VolumeCommand::Create(a) => create(&engine, a),
+        VolumeCommand::Ls(a) => ls(&engine, a),
+        VolumeCommand::Inspect(a) => inspect(&engine, a),
+        VolumeCommand::Rm(a) => rm(&engine, a),
+        VolumeCommand::Prune(a) => prune(&engine, a),
     }
 }
 
-/// The volumes that containers mount.
-fn in_use(cli: &Cli) -> Result<BTreeSet<String>> {
-    let meta = MetaDb::open(&cli.root.join("meta.redb"))
-        .with_context(|| format!("opening the metadata DB in {}", cli.root.display()))?;
-    let recs = ContainerStore::new(meta)
-        .list()
-        .context("reading container records")?;
-    Ok(volumes::in_use(&recs))
-}
-
-fn create(store: &VolumeStore, a: &CreateArgs) -> Result<ExitCode> {
-    if a.driver != "local" {
-        bail!("volume driver {:?} is not supported: only local", a.driver);
-    }
-    let mut labels = BTreeMap::new();
-    for l in &a.labels {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        if k.is_empty() {
-            bail!("invalid label {l:?}: expected KEY=VALUE");
-        }
-        labels.insert(k.to_string(), v.to_string());
-    }
-    let name = match &a.name {
-        Some(n) => n.clone(),
-        None => volumes::random_name()?,
-    };
-    let (v, _) = store.create(&name, labels, false, true)?;
+fn create(engine: &Engine, a: &CreateArgs) -> Result<ExitCode> {
+    let v = engine.volume_create(&VolumeCreateRequest {
+        name: a.name.clone(),
+        driver: a.driver.clone(),
+        labels: a.labels.clone(),
+    })?;
     println!("{}", v.name);
     Ok(ExitCode::SUCCESS)
 }
 
-fn ls(store: &VolumeStore, a: &LsArgs) -> Result<ExitCode> {
-    let vols = store.list()?;
+fn ls(engine: &Engine, a: &LsArgs) -> Result<ExitCode> {
+    let vols = engine.volume_list()?;
     if a.quiet {
         for v in &vols {
             println!("{}", v.name);
@@ -160,11 +138,11 @@ fn ls(store: &VolumeStore, a: &LsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect(store: &VolumeStore, a: &InspectArgs) -> Result<ExitCode> {
+fn inspect(engine: &Engine, a: &InspectArgs) -> Result<ExitCode> {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for n in &a.names {
-        match store.get(n) {
+        match engine.volume_get(n) {
             Ok(v) => docs.push(v.inspect()),
             Err(e) => errors.push(e.to_string()),
         }
@@ -176,13 +154,12 @@ fn inspect(store: &VolumeStore, a: &InspectArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn rm(cli: &Cli, store: &VolumeStore, a: &RmArgs) -> Result<ExitCode> {
-    let used = in_use(cli)?;
+fn rm(engine: &Engine, a: &RmArgs) -> Result<ExitCode> {
     let mut errors = Vec::new();
     for n in &a.names {
-        match store.remove(n, &used) {
-            Ok(()) => println!("{n}"),
-            Err(VolumeError::NotFound(_)) if a.force => {}
+        match engine.volume_remove(n, a.force) {
+            Ok(true) => println!("{n}"),
+            Ok(false) => {}
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -192,24 +169,7 @@ fn rm(cli: &Cli, store: &VolumeStore, a: &RmArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The bytes of the files under `p` (not following symlinks).
-fn disk_usage(p: &Path) -> u64 {
-    let Ok(md) = std::fs::symlink_metadata(p) else {
-        return 0;
-    };
-    let mut n = if md.is_dir() { 0 } else { md.len() };
-    if md.is_dir() {
-        if let Ok(rd) = std::fs::read_dir(p) {
-            n += rd
-                .filter_map(|e| e.ok())
-                .map(|e| disk_usage(&e.path()))
-                .sum::<u64>();
-        }
-    }
-    n
-}
-
-fn prune(cli: &Cli, store: &VolumeStore, a: &PruneArgs) -> Result<ExitCode> {
+fn prune(engine: &Engine, a: &PruneArgs) -> Result<ExitCode> {
     if !a.force {
         let what = if a.all {
             "all local volumes"
@@ -224,21 +184,17 @@ fn prune(cli: &Cli, store: &VolumeStore, a: &PruneArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let used = in_use(cli)?;
-    let sizes: BTreeMap<String, u64> = store
-        .list()?
-        .into_iter()
-        .map(|v| (v.name, disk_usage(&v.mountpoint)))
-        .collect();
-    let removed = store.prune(&used, a.all)?;
-    if !removed.is_empty() {
+    let report = engine.volume_prune(a.all)?;
+    if !report.removed.is_empty() {
         println!("Deleted Volumes:");
-        for n in &removed {
+        for n in &report.removed {
             println!("{n}");
         }
         println!();
     }
-    let freed: u64 = removed.iter().filter_map(|n| sizes.get(n)).sum();
-    println!("Total reclaimed space: {}", format::human_size(freed));
+    println!(
+        "Total reclaimed space: {}",
+        format::human_size(report.freed)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -248,6 +248,9 @@ pub struct EngineOptions {
     pub monitor: PathBuf,
     /// The CNI config and plugin dirs, and the default network's path.
     pub network: crate::network::NetworkOptions,
+    /// The store namespace this engine's containers and volumes are in
+    /// (images and networks are shared by all).
+    pub namespace: crate::namespace::Namespace,
 }
 
 /// Makes the engine's directories, closed to other users, or closes them
@@ -545,7 +548,7 @@ impl Engine {
         if let Err(e) = private_dirs(&opts) {
             tracing::warn!("closing berth's directories to other users: {e}");
         }
-        let records = ContainerStore::new(store.meta().clone());
+        let records = ContainerStore::in_namespace(store.meta().clone(), opts.namespace.clone());
         let attachers = Box::new(crate::adapters::Plugged::new(&opts));
         Engine {
             store,
@@ -605,7 +608,7 @@ impl Engine {
         Ok(Container::from_record(self.records.get(what)?))
     }
 
-    /// Every container.
+    /// Every container of this engine's namespace.
     pub fn list(&self) -> Result<Vec<Container>, ContainerError> {
         Ok(self
             .records
@@ -613,6 +616,27 @@ impl Engine {
             .into_iter()
             .map(Container::from_record)
             .collect())
+    }
+
+    /// Every container of every namespace: for what namespaces share
+    /// (host ports, networks, images).
+    pub fn list_all(&self) -> Result<Vec<Container>, ContainerError> {
+        Ok(self
+            .records
+            .list_all()?
+            .into_iter()
+            .map(Container::from_record)
+            .collect())
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &crate::namespace::Namespace {
+        &self.opts.namespace
+    }
+
+    /// This namespace's volumes.
+    pub fn volumes(&self) -> crate::volumes::VolumeStore {
+        crate::volumes::VolumeStore::in_namespace(&self.opts.root, &self.opts.namespace)
     }
 
     /// Takes container `id`'s lock (waiting for it). Fails when the
@@ -872,6 +896,7 @@ impl Engine {
         let mut rec = ContainerRecord {
             id: id.clone(),
             name: String::new(),
+            namespace: self.opts.namespace.to_string(),
             image: o.image_name.clone(),
             image_id: img.id().to_string(),
             created: now(),
@@ -1237,22 +1262,84 @@ impl Engine {
         timeout: Option<Duration>,
         lock: Option<&ContainerLock>,
     ) -> State {
-        let began = Instant::now();
-        let mut nap = Duration::from_millis(2);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.wait_until(c, deadline, lock, |st| {
+            !matches!(st.status, Status::Running | Status::Paused)
+        })
+    }
+
+    /// Waits until `done` holds for the container's state, or `deadline`
+    /// passes, or its directory is gone (removed); returns the state then.
+    /// Ended by events, never by polling: the monitor's renames of
+    /// `run.json`/`exit.json` in the container's directory (inotify), the
+    /// end of the monitor (pidfd), and, when no monitor is left to record
+    /// the exit, the end of the init (pidfd), whose lost exit the next look
+    /// records.
+    pub fn wait_until(
+        &self,
+        c: &Container,
+        deadline: Option<Instant>,
+        lock: Option<&ContainerLock>,
+        mut done: impl FnMut(&State) -> bool,
+    ) -> State {
+        let dir = self.dir(c.id());
         loop {
+            // Watches first, then the look: a change in between still wakes.
+            let mut waker = crate::wait::Waker::for_state(&dir);
+            let monitor = self.monitor_pid(c.id());
+            if let Some(m) = monitor {
+                waker.watch_pid(m);
+            }
             let st = match lock {
                 Some(l) => self.state_held(c, l),
                 None => self.state(c),
             };
-            if !matches!(st.status, Status::Running | Status::Paused) {
+            if done(&st) || !dir.exists() {
                 return st;
             }
-            if timeout.is_some_and(|t| began.elapsed() >= t) {
-                return st;
+            // A monitor writes the exit when the init ends; without one the
+            // init's own end is the event.
+            if monitor.is_none() && st.pid > 0 {
+                waker.watch_pid(st.pid);
             }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(50));
+            if !waker.wait(deadline) {
+                return match lock {
+                    Some(l) => self.state_held(c, l),
+                    None => self.state(c),
+                };
+            }
         }
+    }
+
+    /// Waits until the container has exited for good or to restart
+    /// (`Exited` or `Restarting`), or was removed; a created container
+    /// first has to start. Ended by the events of [`Engine::wait_until`].
+    pub fn wait_exit(&self, c: &Container) -> State {
+        self.wait_until(c, None, None, |st| {
+            matches!(st.status, Status::Exited | Status::Restarting)
+        })
+    }
+
+    /// The exit code once an attached client's connection has ended (the
+    /// monitor dropped it, or went): waits for the exit record, or fails
+    /// with the monitor's error when the container never started. Ended by
+    /// the events of [`Engine::wait_until`].
+    pub fn exit_after_attach(&self, c: &Container) -> Result<i32, ContainerError> {
+        let st = self.wait_until(c, None, None, |st| {
+            matches!(st.status, Status::Exited | Status::Restarting)
+                || (st.status == Status::Created && self.monitor_pid(c.id()).is_none())
+        });
+        if st.status == Status::Created {
+            let err = fs::read_to_string(self.dir(c.id()).join("monitor.err")).unwrap_or_default();
+            return Err(ContainerError::Start {
+                name: c.name().to_string(),
+                message: format!(
+                    "it did not start: {}",
+                    err.trim().trim_start_matches("berth-monitor: ")
+                ),
+            });
+        }
+        Ok(st.exit_code)
     }
 
     /// Stops the container: its stop signal, then SIGKILL after `timeout`
@@ -1300,28 +1387,13 @@ impl Engine {
     /// Waits for the monitor to end (it ends after deleting the runtime
     /// state), up to `timeout`.
     pub fn wait_monitor_gone(&self, c: &Container, timeout: Duration) -> State {
-        // A pidfd wakes us the moment it exits; polling is the fallback.
-        if let Some(pid) = self
-            .monitor_pid(c.id())
-            .and_then(rustix::process::Pid::from_raw)
-        {
-            if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-                let mut fds = [rustix::event::PollFd::new(
-                    &fd,
-                    rustix::event::PollFlags::IN,
-                )];
-                let ts = rustix::event::Timespec {
-                    tv_sec: timeout.as_secs() as i64,
-                    tv_nsec: timeout.subsec_nanos() as i64,
-                };
-                let _ = rustix::event::poll(&mut fds, Some(&ts));
+        let deadline = Instant::now() + timeout;
+        // Each monitor's end (pidfd) ends the wait for it; a PID that
+        // cannot be watched is gone.
+        while let Some(pid) = self.monitor_pid(c.id()) {
+            if !crate::wait::wait_pid_gone(pid, Some(deadline)) || Instant::now() >= deadline {
+                break;
             }
-        }
-        let began = Instant::now();
-        let mut nap = Duration::from_millis(1);
-        while self.monitor_pid(c.id()).is_some() && began.elapsed() < timeout {
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(50));
         }
         self.state(c)
     }
@@ -1401,10 +1473,8 @@ impl Engine {
         if st.pid > 0 && pid_in_container(st.pid, c.id()) {
             // No monitor, but the process lives: kill it and wait for it.
             let _ = self.signal(c, "SIGKILL");
-            let began = Instant::now();
-            while pid_in_container(st.pid, c.id()) && began.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            // Its end (pidfd) ends the wait.
+            crate::wait::wait_pid_gone(st.pid, Some(Instant::now() + Duration::from_secs(10)));
         }
         if self.runtime_root().join(c.id()).exists() {
             let _ = self.runtime_cmd(c, &["delete", "--force"]);

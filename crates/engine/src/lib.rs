@@ -24,6 +24,7 @@
 //! It knows nothing of registries, snapshots or the runtime's internals.
 
 mod adapters;
+pub mod api;
 pub mod bundle;
 pub mod command;
 pub mod commit;
@@ -32,6 +33,7 @@ pub mod files;
 pub mod host;
 pub mod init;
 pub mod isolation;
+pub mod namespace;
 pub mod netns;
 pub mod network;
 pub mod networks;
@@ -42,3 +44,4 @@ pub mod seccomp;
 pub mod spec;
 pub mod user;
 pub mod volumes;
+pub mod wait;

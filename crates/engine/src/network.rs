@@ -328,7 +328,7 @@ impl Engine {
         let mut taken = Vec::new();
         // Only a fixed host port can clash with another container's.
         if ports.iter().any(|p| p.host_port != 0) {
-            for o in self.list().unwrap_or_default() {
+            for o in self.list_all().unwrap_or_default() {
                 if o.id() != c.id() {
                     for p in self.net_state(o.id()).ports {
                         taken.push((o.name().to_string(), p));
@@ -480,8 +480,11 @@ impl Engine {
     /// (veths, addresses, rules, CNI cache entries) of containers that have
     /// no record. Returns what it removed.
     pub fn remove_leaked_networks(&self) -> Result<Vec<String>, ContainerError> {
-        let known: std::collections::BTreeSet<String> =
-            self.list()?.iter().map(|c| c.id().to_string()).collect();
+        let known: std::collections::BTreeSet<String> = self
+            .list_all()?
+            .iter()
+            .map(|c| c.id().to_string())
+            .collect();
         let mut out = Vec::new();
         for id in crate::netns::list(&self.options().run_dir) {
             if !known.contains(&id) {
@@ -509,8 +512,11 @@ impl Engine {
     /// A container being made has its record before its first ADD, so GC
     /// never takes what a concurrent `create` is attaching.
     pub fn gc_networks(&self) -> Result<(), ContainerError> {
-        let known: std::collections::BTreeSet<String> =
-            self.list()?.iter().map(|c| c.id().to_string()).collect();
+        let known: std::collections::BTreeSet<String> = self
+            .list_all()?
+            .iter()
+            .map(|c| c.id().to_string())
+            .collect();
         let is_known = |id: &str| known.contains(id);
         for def in self.networks().list().map_err(NetError::from)? {
             if self.backend_for(&def) == "cni" {
@@ -738,7 +744,9 @@ impl Engine {
     /// Rewrites the `/etc/hosts` of every other container on a user
     /// network: `c` joined or left some.
     fn refresh_peers(&self, c: &Container) -> Result<(), NetError> {
-        let Ok(all) = self.list() else { return Ok(()) };
+        let Ok(all) = self.list_all() else {
+            return Ok(());
+        };
         for o in all.iter().filter(|o| o.id() != c.id()) {
             let ost = self.net_state(o.id());
             if ost.attachments.iter().any(|a| a.network != DEFAULT_NETWORK) {
@@ -760,7 +768,7 @@ impl Engine {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for o in self.list().unwrap_or_default() {
+        for o in self.list_all().unwrap_or_default() {
             if o.id() == c.id() {
                 continue;
             }

@@ -13,9 +13,16 @@
 //! (running, its exit) is the monitor's exit file and the runtime's state,
 //! read when asked, so a crash of `berth` between steps cannot leave the
 //! record claiming something false.
+//!
+//! Records are per namespace ([`crate::namespace`]): a store sees, finds
+//! and names only its own namespace's containers; IDs are random and so
+//! unique across all of them. `default`'s records and names are stored as
+//! they were before namespaces existed.
 
 use berth_image::meta::{MetaDb, MetaError, RecordTable};
 use serde::{Deserialize, Serialize};
+
+use crate::namespace::{Namespace, DEFAULT};
 
 const CONTAINERS: RecordTable = RecordTable::new("containers");
 const NAMES: RecordTable = RecordTable::new("container_names");
@@ -26,8 +33,12 @@ const NAMES: RecordTable = RecordTable::new("container_names");
 pub struct ContainerRecord {
     /// 64 hex characters.
     pub id: String,
-    /// Unique among containers.
+    /// Unique among its namespace's containers.
     pub name: String,
+    /// The namespace; `default` (also when absent: records made before
+    /// namespaces) is not written.
+    #[serde(default = "default_ns", skip_serializing_if = "is_default_ns")]
+    pub namespace: String,
     /// The image as the user named it.
     pub image: String,
     /// The image ID (config digest).
@@ -70,6 +81,14 @@ pub enum RecordError {
     Db(#[from] MetaError),
 }
 
+fn default_ns() -> String {
+    DEFAULT.to_string()
+}
+
+fn is_default_ns(ns: &str) -> bool {
+    ns == DEFAULT
+}
+
 /// docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 pub fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -79,34 +98,54 @@ pub fn valid_name(name: &str) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
 }
 
-/// The container records of one metadata DB.
-#[derive(Debug)]
+/// The container records of one namespace of a metadata DB.
+#[derive(Debug, Clone)]
 pub struct ContainerStore {
     meta: MetaDb,
+    namespace: Namespace,
 }
 
 impl ContainerStore {
-    /// The records in `meta`.
+    /// The records of namespace `default` in `meta`.
     pub fn new(meta: MetaDb) -> ContainerStore {
-        ContainerStore { meta }
+        ContainerStore::in_namespace(meta, Namespace::default())
     }
 
-    /// Inserts `rec`, claiming its name.
+    /// The records of `namespace` in `meta`.
+    pub fn in_namespace(meta: MetaDb, namespace: Namespace) -> ContainerStore {
+        ContainerStore { meta, namespace }
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    fn mine(&self, rec: &ContainerRecord) -> bool {
+        rec.namespace == self.namespace.as_str()
+    }
+
+    /// Inserts `rec` (into this store's namespace, whatever it says),
+    /// claiming its name.
     pub fn create(&self, rec: &ContainerRecord) -> Result<(), RecordError> {
         if !valid_name(&rec.name) {
             return Err(RecordError::BadName(rec.name.clone()));
         }
+        let mut rec = rec.clone();
+        rec.namespace = self.namespace.as_str().to_string();
+        let rec = &rec;
+        let key = self.namespace.name_key(&rec.name);
         let r = self
             .meta
             .update_records(&format!("create container {}", rec.id), |tx| {
                 if tx.get::<ContainerRecord>(&CONTAINERS, &rec.id)?.is_some() {
                     return Err(MetaError::Conflict(format!("id:{}", rec.id)));
                 }
-                if let Some(owner) = tx.get::<String>(&NAMES, &rec.name)? {
+                if let Some(owner) = tx.get::<String>(&NAMES, &key)? {
                     return Err(MetaError::Conflict(format!("name:{owner}")));
                 }
                 tx.put(&CONTAINERS, &rec.id, rec)?;
-                tx.put(&NAMES, &rec.name, &rec.id)
+                tx.put(&NAMES, &key, &rec.id)
             });
         match r {
             Err(MetaError::Conflict(c)) => match c.split_once(':') {
@@ -120,14 +159,23 @@ impl ContainerStore {
         }
     }
 
-    /// The record of `what`: a full ID, a name, or a unique ID prefix.
+    /// The record of `what` in this namespace: a full ID, a name, or a
+    /// unique ID prefix.
     pub fn get(&self, what: &str) -> Result<ContainerRecord, RecordError> {
         if let Some(r) = self.meta.get_record::<ContainerRecord>(&CONTAINERS, what)? {
-            return Ok(r);
-        }
-        if let Some(id) = self.meta.get_record::<String>(&NAMES, what)? {
-            if let Some(r) = self.meta.get_record::<ContainerRecord>(&CONTAINERS, &id)? {
+            if self.mine(&r) {
                 return Ok(r);
+            }
+        }
+        // A `/` would reach into another namespace's keys.
+        if !what.contains('/') {
+            let key = self.namespace.name_key(what);
+            if let Some(id) = self.meta.get_record::<String>(&NAMES, &key)? {
+                if let Some(r) = self.meta.get_record::<ContainerRecord>(&CONTAINERS, &id)? {
+                    if self.mine(&r) {
+                        return Ok(r);
+                    }
+                }
             }
         }
         let all = self.list()?;
@@ -148,9 +196,25 @@ impl ContainerStore {
         }
     }
 
-    /// Every record, by ID.
+    /// Every record of this namespace, by ID.
     pub fn list(&self) -> Result<Vec<ContainerRecord>, RecordError> {
+        let mut all = self.list_all()?;
+        all.retain(|r| self.mine(r));
+        Ok(all)
+    }
+
+    /// Every record of every namespace, by ID: for what the namespaces
+    /// share (images in use, host ports, leaked networks).
+    pub fn list_all(&self) -> Result<Vec<ContainerRecord>, RecordError> {
         Ok(self.meta.list_records(&CONTAINERS)?)
+    }
+
+    /// The namespaces that have containers.
+    pub fn namespaces(&self) -> Result<Vec<String>, RecordError> {
+        let mut v: Vec<String> = self.list_all()?.into_iter().map(|r| r.namespace).collect();
+        v.sort();
+        v.dedup();
+        Ok(v)
     }
 
     /// Renames container `id`.
@@ -158,20 +222,24 @@ impl ContainerStore {
         if !valid_name(new_name) {
             return Err(RecordError::BadName(new_name.to_string()));
         }
+        let ns = &self.namespace;
         let r = self
             .meta
             .update_records(&format!("rename container {id}"), |tx| {
                 let Some(mut rec) = tx.get::<ContainerRecord>(&CONTAINERS, id)? else {
                     return Err(MetaError::Conflict("missing".into()));
                 };
-                if let Some(owner) = tx.get::<String>(&NAMES, new_name)? {
+                if rec.namespace != ns.as_str() {
+                    return Err(MetaError::Conflict("missing".into()));
+                }
+                if let Some(owner) = tx.get::<String>(&NAMES, &ns.name_key(new_name))? {
                     if owner != id {
                         return Err(MetaError::Conflict(format!("name:{owner}")));
                     }
                 }
-                tx.remove(&NAMES, &rec.name)?;
+                tx.remove(&NAMES, &ns.name_key(&rec.name))?;
                 rec.name = new_name.to_string();
-                tx.put(&NAMES, new_name, &rec.id)?;
+                tx.put(&NAMES, &ns.name_key(new_name), &rec.id)?;
                 tx.put(&CONTAINERS, id, &rec)
             });
         match r {
@@ -197,6 +265,7 @@ impl ContainerStore {
                 };
                 let mut new = rec.clone();
                 new.name = old.name;
+                new.namespace = old.namespace;
                 tx.put(&CONTAINERS, &rec.id, &new)
             });
         match r {
@@ -213,7 +282,10 @@ impl ContainerStore {
                 let Some(rec) = tx.get::<ContainerRecord>(&CONTAINERS, id)? else {
                     return Ok(false);
                 };
-                tx.remove(&NAMES, &rec.name)?;
+                // The name key of the record's own namespace.
+                let ns = Namespace::new(&rec.namespace)
+                    .map_err(|e| MetaError::Conflict(e.to_string()))?;
+                tx.remove(&NAMES, &ns.name_key(&rec.name))?;
                 tx.remove(&CONTAINERS, id)
             })?)
     }
@@ -227,6 +299,7 @@ mod tests {
         ContainerRecord {
             id: id.into(),
             name: name.into(),
+            namespace: DEFAULT.into(),
             image: "busybox".into(),
             image_id: "sha256:abc".into(),
             created: "2026-11-28T20:00:00Z".into(),
@@ -311,6 +384,56 @@ mod tests {
         });
         assert_eq!(wins, 1);
         assert_eq!(store(&dir).list().unwrap().len(), 1);
+    }
+
+    /// The same name in two namespaces; each sees, finds, renames and
+    /// removes only its own; `default` is stored as before namespaces.
+    #[test]
+    fn namespaces_keep_apart() {
+        let t = tempfile::tempdir().unwrap();
+        let meta = MetaDb::open(&t.path().join("meta.redb")).unwrap();
+        let d = ContainerStore::new(meta.clone());
+        let k = ContainerStore::in_namespace(meta.clone(), Namespace::new("k8s.io").unwrap());
+        let a = rec(&"a".repeat(64), "web");
+        let b = rec(&"b".repeat(64), "web");
+        d.create(&a).unwrap();
+        k.create(&b).unwrap();
+        assert_eq!(d.get("web").unwrap().id, a.id);
+        assert_eq!(k.get("web").unwrap().id, b.id);
+        assert_eq!(k.get("web").unwrap().namespace, "k8s.io");
+        // Neither finds the other's by ID, prefix or key.
+        assert!(matches!(d.get(&b.id), Err(RecordError::NotFound(_))));
+        assert!(matches!(d.get("bbb"), Err(RecordError::NotFound(_))));
+        assert!(matches!(d.get("k8s.io/web"), Err(RecordError::NotFound(_))));
+        assert!(matches!(k.get(&a.id), Err(RecordError::NotFound(_))));
+        assert_eq!(d.list().unwrap(), vec![a.clone()]);
+        assert_eq!(k.list().unwrap().len(), 1);
+        assert_eq!(d.list_all().unwrap().len(), 2);
+        assert_eq!(d.namespaces().unwrap(), ["default", "k8s.io"]);
+        assert!(matches!(
+            k.rename(&a.id, "x"),
+            Err(RecordError::NotFound(_))
+        ));
+        k.rename(&b.id, "api").unwrap();
+        assert!(matches!(d.get("api"), Err(RecordError::NotFound(_))));
+        assert!(k.remove(&b.id).unwrap());
+        assert_eq!(d.get("web").unwrap().id, a.id);
+        // `default`'s record and name are written as before namespaces.
+        let raw: serde_json::Value = meta.get_record(&CONTAINERS, &a.id).unwrap().unwrap();
+        assert!(raw.get("namespace").is_none(), "{raw}");
+        assert_eq!(
+            meta.get_record::<String>(&NAMES, "web").unwrap().as_deref(),
+            Some(a.id.as_str())
+        );
+    }
+
+    /// A record written before namespaces (no field) is `default`'s.
+    #[test]
+    fn old_records_are_defaults() {
+        let old = serde_json::json!({"id": "x", "name": "web", "image": "busybox",
+            "imageId": "sha256:abc", "created": "2026-11-28T20:00:00Z", "command": ["sh"]});
+        let r: ContainerRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(r.namespace, "default");
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub fn random_name() -> Result<String, VolumeError> {
 #[derive(Debug, Clone)]
 pub struct VolumeStore {
     dir: PathBuf,
+    /// Directories above `dir` to make (private) first: a namespace's.
+    parents: Vec<PathBuf>,
 }
 
 impl VolumeStore {
@@ -136,7 +138,22 @@ impl VolumeStore {
     pub fn new(root: &Path) -> VolumeStore {
         VolumeStore {
             dir: root.join("volumes"),
+            parents: Vec::new(),
         }
+    }
+
+    /// The volumes of namespace `ns` under berth root `root`
+    /// ([`crate::namespace::Namespace::volumes_dir`]): `default`'s are
+    /// [`VolumeStore::new`]'s.
+    pub fn in_namespace(root: &Path, ns: &crate::namespace::Namespace) -> VolumeStore {
+        let dir = ns.volumes_dir(root);
+        let parents = if ns.is_default() {
+            Vec::new()
+        } else {
+            let nsdir = dir.parent().expect("namespaces/NS/volumes").to_path_buf();
+            vec![nsdir.parent().expect("namespaces").to_path_buf(), nsdir]
+        };
+        VolumeStore { dir, parents }
     }
 
     /// The directory holding every volume.
@@ -163,8 +180,10 @@ impl VolumeStore {
     ) -> Result<(Volume, bool), VolumeError> {
         let dir = self.checked(name)?;
         // Closed to other users: volumes hold containers' data.
-        berth_image::private::private_dir(&self.dir, berth_image::private::DIR_MODE)
-            .map_err(io(format!("create {}", self.dir.display())))?;
+        for d in self.parents.iter().chain([&self.dir]) {
+            berth_image::private::private_dir(d, berth_image::private::DIR_MODE)
+                .map_err(io(format!("create {}", d.display())))?;
+        }
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -343,6 +362,7 @@ mod tests {
         let rec = |config| crate::records::ContainerRecord {
             id: "a".repeat(64),
             name: "c".into(),
+            namespace: "default".into(),
             image: "i".into(),
             image_id: "x".into(),
             created: String::new(),
