@@ -345,11 +345,9 @@ fn version_status_runtime_config_and_unimplemented_calls() {
         root.to_str().unwrap(),
         "the --root flag wins over the file"
     );
-    let hs: Vec<Value> = serde_json::from_str(&s.info["runtimeHandlers"]).unwrap();
-    let berth_rt = hs.iter().find(|h| h["name"] == "berth-runtime").unwrap()["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let hs: Value = serde_json::from_str(&s.info["runtimeHandlers"]).unwrap();
+    assert_eq!(hs["berth-runtime"]["default"], true);
+    let berth_rt = hs["berth-runtime"]["path"].as_str().unwrap().to_string();
     assert_eq!(
         by_name("berth-runtime")
             .features

@@ -195,12 +195,12 @@ impl State {
                 serde_json::Value::from(self.config_path.to_string_lossy().into_owned())
                     .to_string(),
             );
-            let hs: Vec<serde_json::Value> = self
+            // An object keyed by name (crictl shows only objects as JSON).
+            let hs: serde_json::Map<String, serde_json::Value> = self
                 .handlers
                 .iter()
                 .map(|h| {
-                    serde_json::json!({
-                        "name": h.name,
+                    let v = serde_json::json!({
                         "path": h.path,
                         "default": h.name == self.config.default_runtime,
                         "features": {
@@ -208,12 +208,13 @@ impl State {
                             "userNamespaces": h.features.user_namespaces,
                         },
                         "runtimeFeatures": h.document,
-                    })
+                    });
+                    (h.name.clone(), v)
                 })
                 .collect();
             info.insert(
                 "runtimeHandlers".to_string(),
-                serde_json::Value::from(hs).to_string(),
+                serde_json::Value::Object(hs).to_string(),
             );
             info.insert(
                 "cni".to_string(),
