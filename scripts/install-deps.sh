@@ -11,10 +11,11 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# Build: compiler, linker, libseccomp for the runtime.
+# Build: compiler, linker, libseccomp for the runtime, protoc for the CRI proto
+# (crates/cri/build.rs).
 # Tests and benchmarks: the peer runtimes and clients, image tools, measuring tools.
 pkgs=(
-    build-essential pkg-config libseccomp-dev
+    build-essential pkg-config libseccomp-dev protobuf-compiler
     ca-certificates curl git jq perl tar gzip time util-linux procps iproute2 strace hyperfine
     runc crun podman conmon containerd umoci skopeo docker-registry openssl apache2-utils debootstrap
     containernetworking-plugins nftables iptables catatonit uidmap

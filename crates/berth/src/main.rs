@@ -11,6 +11,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 mod containers;
+mod daemon;
 mod format;
 mod images;
 mod networks;
@@ -222,6 +223,8 @@ pub enum Command {
     /// Network commands.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Serve the CRI v1 API (Kubernetes' kubelet) on a unix socket.
+    Daemon(daemon::DaemonArgs),
 }
 
 /// `berth image ...`.
@@ -404,5 +407,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         C::Version(a) => system::version(&cli, a),
         C::Volume(c) => volumes::run(&cli, c),
         C::Network(c) => networks::run(&cli, c),
+        C::Daemon(a) => daemon::run(&cli, a),
     }
 }

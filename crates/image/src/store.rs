@@ -239,6 +239,9 @@ pub struct StoreHold {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     inner: Arc<Inner>,
+    /// The registry client; [`ImageStore::with_registry`] swaps it for one
+    /// pull (a CRI pull brings its own credentials) while sharing the rest.
+    client: Client,
 }
 
 #[derive(Debug)]
@@ -247,7 +250,6 @@ struct Inner {
     content: ContentStore,
     meta: MetaDb,
     snaps: Box<dyn Snapshotter>,
-    client: Client,
     unpack: UnpackOptions,
 }
 
@@ -313,9 +315,9 @@ impl ImageStore {
                 content,
                 meta,
                 snaps,
-                client,
                 unpack,
             }),
+            client,
         })
     }
 
@@ -350,7 +352,18 @@ impl ImageStore {
     }
     /// The registry client.
     pub fn client(&self) -> &Client {
-        &self.inner.client
+        &self.client
+    }
+
+    /// The same store with a registry client of its own, made from `opts`:
+    /// content, metadata and snapshots are shared, connections, learned
+    /// auth modes and tokens are not (so credentials given for one pull are
+    /// never used by another).
+    pub fn with_registry(&self, opts: RegistryOptions) -> Result<ImageStore, ImageError> {
+        Ok(ImageStore {
+            inner: self.inner.clone(),
+            client: Client::new(opts)?,
+        })
     }
 
     /// Pulls `reference` for `platform`: fetches the manifest, then every
@@ -364,7 +377,7 @@ impl ImageStore {
     ) -> Result<LocalImage, ImageError> {
         let r = normalize(reference)?;
         let name = r.whole();
-        let repo = self.inner.client.repository(r.registry(), r.repository());
+        let repo = self.client.repository(r.registry(), r.repository());
         let tag_or_digest = r.digest().or(r.tag()).unwrap_or("latest").to_string();
         let lease = format!(
             "pull-{}-{}",
@@ -1013,10 +1026,7 @@ impl ImageStore {
     ) -> Result<Digest, ImageError> {
         let rec = self.lookup(name)?;
         let dest = normalize(destination.unwrap_or(&rec.name))?;
-        let repo = self
-            .inner
-            .client
-            .repository(dest.registry(), dest.repository());
+        let repo = self.client.repository(dest.registry(), dest.repository());
         let c = &self.inner.content;
         let top = c.read_blob(&rec.target.digest, manifest::MAX_MANIFEST_SIZE)?;
         // Manifests to push: the platform manifests present (for an index), then the top.

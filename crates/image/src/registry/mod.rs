@@ -120,6 +120,43 @@ pub struct RegistryOptions {
     pub timeout: Duration,
     /// Largest manifest read.
     pub max_manifest_size: u64,
+    /// Credentials given with the request (a CRI `AuthConfig`), used instead
+    /// of the auth file for every registry this client talks to.
+    pub credentials: Option<Credentials>,
+}
+
+/// Credentials handed to the client directly rather than read from the auth
+/// file. `Debug` never shows a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// A user name and password: HTTP basic auth, or sent to the token
+    /// service to get a bearer token.
+    Basic {
+        /// The user.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// An identity token (an OAuth2 refresh token, docker's
+    /// `identitytoken`): exchanged at the token service for a bearer token
+    /// with `grant_type=refresh_token`.
+    IdentityToken(String),
+    /// A bearer token sent as it is on every request.
+    RegistryToken(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+            Credentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+            Credentials::RegistryToken(_) => f.write_str("RegistryToken(<redacted>)"),
+        }
+    }
 }
 
 impl Default for RegistryOptions {
@@ -132,6 +169,7 @@ impl Default for RegistryOptions {
             max_retries: 5,
             timeout: Duration::from_secs(30),
             max_manifest_size: 4 << 20,
+            credentials: None,
         }
     }
 }
@@ -240,6 +278,22 @@ fn error_message(body: &str) -> String {
     }
 }
 
+/// A token service's answer: `token` or `access_token`, and its lifetime.
+fn parse_token(realm: &str, body: &[u8]) -> Result<(String, Duration), RegistryError> {
+    #[derive(serde::Deserialize)]
+    struct T {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let t: T = serde_json::from_slice(body)
+        .map_err(|e| RegistryError::InvalidResponse(realm.to_string(), e.to_string()))?;
+    let tok = t.token.or(t.access_token).ok_or_else(|| {
+        RegistryError::InvalidResponse(realm.to_string(), "no token in the answer".into())
+    })?;
+    Ok((tok, Duration::from_secs(t.expires_in.unwrap_or(60).max(10))))
+}
+
 fn read_capped(r: impl Read, max: u64, what: &str) -> Result<Vec<u8>, RegistryError> {
     let mut buf = Vec::new();
     r.take(max + 1)
@@ -340,7 +394,67 @@ impl Client {
     }
 
     fn credentials(&self, registry: &str) -> Result<Option<(String, String)>, RegistryError> {
-        authfile::AuthFile::load(&self.inner.auth_path)?.credentials(registry)
+        match &self.inner.opts.credentials {
+            Some(Credentials::Basic { username, password }) => {
+                Ok(Some((username.clone(), password.clone())))
+            }
+            // A token stands for the credentials: the auth file is not read.
+            Some(_) => Ok(None),
+            None => authfile::AuthFile::load(&self.inner.auth_path)?.credentials(registry),
+        }
+    }
+
+    /// Whether the client has something to authenticate with.
+    fn has_credentials(&self, registry: &str) -> Result<bool, RegistryError> {
+        Ok(matches!(
+            self.inner.opts.credentials,
+            Some(Credentials::IdentityToken(_) | Credentials::RegistryToken(_))
+        ) || self.credentials(registry)?.is_some())
+    }
+
+    /// Exchanges an identity (refresh) token for a bearer token, as the
+    /// OAuth2 flow of the distribution token spec has it.
+    fn fetch_oauth_token(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+        refresh_token: &str,
+    ) -> Result<(String, Duration), RegistryError> {
+        let agent = self.agent(registry)?;
+        let scope = scopes.join(" ");
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", "berth"),
+        ];
+        if let Some(s) = service {
+            form.push(("service", s));
+        }
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        debug!(realm, ?scopes, "exchanging an identity token");
+        match agent.post(realm).send_form(&form) {
+            Ok(resp) => {
+                let body = read_capped(resp.into_reader(), 1 << 20, realm)?;
+                parse_token(realm, &body)
+            }
+            Err(ureq::Error::Status(code, resp)) => {
+                let msg = error_message(&resp.into_string().unwrap_or_default());
+                Err(RegistryError::Unauthorized(
+                    registry.to_string(),
+                    format!(
+                        "the token service {realm} refused the identity token (HTTP {code}){msg}"
+                    ),
+                ))
+            }
+            Err(ureq::Error::Transport(t)) => Err(RegistryError::Transport {
+                url: realm.to_string(),
+                message: t.to_string(),
+            }),
+        }
     }
 
     /// Fetches a bearer token for `scopes` (or none, for login).
@@ -370,22 +484,7 @@ impl Client {
             match req.clone().call() {
                 Ok(resp) => {
                     let body = read_capped(resp.into_reader(), 1 << 20, realm)?;
-                    #[derive(serde::Deserialize)]
-                    struct T {
-                        token: Option<String>,
-                        access_token: Option<String>,
-                        expires_in: Option<u64>,
-                    }
-                    let t: T = serde_json::from_slice(&body).map_err(|e| {
-                        RegistryError::InvalidResponse(realm.to_string(), e.to_string())
-                    })?;
-                    let tok = t.token.or(t.access_token).ok_or_else(|| {
-                        RegistryError::InvalidResponse(
-                            realm.to_string(),
-                            "no token in the answer".into(),
-                        )
-                    })?;
-                    return Ok((tok, Duration::from_secs(t.expires_in.unwrap_or(60).max(10))));
+                    return parse_token(realm, &body);
                 }
                 Err(ureq::Error::Status(code @ (401 | 403), resp)) => {
                     let msg = error_message(&resp.into_string().unwrap_or_default());
@@ -430,6 +529,9 @@ impl Client {
         registry: &str,
         scopes: &[String],
     ) -> Result<Option<String>, RegistryError> {
+        if let Some(Credentials::RegistryToken(t)) = &self.inner.opts.credentials {
+            return Ok(Some(format!("Bearer {t}")));
+        }
         let mode = self
             .inner
             .modes
@@ -452,9 +554,21 @@ impl Client {
                         return Ok(Some(format!("Bearer {t}")));
                     }
                 }
-                let creds = self.credentials(registry)?;
-                let (tok, ttl) =
-                    self.fetch_token(registry, &realm, service.as_deref(), scopes, creds.as_ref())?;
+                let (tok, ttl) = match &self.inner.opts.credentials {
+                    Some(Credentials::IdentityToken(rt)) => {
+                        self.fetch_oauth_token(registry, &realm, service.as_deref(), scopes, rt)?
+                    }
+                    _ => {
+                        let creds = self.credentials(registry)?;
+                        self.fetch_token(
+                            registry,
+                            &realm,
+                            service.as_deref(),
+                            scopes,
+                            creds.as_ref(),
+                        )?
+                    }
+                };
                 // Renew a little early.
                 let exp = Instant::now() + ttl.saturating_sub(Duration::from_secs(5));
                 self.inner
@@ -530,10 +644,11 @@ impl Client {
                         }
                     };
                     if matches!(mode, AuthMode::Basic) && self.credentials(registry)?.is_none() {
-                        return Err(RegistryError::Unauthorized(
-                            registry.to_string(),
-                            format!("credentials needed: use `berth login {registry}`"),
-                        ));
+                        let why = match &self.inner.opts.credentials {
+                            Some(Credentials::IdentityToken(_) | Credentials::RegistryToken(_)) => "the registry wants basic auth, which a token cannot give: pass a user name and password".to_string(),
+                            _ => format!("credentials needed: use `berth login {registry}`"),
+                        };
+                        return Err(RegistryError::Unauthorized(registry.to_string(), why));
                     }
                     self.inner
                         .modes
@@ -544,7 +659,9 @@ impl Client {
                 }
                 Err(ureq::Error::Status(401, resp)) => {
                     let msg = error_message(&resp.into_string().unwrap_or_default());
-                    let hint = if self.credentials(registry)?.is_some() {
+                    let hint = if self.inner.opts.credentials.is_some() {
+                        "the credentials given were refused"
+                    } else if self.has_credentials(registry)? {
                         "the stored credentials were refused"
                     } else {
                         "no credentials stored: use `berth login`"
