@@ -35,6 +35,7 @@ pub mod isolation;
 pub mod netns;
 pub mod network;
 pub mod networks;
+pub mod pod;
 pub mod ports;
 pub mod process;
 pub mod records;
