@@ -1205,7 +1205,10 @@ impl<'e> Pods<'e> {
         self.save(rec)?;
         for c in self.containers(&rec.id)? {
             if self.engine.state(&c).is_active() {
-                self.engine.stop(&c, Some(timeout))?;
+                // The pause (last) ends at once on SIGTERM, with 0.
+                let sandbox = c.config.labels.contains_key(SANDBOX_LABEL);
+                self.engine
+                    .stop(&c, if sandbox { None } else { Some(timeout) })?;
             }
         }
         self.detach(rec)
