@@ -264,6 +264,10 @@ fn share_case(t: &mut PodEnv, runtime: Option<PathBuf>) {
         host_ip: None,
     }];
     cfg.labels = BTreeMap::from([("app".to_string(), "share".to_string())]);
+    cfg.sysctls = BTreeMap::from([(
+        "net.ipv4.ip_local_port_range".to_string(),
+        "20000 30000".to_string(),
+    )]);
     let hostname = cfg.hostname.clone();
     let pods = t.pods();
     let id = pods.run(cfg.clone()).expect("run the pod");
@@ -293,6 +297,36 @@ fn share_case(t: &mut PodEnv, runtime: Option<PathBuf>) {
     );
     let cmd1 = fs::read_to_string(format!("/proc/{}/cmdline", st.pid)).unwrap();
     assert_eq!(cmd1.trim_end_matches('\0'), "/berth-pause");
+    // The CNI_ARGS kubelet's runtimes pass, as the CNI cache keeps them.
+    let cached = t.env.root.path().join("cni/results");
+    let entry = fs::read_dir(&cached)
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("{id}-eth0"))
+        })
+        .expect("the pod's CNI cache entry");
+    let entry: serde_json::Value =
+        serde_json::from_slice(&fs::read(entry.path()).unwrap()).unwrap();
+    let args = entry["cniArgs"].to_string();
+    assert_eq!(
+        entry["capabilityArgs"]["portMappings"][0]["hostPort"],
+        serde_json::json!(host_port)
+    );
+    for (k, v) in [
+        ("IgnoreUnknown", "1"),
+        ("K8S_POD_NAMESPACE", "default"),
+        ("K8S_POD_NAME", cfg.name.as_str()),
+        ("K8S_POD_INFRA_CONTAINER_ID", id.as_str()),
+        ("K8S_POD_UID", cfg.uid.as_str()),
+    ] {
+        assert!(
+            args.contains(&format!("[\"{k}\",\"{v}\"]")),
+            "{k}={v} not in {args}"
+        );
+    }
     // Filters: by label, state and ID prefix.
     let only = |f: PodFilter| pods.list(&f).into_iter().map(|p| p.id).collect::<Vec<_>>();
     assert_eq!(only(PodFilter::default()), vec![id.clone()]);
@@ -342,6 +376,7 @@ fn share_case(t: &mut PodEnv, runtime: Option<PathBuf>) {
         "client",
         "echo \"mq=$(ls /dev/mqueue)\"; echo \"host=$(hostname)\"; \
          echo \"pid1=$(cat /proc/1/cmdline)\"; grep -v '^#' /etc/resolv.conf; \
+         echo \"ports=$(cat /proc/sys/net/ipv4/ip_local_port_range | tr '\\t' ' ')\"; \
          echo \"reply=$(nc 127.0.0.1 8080 </dev/null)\"; (true &)",
         NamespaceMode::Pod,
     );
@@ -355,6 +390,7 @@ fn share_case(t: &mut PodEnv, runtime: Option<PathBuf>) {
         "nameserver 10.0.0.53".to_string(),
         "options ndots:5".to_string(),
         "reply=pong".to_string(),
+        "ports=20000 30000".to_string(),
     ] {
         assert!(out.lines().any(|l| l == want), "want {want:?} in:\n{out}");
     }
@@ -453,6 +489,17 @@ fn host_case(t: &mut PodEnv, runtime: Option<PathBuf>) {
         .find(|l| l.starts_with("pid1="))
         .unwrap_or_default();
     assert!(pid1.starts_with("pid1=sh -c"), "{out}");
+    // A container can join another container's PID namespace.
+    let target = t.container(&id, "target", "exec sleep 3600", NamespaceMode::Container);
+    let joined = t.container(
+        &id,
+        "joined",
+        "echo \"pid1=$(cat /proc/1/cmdline | tr '\\0' ' ')\"",
+        NamespaceMode::Target(target.id().to_string()),
+    );
+    let (code, out) = t.finish(&joined);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim(), "pid1=sleep 3600", "{out}");
     let ids: Vec<String> = pods
         .containers(&id)
         .unwrap()
