@@ -579,3 +579,43 @@ fn bad_input_leaves_nothing() {
     assert!(matches!(e, PodError::NotFound(_)), "{e}");
     t.assert_gone("", &[]);
 }
+
+/// `berth system prune`'s sweep of leaked networks (pins and CNI
+/// attachments of no container) and CNI GC keep a running pod's: its
+/// pin and attachment are named by the pod's ID, not a container's.
+#[test]
+fn prune_keeps_a_running_pods_network() {
+    if !need_root("prune_keeps_a_running_pods_network") {
+        return;
+    }
+    let mut t = PodEnv::new("pod-prune");
+    let cfg = t.config("prune");
+    let pods = t.pods();
+    let id = pods.run(cfg).expect("run the pod");
+    let before = pods.status(&id).unwrap();
+    let removed = t
+        .engine
+        .remove_leaked_networks()
+        .expect("sweep leaked networks");
+    assert!(removed.is_empty(), "the sweep took {removed:?}");
+    t.engine.gc_networks().expect("CNI GC");
+    let pin = before.netns.clone().unwrap();
+    assert!(
+        berth_engine::netns::is_pinned(&pin),
+        "the pod's pin is gone"
+    );
+    assert_eq!(
+        TestNet::ports_of(&t.env.net.bridge).len(),
+        1,
+        "the pod's veth is gone"
+    );
+    assert_eq!(pods.status(&id).unwrap().ip, before.ip);
+    let ids: Vec<String> = pods
+        .containers(&id)
+        .unwrap()
+        .iter()
+        .map(|c| c.id().to_string())
+        .collect();
+    pods.remove(&id).expect("remove");
+    t.assert_gone(&id, &ids);
+}

@@ -430,6 +430,20 @@ pub fn find_pause() -> Result<PathBuf, PodError> {
     ))
 }
 
+/// The IDs of every pod under berth's `root` (complete or not): their
+/// pins and CNI attachments are named by these, so the sweeps of leaked
+/// networks must keep them.
+pub fn ids(root: &Path) -> Vec<String> {
+    fs::read_dir(root.join("pods"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The first usable network config list in `dir`, by file name, as
 /// kubelet's runtimes pick it: files that do not parse are passed over.
 pub fn first_network(dir: &Path) -> Result<NetworkConfigList, PodError> {
