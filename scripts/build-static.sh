@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the three binaries that berth runs where a dynamic one would not do,
+# Builds the binaries that berth runs where a dynamic one would not do,
 # or would cost more, as static (position-independent) binaries, and installs
 # them next to the release binaries (target/release), where berth and the
 # tests look for them:
@@ -16,8 +16,8 @@
 #   It is linked at a fixed address (not position-independent, as Debian's
 #   runc is): a static-pie relocates ~12 000 pointers and copies ~50 pages
 #   at every start, ~0.2 ms each of the two starts per container. It lives
-#   for a few milliseconds and handles no attacker-shaped bytes; the two
-#   long-lived ones (monitor, init) keep ASLR.
+#   for a few milliseconds and handles no attacker-shaped bytes; the
+#   long-lived ones (monitor, init, pause) keep ASLR.
 # Run it after `cargo build --release`, which builds dynamic ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +29,12 @@ export LIBSECCOMP_LINK_TYPE=static
 LIBSECCOMP_LIB_PATH=$(pkg-config --variable=libdir libseccomp)
 export LIBSECCOMP_LIB_PATH
 RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" \
-    cargo build --release -p berth-init -p berth-monitor --bins --target "$triple" --target-dir "$target/static"
+    cargo build --release -p berth-init -p berth-pause -p berth-monitor --bins --target "$triple" --target-dir "$target/static"
 # Other flags, so its own target dir: the two builds would otherwise undo each other.
 RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C strip=symbols" \
     cargo build --release -p berth-runtime --bin berth-runtime --target "$triple" --target-dir "$target/static-fixed"
 mkdir -p "$target/release"
-for b in berth-init berth-monitor berth-runtime; do
+for b in berth-init berth-pause berth-monitor berth-runtime; do
     # Replace, not overwrite: cargo may hard-link its own artifacts here.
     dir=static
     [ "$b" != berth-runtime ] || dir=static-fixed

@@ -356,8 +356,15 @@ fn fill(
         if host.covers(dest) {
             continue;
         }
-        let p = dir.join(name);
-        fs::write(&p, body).map_err(io(format!("write {}", p.display())))?;
+        // A pod's containers share the sandbox's files.
+        let p = match &host.shared_etc {
+            Some(shared) => shared.join(name),
+            None => {
+                let p = dir.join(name);
+                fs::write(&p, body).map_err(io(format!("write {}", p.display())))?;
+                p
+            }
+        };
         let ro = if o.security.read_only { "ro" } else { "rw" };
         if let Some(m) = v["mounts"].as_array_mut() {
             m.push(json!({

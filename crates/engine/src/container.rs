@@ -445,7 +445,7 @@ pub struct ContainerLock {
 }
 
 /// A fresh random container ID: 64 hex characters.
-fn new_id() -> Result<String, ContainerError> {
+pub(crate) fn new_id() -> Result<String, ContainerError> {
     let mut b = [0u8; 32];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -891,7 +891,10 @@ impl Engine {
             Network::Container(_) => joined.clone(),
             _ => None,
         };
-        o.config.cgroups_path = format!("/berth/{id}");
+        o.config.cgroups_path = match &o.bundle.host.cgroup_parent {
+            Some(parent) => format!("{}/{id}", parent.trim_end_matches('/')),
+            None => format!("/berth/{id}"),
+        };
         o.bundle.cgroups_path = Some(o.config.cgroups_path.clone());
         let mut rec = ContainerRecord {
             id: id.clone(),
@@ -1046,7 +1049,7 @@ impl Engine {
         }
     }
 
-    fn write_monitor_config(
+    pub(crate) fn write_monitor_config(
         &self,
         c: &Container,
         wait_attach: bool,

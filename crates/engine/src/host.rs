@@ -294,6 +294,28 @@ pub struct HostConfig {
     pub apparmor: Option<String>,
     /// `--security-opt label=...`: the process label.
     pub selinux_label: Option<String>,
+    /// Namespaces joined instead of made (a pod's containers join their
+    /// sandbox's); set by the engine, not by flags. Applied last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join: Vec<NamespaceJoin>,
+    /// A directory whose `hostname`, `hosts` and `resolv.conf` are mounted
+    /// instead of generated ones (a pod's, shared by its containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_etc: Option<PathBuf>,
+    /// The cgroup under which the container's own goes (a pod's
+    /// `cgroup_parent`); `/berth` when None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+}
+
+/// One namespace a container joins instead of getting a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceJoin {
+    /// The OCI namespace type: `network`, `ipc`, `uts`, `pid`, ...
+    pub kind: String,
+    /// The namespace file to join; None: the host's (no namespace of its
+    /// own).
+    pub path: Option<PathBuf>,
 }
 
 /// `--network`: `bridge` (the default), `none`, `host`, `container:NAME`, or
@@ -1058,6 +1080,32 @@ fn copy_up(rootfs: &Path, path: &str, data: &Path) -> std::io::Result<()> {
 }
 
 impl HostConfig {
+    /// Joins the namespaces of [`HostConfig::join`]: a path replaces the
+    /// new namespace of that kind, None removes it (the host's). A
+    /// container that does not own its UTS namespace sets no hostname.
+    fn apply_joins(&self, spec: &mut Value) {
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            for j in &self.join {
+                match &j.path {
+                    Some(p) => {
+                        let entry = json!({"type": j.kind, "path": p});
+                        match ns.iter_mut().find(|n| n["type"] == j.kind.as_str()) {
+                            Some(n) => *n = entry,
+                            None => ns.push(entry),
+                        }
+                    }
+                    None => ns.retain(|n| n["type"] != j.kind.as_str()),
+                }
+            }
+        }
+        if self.join.iter().any(|j| j.kind == "uts") {
+            if let Some(o) = spec.as_object_mut() {
+                o.remove("hostname");
+                o.remove("domainname");
+            }
+        }
+    }
+
     /// Whether a `-v` or `--tmpfs` mount is at `dest` (so a generated
     /// `/etc/hosts` or an image volume there is skipped, as docker does).
     pub fn covers(&self, dest: &str) -> bool {
@@ -1256,6 +1304,7 @@ impl HostConfig {
                 _ => {}
             }
         }
+        self.apply_joins(spec);
         if let Some(p) = &self.apparmor {
             spec["process"]["apparmorProfile"] = json!(p);
         }
@@ -1692,6 +1741,47 @@ mod tests {
                 "resources": {"devices": [{"allow": false, "access": "rwm"}]},
             },
         })
+    }
+
+    #[test]
+    fn joined_namespaces_replace_new_ones() {
+        let mut spec = json!({
+            "hostname": "h",
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                                     {"type": "uts"}, {"type": "mount"}]},
+            "mounts": [],
+        });
+        let h = HostConfig {
+            join: vec![
+                NamespaceJoin {
+                    kind: "network".into(),
+                    path: Some("/run/x/netns/p".into()),
+                },
+                NamespaceJoin {
+                    kind: "ipc".into(),
+                    path: Some("/proc/7/ns/ipc".into()),
+                },
+                NamespaceJoin {
+                    kind: "uts".into(),
+                    path: Some("/proc/7/ns/uts".into()),
+                },
+                NamespaceJoin {
+                    kind: "pid".into(),
+                    path: None,
+                },
+            ],
+            ..HostConfig::default()
+        };
+        let t = tempfile::tempdir().unwrap();
+        h.apply(&mut spec, &VolumeStore::new(t.path())).unwrap();
+        assert_eq!(
+            spec["linux"]["namespaces"],
+            json!([{"type": "network", "path": "/run/x/netns/p"},
+                   {"type": "ipc", "path": "/proc/7/ns/ipc"},
+                   {"type": "uts", "path": "/proc/7/ns/uts"}, {"type": "mount"}])
+        );
+        // The UTS namespace is the pod's: its hostname is set there.
+        assert!(spec.get("hostname").is_none());
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod namespace;
 pub mod netns;
 pub mod network;
 pub mod networks;
+pub mod pod;
 pub mod ports;
 pub mod process;
 pub mod records;

@@ -480,11 +480,13 @@ impl Engine {
     /// (veths, addresses, rules, CNI cache entries) of containers that have
     /// no record. Returns what it removed.
     pub fn remove_leaked_networks(&self) -> Result<Vec<String>, ContainerError> {
-        let known: std::collections::BTreeSet<String> = self
+        let mut known: std::collections::BTreeSet<String> = self
             .list_all()?
             .iter()
             .map(|c| c.id().to_string())
             .collect();
+        // A pod's pin and attachments are named by the pod's ID.
+        known.extend(crate::pod::ids(&self.options().root));
         let mut out = Vec::new();
         for id in crate::netns::list(&self.options().run_dir) {
             if !known.contains(&id) {
@@ -512,11 +514,13 @@ impl Engine {
     /// A container being made has its record before its first ADD, so GC
     /// never takes what a concurrent `create` is attaching.
     pub fn gc_networks(&self) -> Result<(), ContainerError> {
-        let known: std::collections::BTreeSet<String> = self
+        let mut known: std::collections::BTreeSet<String> = self
             .list_all()?
             .iter()
             .map(|c| c.id().to_string())
             .collect();
+        // A pod's pin and attachments are named by the pod's ID.
+        known.extend(crate::pod::ids(&self.options().root));
         let is_known = |id: &str| known.contains(id);
         for def in self.networks().list().map_err(NetError::from)? {
             if self.backend_for(&def) == "cni" {
