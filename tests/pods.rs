@@ -51,6 +51,8 @@ impl PodEnv {
                     backend: Backend::Cni,
                     ..NetworkOptions::default()
                 },
+                // Kubernetes' objects live in their own store namespace.
+                namespace: berth_engine::namespace::Namespace::new("k8s.io").expect("k8s.io"),
             },
         );
         PodEnv {
