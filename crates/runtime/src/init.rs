@@ -945,21 +945,36 @@ fn enter_rootfs(rootfs: &Path, no_pivot: bool, host_mounts: bool) -> R<()> {
     Ok(())
 }
 
-fn mask_path(root: BorrowedFd<'_>, p: &str) -> R<()> {
+/// Opens an entry of `linux.maskedPaths` or `linux.readonlyPaths` (`list`)
+/// in the container without following it: None when it does not exist. A
+/// symlink is refused: where a link in the image points is the image's
+/// choice, so masking it or binding over it could hide or protect the wrong
+/// thing, or nothing. `doing` completes the refusal ("mask it").
+fn open_listed_path(
+    root: BorrowedFd<'_>,
+    list: &str,
+    p: &str,
+    doing: &str,
+) -> R<Option<(OwnedFd, rustix::fs::FileType)>> {
     let fd = match open_in_root(root, Path::new(p), OFlags::PATH | OFlags::NOFOLLOW) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(format!("maskedPaths {p}: {e}")),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(format!("{list} {p}: {e}")),
     };
-    let st = rustix::fs::fstat(&fd).map_err(|e| format!("maskedPaths {p}: {e}"))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("{list} {p}: {e}"))?;
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
     if kind == rustix::fs::FileType::Symlink {
-        // What a link in the image points to is the image's choice: masking
-        // it or its target could hide the wrong thing, or nothing.
         return Err(format!(
-            "linux.maskedPaths: {p} is a symbolic link in the container; refusing to mask it (list the path it points to instead)"
+            "linux.{list}: {p} is a symbolic link in the container; refusing to {doing} (list the path it points to instead)"
         ));
     }
+    Ok(Some((fd, kind)))
+}
+
+fn mask_path(root: BorrowedFd<'_>, p: &str) -> R<()> {
+    let Some((fd, kind)) = open_listed_path(root, "maskedPaths", p, "mask it")? else {
+        return Ok(());
+    };
     let target = fd_path(fd.as_fd());
     let is_dir = kind == rustix::fs::FileType::Directory;
     let res = if is_dir {
@@ -983,19 +998,9 @@ fn mask_path(root: BorrowedFd<'_>, p: &str) -> R<()> {
 }
 
 fn readonly_path(root: BorrowedFd<'_>, p: &str) -> R<()> {
-    let fd = match open_in_root(root, Path::new(p), OFlags::PATH | OFlags::NOFOLLOW) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(format!("readonlyPaths {p}: {e}")),
+    let Some((fd, _)) = open_listed_path(root, "readonlyPaths", p, "make it read-only")? else {
+        return Ok(());
     };
-    let st = rustix::fs::fstat(&fd).map_err(|e| format!("readonlyPaths {p}: {e}"))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
-        // A bind mount onto the link itself would leave what it points to
-        // writable; where it points is the image's choice (as for masked paths).
-        return Err(format!(
-            "linux.readonlyPaths: {p} is a symbolic link in the container; refusing to make it read-only (list the path it points to instead)"
-        ));
-    }
     let target = fd_path(fd.as_fd());
     mount::mount(
         Some(&target),
